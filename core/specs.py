@@ -1,0 +1,69 @@
+"""Declarative specs handed from config to the packages that build things from them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class Price(BaseModel):
+    """USD per million tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
+    cached_input: float | None = None
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        cached = min(cached_tokens, prompt_tokens)
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        return (
+            (prompt_tokens - cached) * self.input
+            + cached * cached_rate
+            + completion_tokens * self.output
+        ) / 1_000_000
+
+
+class DeploymentSpec(BaseModel):
+    """One upstream model: which adapter, which vendor model, where and how to reach it.
+
+    ``options`` holds vendor-specific settings (api_version, region, project, location,
+    default_max_tokens, ...); each adapter documents the ones it reads.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    provider: str
+    model: str
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    api_key_env: str | None = None
+    timeout_s: float = 60.0
+    connect_timeout_s: float = 5.0
+    max_connections: int = 256
+    headers: dict[str, str] = Field(default_factory=dict)
+    price: Price | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def secret(self, environ: dict[str, str] | None = None) -> str | None:
+        """The API key: inline value first, else the named environment variable."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env:
+            import os
+
+            return (environ or os.environ).get(self.api_key_env)
+        return None
+
+
+class ProfileSpec(BaseModel):
+    """A named orchestrator profile: ``model: <name>`` runs orchestrator ``kind`` with
+    ``params`` (workers, roles, router, verifier, limits; each kind documents its own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: str
+    description: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,141 @@
+"""``single``: one deployment in a tool loop.
+
+Params: ``deployment`` (alias), ``max_steps`` (default 8), ``tools`` (server-side tool
+names). Server-side tool calls run here and the loop continues; any client-side tool call
+ends the run and goes back to the client, as OpenAI does. With no server-side tools the
+provider's answer (or stream) passes straight through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from core.errors import InternalError, InvalidRequest, TakoError
+from core.protocols import RunContext, StreamItem
+from core.specs import ProfileSpec
+from core.types import (
+    ChatRequest,
+    ChatResponse,
+    ChunkError,
+    Delta,
+    End,
+    Message,
+    OrchEvent,
+    ToolCall,
+)
+from orchestrators.base import ToolCallBuffer, with_messages
+from orchestrators.registry import register
+
+
+class Single:
+    kind = "single"
+
+    def __init__(self, deployment: str, max_steps: int = 8, tools: list[str] | None = None):
+        self.deployment = deployment
+        self.max_steps = max_steps
+        self.tool_names = list(tools or [])
+
+    def _prepare(self, ctx: RunContext, req: ChatRequest) -> tuple[ChatRequest, set[str]]:
+        server = {n for n in self.tool_names if ctx.tools.get(n) is not None}
+        if not server:
+            return req, server
+        client_names = {t.function.name for t in req.tools or ()}
+        clash = client_names & server
+        if clash:
+            raise InvalidRequest(f"tool names {sorted(clash)} are reserved by the gateway",
+                                 param="tools")
+        specs = list(req.tools or ()) + ctx.tools.specs(sorted(server))
+        return req.model_copy(update={"tools": specs}), server
+
+    async def _run_tools(self, ctx: RunContext, calls: list[ToolCall]) -> list[Message]:
+        results = []
+        for call in calls:
+            tool = ctx.tools.get(call.function.name)
+            assert tool is not None
+            try:
+                args: Any = orjson.loads(call.function.arguments or "{}")
+                if not isinstance(args, dict):
+                    raise ValueError("arguments must be a JSON object")
+                output = await tool.invoke(args, ctx)
+            except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+                output = f"error: bad arguments for {call.function.name}: {exc}"
+            results.append(Message(role="tool", tool_call_id=call.id, content=output))
+        return results
+
+    async def complete(self, ctx: RunContext, req: ChatRequest) -> ChatResponse:
+        provider = ctx.provider(self.deployment)
+        req, server = self._prepare(ctx, req)
+        messages = list(req.messages)
+        for _ in range(self.max_steps):
+            response = await provider.chat(with_messages(req, messages) if server else req)
+            ctx.usage.add(response.usage)
+            calls = response.tool_calls or []
+            if not calls or not server or any(c.function.name not in server for c in calls):
+                response.usage = ctx.usage.model_copy()
+                return response
+            messages.append(response.message())
+            messages.extend(await self._run_tools(ctx, calls))
+        raise _too_many_steps(self.max_steps)
+
+    async def stream(self, ctx: RunContext, req: ChatRequest) -> AsyncIterator[StreamItem]:
+        provider = ctx.provider(self.deployment)
+        req, server = self._prepare(ctx, req)
+        messages = list(req.messages)
+        for step in range(self.max_steps):
+            if ctx.emit_events and server:
+                yield OrchEvent("step_start", {"step": step, "deployment": self.deployment})
+            buffer = ToolCallBuffer()
+            text: list[str] = []
+            end = End()
+            async for item in provider.stream(with_messages(req, messages) if server else req):
+                if isinstance(item, End):
+                    end = item
+                elif isinstance(item, Delta) and item.tool_calls and server:
+                    buffer.add(item.tool_calls)
+                    if item.content or item.role:
+                        yield Delta(content=item.content, role=item.role)
+                else:
+                    if isinstance(item, Delta) and item.content:
+                        text.append(item.content)
+                    yield item
+            ctx.usage.add(end.usage)
+            calls = buffer.result()
+            if end.finish_reason == "error" or not calls:
+                yield End(end.finish_reason, ctx.usage.model_copy())
+                return
+            if any(c.function.name not in server for c in calls):
+                for delta in buffer.as_deltas(calls):
+                    yield delta
+                yield End("tool_calls", ctx.usage.model_copy())
+                return
+            messages.append(Message(role="assistant", content="".join(text) or None,
+                                    tool_calls=calls))
+            for call in calls:
+                if ctx.emit_events:
+                    yield OrchEvent("tool_call_start", {"name": call.function.name,
+                                                        "id": call.id})
+            results = await self._run_tools(ctx, calls)
+            for call, result in zip(calls, results, strict=True):
+                if ctx.emit_events:
+                    yield OrchEvent("tool_result", {"name": call.function.name, "id": call.id,
+                                                    "output": result.text()[:2000]})
+            messages.extend(results)
+        yield ChunkError(_too_many_steps(self.max_steps))
+        yield End("error", ctx.usage.model_copy())
+
+
+def _too_many_steps(max_steps: int) -> TakoError:
+    return InternalError(f"the tool loop did not finish within max_steps={max_steps}",
+                         code="max_steps_exceeded")
+
+
+@register("single")
+def _single(spec: ProfileSpec) -> Single:
+    params = spec.params
+    if "deployment" not in params:
+        raise InvalidRequest(f"profile {spec.name!r}: single needs params.deployment")
+    return Single(str(params["deployment"]), int(params.get("max_steps", 8)),
+                  list(params.get("tools", [])))

@@ -1,0 +1,1 @@
+"""Vendor adapters. Each module registers its kinds with ``providers.registry``."""

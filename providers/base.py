@@ -1,0 +1,243 @@
+"""What HTTP adapters share: a pooled client, error mapping, SSE/NDJSON readers, ids."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+from httpx_aiohttp import AiohttpTransport
+
+from core.errors import (
+    InvalidRequest,
+    TakoError,
+    UpstreamTimeout,
+    UpstreamTransient,
+    upstream_error_for,
+)
+from core.specs import DeploymentSpec, Price
+from providers.pricing import price_for
+
+
+def new_id(prefix: str = "chatcmpl-") -> str:
+    return prefix + uuid.uuid4().hex[:24]
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def make_client(spec: DeploymentSpec) -> httpx.AsyncClient:
+    """A pooled keep-alive client. aiohttp underneath: several times faster than httpx's
+    default transport on this hot path (see DESIGN.md section 9)."""
+    limits = httpx.Limits(
+        max_connections=spec.max_connections,
+        max_keepalive_connections=spec.max_connections,
+        keepalive_expiry=30.0,
+    )
+    timeout = httpx.Timeout(spec.timeout_s, connect=spec.connect_timeout_s)
+    return httpx.AsyncClient(
+        transport=AiohttpTransport(limits=limits, trust_env=False),
+        timeout=timeout,
+        headers=spec.headers,
+    )
+
+
+class HttpProvider:
+    """State every HTTP adapter has: its spec, client, price. Adapters add chat/stream."""
+
+    def __init__(self, spec: DeploymentSpec) -> None:
+        self.spec = spec
+        self.id = spec.name
+        self.model = spec.model
+        self.price: Price = price_for(spec)
+        self.client = make_client(spec)
+
+    def estimate_cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return self.price.cost(prompt_tokens, completion_tokens)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        return self.price.cost(prompt_tokens, completion_tokens, cached_tokens)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
+        value = headers.get(name)
+        if value:
+            try:
+                return float(value) / 1000.0
+            except ValueError:
+                pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def decode_body(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace")[:4000]
+
+
+def error_from_response(provider_id: str, response: httpx.Response, raw: bytes) -> TakoError:
+    return upstream_error_for(
+        provider_id,
+        response.status_code,
+        decode_body(raw),
+        retry_after=retry_after_seconds(response.headers),
+    )
+
+
+def transport_error(provider_id: str, exc: Exception) -> TakoError:
+    """Map a connection-level failure to a retryable TakoError, naming the provider."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(
+            f"provider {provider_id} timed out ({type(exc).__name__})",
+            details={"provider": provider_id},
+        )
+    return UpstreamTransient(
+        f"provider {provider_id} connection failed: {type(exc).__name__}: {exc}",
+        details={"provider": provider_id},
+        code="upstream_connection_error",
+    )
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    provider_id: str,
+    url: str,
+    body: Any,
+    headers: dict[str, str] | None = None,
+    *,
+    content: bytes | None = None,
+) -> Any:
+    """POST a JSON body; return the decoded JSON answer or raise the mapped TakoError."""
+    payload = content if content is not None else orjson.dumps(body)
+    hdrs = {"content-type": "application/json"}
+    if headers:
+        hdrs.update(headers)
+    try:
+        response = await client.post(url, content=payload, headers=hdrs)
+        raw = response.content
+    except httpx.HTTPError as exc:
+        raise transport_error(provider_id, exc) from exc
+    if response.status_code >= 400:
+        raise error_from_response(provider_id, response, raw)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamTransient(
+            f"provider {provider_id} sent a body that is not JSON",
+            details={"provider": provider_id, "status": response.status_code,
+                     "body": raw[:2000].decode("utf-8", "replace")},
+        ) from exc
+
+
+@asynccontextmanager
+async def open_stream(
+    client: httpx.AsyncClient,
+    provider_id: str,
+    url: str,
+    body: Any,
+    headers: dict[str, str] | None = None,
+    *,
+    content: bytes | None = None,
+) -> AsyncIterator[httpx.Response]:
+    """Open a streaming POST. A non-2xx status or a connect failure raises (before any
+    chunk, so fallbacks can act); the caller reads the body incrementally."""
+    payload = content if content is not None else orjson.dumps(body)
+    hdrs = {"content-type": "application/json"}
+    if headers:
+        hdrs.update(headers)
+    request = client.build_request("POST", url, content=payload, headers=hdrs)
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise transport_error(provider_id, exc) from exc
+    try:
+        if response.status_code >= 400:
+            try:
+                raw = await response.aread()
+            except httpx.HTTPError:
+                raw = b""
+            raise error_from_response(provider_id, response, raw)
+        yield response
+    finally:
+        await response.aclose()
+
+
+async def iter_lines(response: httpx.Response) -> AsyncIterator[bytes]:
+    """Lines of a streamed body, split on LF (CR stripped), however the bytes arrive."""
+    buffer = b""
+    async for chunk in response.aiter_bytes():
+        buffer += chunk
+        while True:
+            cut = buffer.find(b"\n")
+            if cut < 0:
+                break
+            line, buffer = buffer[:cut], buffer[cut + 1 :]
+            yield line.rstrip(b"\r")
+    if buffer:
+        yield buffer.rstrip(b"\r")
+
+
+async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str, bytes]]:
+    """Server-sent events as (event name, data) pairs; multi-line data joined by LF."""
+    event = ""
+    data: list[bytes] = []
+    async for line in iter_lines(response):
+        if not line:
+            if data:
+                yield event or "message", b"\n".join(data)
+            event, data = "", []
+            continue
+        if line.startswith(b":"):
+            continue
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            data.append(value)
+        elif name == b"event":
+            event = value.decode()
+    if data:
+        yield event or "message", b"\n".join(data)
+
+
+async def iter_ndjson(response: httpx.Response) -> AsyncIterator[Any]:
+    async for line in iter_lines(response):
+        if line.strip():
+            yield orjson.loads(line)
+
+
+def parse_data_url(url: str) -> tuple[str, bytes]:
+    """``data:image/png;base64,...`` -> (mime type, bytes)."""
+    header, sep, payload = url.partition(",")
+    if not sep or not header.startswith("data:"):
+        raise InvalidRequest("image_url is not a valid data URL", param="messages")
+    meta = header[5:]
+    mime = meta.split(";")[0] or "application/octet-stream"
+    try:
+        if ";base64" in meta:
+            return mime, base64.b64decode(payload, validate=True)
+        from urllib.parse import unquote_to_bytes
+
+        return mime, unquote_to_bytes(payload)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest("image_url data URL is not valid base64", param="messages") from exc

@@ -1,0 +1,53 @@
+"""``openai`` (api.openai.com) and ``http-generic`` (any OpenAI-compatible server:
+vLLM, llama.cpp server, LM Studio). Options: ``organization``, ``project``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from core.errors import TakoError
+from core.specs import DeploymentSpec
+from core.types import ChatChunk, ChatRequest, ChatResponse
+from providers import openai_wire
+from providers.base import HttpProvider, open_stream, post_json
+from providers.registry import register
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAICompatible(HttpProvider):
+    def __init__(self, spec: DeploymentSpec, default_base_url: str | None) -> None:
+        super().__init__(spec)
+        base = (spec.base_url or default_base_url or "").rstrip("/")
+        if not base:
+            raise TakoError(f"deployment {spec.name!r} needs a base_url")
+        self.url = base + "/chat/completions"
+        self.headers: dict[str, str] = {}
+        key = spec.secret()
+        if key:
+            self.headers["authorization"] = f"Bearer {key}"
+        if spec.options.get("organization"):
+            self.headers["openai-organization"] = str(spec.options["organization"])
+        if spec.options.get("project"):
+            self.headers["openai-project"] = str(spec.options["project"])
+
+    async def chat(self, req: ChatRequest) -> ChatResponse:
+        body = openai_wire.request_body(req, self.model, stream=False)
+        answer = await post_json(self.client, self.id, self.url, body, self.headers)
+        return openai_wire.parse_response(answer, self.id, self.cost)
+
+    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        body = openai_wire.request_body(req, self.model, stream=True)
+        async with open_stream(self.client, self.id, self.url, body, self.headers) as response:
+            async for item in openai_wire.stream_chunks(response, self.id, self.cost):
+                yield item
+
+
+@register("openai")
+def _openai(spec: DeploymentSpec) -> OpenAICompatible:
+    return OpenAICompatible(spec, OPENAI_BASE_URL)
+
+
+@register("http-generic")
+def _generic(spec: DeploymentSpec) -> OpenAICompatible:
+    return OpenAICompatible(spec, None)

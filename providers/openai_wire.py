@@ -1,0 +1,163 @@
+"""OpenAI's chat wire format, shared by every OpenAI-compatible adapter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import orjson
+
+from core.errors import TakoError, UpstreamTransient, upstream_error_for
+from core.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    ChunkError,
+    Delta,
+    End,
+    FunctionCall,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from providers.base import iter_sse, new_id, now, transport_error
+
+CostFn = Callable[[int, int, int], float]
+
+
+def request_body(req: ChatRequest, model: str, *, stream: bool) -> dict[str, Any]:
+    """The upstream body: the client's request (unknown fields included) with our model."""
+    body = req.model_dump(exclude_none=True)
+    body["model"] = model
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    else:
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+    return body
+
+
+def parse_usage(raw: dict[str, Any] | None, cost: CostFn) -> Usage:
+    if not raw:
+        return Usage()
+    prompt = int(raw.get("prompt_tokens") or 0)
+    completion = int(raw.get("completion_tokens") or 0)
+    cached = int((raw.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    reasoning = int((raw.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
+        cost_usd=cost(prompt, completion, cached),
+    )
+
+
+def parse_response(body: dict[str, Any], provider_id: str, cost: CostFn) -> ChatResponse:
+    try:
+        choice = body["choices"][0]
+        message = choice.get("message") or {}
+    except (KeyError, IndexError, TypeError) as exc:
+        raise UpstreamTransient(
+            f"provider {provider_id} answered without choices",
+            details={"provider": provider_id, "body": body},
+        ) from exc
+    calls = message.get("tool_calls") or None
+    tool_calls = (
+        [
+            ToolCall(
+                id=c.get("id") or new_id("call_"),
+                function=FunctionCall(
+                    name=c["function"]["name"], arguments=c["function"].get("arguments") or ""
+                ),
+            )
+            for c in calls
+        ]
+        if calls
+        else None
+    )
+    return ChatResponse(
+        id=body.get("id") or new_id(),
+        model=body.get("model") or "",
+        created=body.get("created") or now(),
+        content=message.get("content"),
+        tool_calls=tool_calls,
+        finish_reason=choice.get("finish_reason") or ("tool_calls" if tool_calls else "stop"),
+        usage=parse_usage(body.get("usage"), cost),
+        provider_id=provider_id,
+    )
+
+
+def delta_from_chunk(choice: dict[str, Any]) -> Delta | None:
+    delta = choice.get("delta") or {}
+    content = delta.get("content")
+    calls = delta.get("tool_calls")
+    role = delta.get("role")
+    if content is None and not calls and role is None:
+        return None
+    tool_deltas = None
+    if calls:
+        tool_deltas = []
+        for c in calls:
+            fn = c.get("function") or {}
+            tool_deltas.append(
+                ToolCallDelta(
+                    index=int(c.get("index", 0)),
+                    id=c.get("id"),
+                    name=fn.get("name"),
+                    arguments=fn.get("arguments"),
+                )
+            )
+    return Delta(content=content, tool_calls=tool_deltas, role=role)
+
+
+async def stream_chunks(
+    response: httpx.Response, provider_id: str, cost: CostFn
+) -> AsyncIterator[ChatChunk]:
+    """Parse an OpenAI SSE body into Delta items, then one ChunkError on failure, then End.
+
+    The caller must have checked the status already (``providers.base.open_stream``)."""
+    finish = "stop"
+    usage = Usage()
+    try:
+        async for _event, data in iter_sse(response):
+            if data == b"[DONE]":
+                break
+            obj = orjson.loads(data)
+            if "error" in obj and not obj.get("choices"):
+                raise upstream_error_for(provider_id, _error_status(obj["error"]), obj)
+            if obj.get("usage"):
+                usage = parse_usage(obj["usage"], cost)
+            for choice in obj.get("choices") or ():
+                delta = delta_from_chunk(choice)
+                if delta is not None:
+                    yield delta
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+    except TakoError as exc:
+        yield ChunkError(exc)
+        finish = "error"
+    except httpx.HTTPError as exc:
+        yield ChunkError(transport_error(provider_id, exc))
+        finish = "error"
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        yield ChunkError(
+            UpstreamTransient(
+                f"provider {provider_id} sent a malformed stream chunk: {exc}",
+                details={"provider": provider_id},
+            )
+        )
+        finish = "error"
+    yield End(finish_reason=finish, usage=usage)
+
+
+def _error_status(err: Any) -> int:
+    """An in-stream error's HTTP-like status, when it states one; else 500."""
+    if isinstance(err, dict):
+        for key in ("status", "code"):
+            value = str(err.get(key) or "")
+            if value.isdigit():
+                return int(value)
+    return 500

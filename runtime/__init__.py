@@ -1,0 +1,1 @@
+"""tako runtime."""

@@ -1,0 +1,1 @@
+"""Real-part test helpers: loopback servers, gateway processes, Redis, OpenAI schemas."""
