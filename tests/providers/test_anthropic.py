@@ -1,0 +1,418 @@
+"""The anthropic adapter against a loopback server speaking Anthropic's Messages API."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from core.errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
+    Overloaded,
+    TakoError,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamTransient,
+)
+from core.specs import DeploymentSpec
+from core.types import ChatChunk, ChatRequest, ChunkError, Delta, End
+from providers.anthropic import AnthropicProvider
+from providers.registry import build
+from tests.fakes import anthropic as fake_api
+from tests.support.net import serve_asgi
+
+PNG = b"\x89PNG\r\n\x1a\nfake-image-bytes"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, fake_api.FakeAnthropic]]:
+    app, fake = fake_api.make_app(api_key="sk-ant-test")
+    with serve_asgi(app) as url:
+        yield url, fake
+
+
+def spec(url: str, **overrides: Any) -> DeploymentSpec:
+    fields: dict[str, Any] = {
+        "name": "claude", "provider": "anthropic", "model": "claude-sonnet-4-5",
+        "base_url": url, "api_key": "sk-ant-test", "options": {"default_max_tokens": 1000},
+    }
+    fields.update(overrides)
+    return DeploymentSpec(**fields)
+
+
+@pytest.fixture
+async def claude(
+    server: tuple[str, fake_api.FakeAnthropic],
+) -> AsyncIterator[tuple[AnthropicProvider, fake_api.FakeAnthropic]]:
+    url, fake = server
+    fake.reset()
+    provider = build(spec(url))
+    assert isinstance(provider, AnthropicProvider)
+    yield provider, fake
+    await provider.aclose()
+
+
+def chat(messages: list[dict[str, Any]], **fields: Any) -> ChatRequest:
+    return ChatRequest.model_validate({"model": "claude", "messages": messages, **fields})
+
+
+async def collect(provider: AnthropicProvider, req: ChatRequest) -> list[ChatChunk]:
+    return [item async for item in provider.stream(req)]
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]},
+    },
+}
+
+
+# ---- requests and responses ----
+
+
+async def test_plain_chat_sends_anthropic_request_and_parses_reply(claude) -> None:
+    provider, fake = claude
+    answer = await provider.chat(chat([{"role": "user", "content": "hi there"}]))
+
+    assert answer.content == "echo: hi there"
+    assert answer.finish_reason == "stop"
+    assert answer.id == "msg_01XFDUDYJgAACzvnptvVoYEL"
+    assert answer.provider_id == "claude"
+    sent = fake.last
+    assert sent.path == "/v1/messages"
+    assert sent.headers["x-api-key"] == "sk-ant-test"
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert sent.body == {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1000,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi there"}]}],
+    }
+
+
+async def test_system_history_and_sampling_fields(claude) -> None:
+    provider, fake = claude
+    await provider.chat(chat(
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": "Answer in French."},
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "Bonjour"},
+            {"role": "user", "content": [{"type": "text", "text": "And goodbye?"}]},
+        ],
+        temperature=1.5, top_p=0.9, stop=["END"], max_tokens=50, user="alice", top_k=40,
+        seed=7,
+    ))
+    body = fake.last.body
+    assert body["system"] == "Be brief.\n\nAnswer in French."
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    assert body["messages"][1]["content"] == [{"type": "text", "text": "Bonjour"}]
+    assert body["temperature"] == 1.0
+    assert body["top_p"] == 0.9
+    assert body["stop_sequences"] == ["END"]
+    assert body["max_tokens"] == 50
+    assert body["metadata"] == {"user_id": "alice"}
+    assert body["top_k"] == 40
+    assert "seed" not in body and "stop" not in body
+
+
+async def test_tool_call_round_trip(claude) -> None:
+    provider, fake = claude
+    fake.push(fake_api.Reply(body=fake_api.message(
+        "Let me check.",
+        tool_uses=[("toolu_01A", "get_weather", {"city": "Paris"}),
+                   ("toolu_01B", "get_weather", {"city": "Oslo"})],
+    )))
+    first = await provider.chat(chat(
+        [{"role": "user", "content": "Weather in Paris and Oslo?"}],
+        tools=[WEATHER_TOOL], tool_choice="required", parallel_tool_calls=True,
+    ))
+    assert fake.last.body["tools"] == [{
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "input_schema": WEATHER_TOOL["function"]["parameters"],
+    }]
+    assert fake.last.body["tool_choice"] == {"type": "any"}
+    assert first.finish_reason == "tool_calls"
+    assert first.content == "Let me check."
+    assert first.tool_calls is not None
+    assert [c.id for c in first.tool_calls] == ["toolu_01A", "toolu_01B"]
+    assert orjson.loads(first.tool_calls[1].function.arguments) == {"city": "Oslo"}
+
+    history = [
+        {"role": "user", "content": "Weather in Paris and Oslo?"},
+        first.message().model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": "toolu_01A", "content": "18C sunny"},
+        {"role": "tool", "tool_call_id": "toolu_01B", "content": "3C snow"},
+        {"role": "user", "content": "Thanks, summarise."},
+    ]
+    await provider.chat(chat(history, tools=[WEATHER_TOOL]))
+    turns = fake.last.body["messages"]
+    assert [t["role"] for t in turns] == ["user", "assistant", "user"]
+    assert turns[1]["content"] == [
+        {"type": "text", "text": "Let me check."},
+        {"type": "tool_use", "id": "toolu_01A", "name": "get_weather",
+         "input": {"city": "Paris"}},
+        {"type": "tool_use", "id": "toolu_01B", "name": "get_weather",
+         "input": {"city": "Oslo"}},
+    ]
+    assert turns[2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "toolu_01A",
+         "content": [{"type": "text", "text": "18C sunny"}]},
+        {"type": "tool_result", "tool_use_id": "toolu_01B",
+         "content": [{"type": "text", "text": "3C snow"}]},
+        {"type": "text", "text": "Thanks, summarise."},
+    ]
+    assert "tool_choice" not in fake.last.body
+
+
+@pytest.mark.parametrize(
+    ("choice", "parallel", "expected"),
+    [
+        ("auto", None, {"type": "auto"}),
+        ("none", None, {"type": "none"}),
+        ({"type": "function", "function": {"name": "get_weather"}}, None,
+         {"type": "tool", "name": "get_weather"}),
+        (None, False, {"type": "auto", "disable_parallel_tool_use": True}),
+    ],
+)
+async def test_tool_choice_maps_to_anthropic_shape(claude, choice, parallel, expected) -> None:
+    provider, fake = claude
+    fields: dict[str, Any] = {"tools": [WEATHER_TOOL]}
+    if choice is not None:
+        fields["tool_choice"] = choice
+    if parallel is not None:
+        fields["parallel_tool_calls"] = parallel
+    await provider.chat(chat([{"role": "user", "content": "hi"}], **fields))
+    assert fake.last.body["tool_choice"] == expected
+
+
+async def test_images_as_data_url_and_http_url(claude) -> None:
+    provider, fake = claude
+    data_url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    await provider.chat(chat([{"role": "user", "content": [
+        {"type": "text", "text": "Compare these"},
+        {"type": "image_url", "image_url": {"url": data_url}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+    ]}]))
+    blocks = fake.last.body["messages"][0]["content"]
+    assert blocks[1] == {"type": "image", "source": {
+        "type": "base64", "media_type": "image/png", "data": base64.b64encode(PNG).decode()}}
+    assert blocks[2] == {"type": "image",
+                         "source": {"type": "url", "url": "https://example.com/cat.jpg"}}
+
+
+async def test_invalid_image_url_is_rejected_before_sending(claude) -> None:
+    provider, fake = claude
+    with pytest.raises(InvalidRequest):
+        await provider.chat(chat([{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "ftp://example.com/cat.jpg"}}]}]))
+    assert fake.requests == []
+
+
+async def test_response_format_json(claude) -> None:
+    provider, fake = claude
+    await provider.chat(chat([{"role": "system", "content": "Be brief."},
+                              {"role": "user", "content": "a person"}],
+                             response_format={"type": "json_object"}))
+    assert fake.last.body["system"].startswith("Be brief.\n\n")
+    assert "JSON object" in fake.last.body["system"]
+
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    await provider.chat(chat([{"role": "user", "content": "a person"}], response_format={
+        "type": "json_schema", "json_schema": {"name": "person", "schema": schema}}))
+    assert fake.last.body["output_config"] == {"format": {"type": "json_schema",
+                                                          "schema": schema}}
+    assert "system" not in fake.last.body
+
+
+async def test_usage_counts_cache_reads_and_prices_them(claude) -> None:
+    provider, fake = claude
+    fake.push(fake_api.Reply(body=fake_api.message(
+        "cached", usage_=fake_api.usage(20, 10, cache_read=1000, cache_write=50))))
+    answer = await provider.chat(chat([{"role": "user", "content": "hi"}]))
+    usage = answer.usage
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (1070, 10, 1000)
+    # claude-sonnet-4-5: input 3.0, cached 0.3, output 15.0 USD per million tokens
+    assert usage.cost_usd == pytest.approx((70 * 3.0 + 1000 * 0.3 + 10 * 15.0) / 1e6)
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish"),
+    [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"),
+     ("tool_use", "tool_calls"), ("refusal", "content_filter")],
+)
+async def test_stop_reasons_map_to_openai_finish_reasons(claude, stop_reason, finish) -> None:
+    provider, fake = claude
+    fake.push(fake_api.Reply(body=fake_api.message("x", stop_reason=stop_reason)))
+    answer = await provider.chat(chat([{"role": "user", "content": "hi"}]))
+    assert answer.finish_reason == finish
+
+
+# ---- errors ----
+
+
+@pytest.mark.parametrize(
+    ("reply", "error_class", "code"),
+    [
+        (fake_api.error(429, "rate_limit_error", "Number of request tokens has exceeded",
+                        {"retry-after": "7"}), UpstreamRateLimited, "upstream_rate_limited"),
+        (fake_api.error(400, "invalid_request_error",
+                        "prompt is too long: 210000 tokens > 200000 maximum"),
+         ContextLengthExceeded, "context_length_exceeded"),
+        (fake_api.error(404, "not_found_error", "model: claude-nope"), UpstreamError,
+         "upstream_not_found"),
+        (fake_api.error(403, "permission_error", "no access"), UpstreamError,
+         "upstream_auth_error"),
+        (fake_api.error(529, "overloaded_error", "Overloaded"), Overloaded,
+         "upstream_overloaded"),
+        (fake_api.error(500, "api_error", "Internal server error"), UpstreamTransient,
+         "upstream_error"),
+    ],
+)
+async def test_vendor_errors_map_to_tako_errors(claude, reply, error_class, code) -> None:
+    provider, fake = claude
+    fake.push(reply, reply)
+    with pytest.raises(error_class) as caught:
+        await provider.chat(chat([{"role": "user", "content": "hi"}]))
+    assert caught.value.code == code
+    assert caught.value.details is not None
+    assert caught.value.details["status"] == reply.status
+    assert caught.value.details["body"] == reply.body
+    # the same failure before the first chunk of a stream is raised, not yielded
+    with pytest.raises(error_class):
+        await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    if reply.status == 429:
+        assert caught.value.retry_after == 7.0
+
+
+async def test_wrong_api_key_is_an_auth_error(server) -> None:
+    url, fake = server
+    fake.reset()
+    provider = build(spec(url, api_key="sk-ant-wrong"))
+    try:
+        with pytest.raises(UpstreamError) as caught:
+            await provider.chat(chat([{"role": "user", "content": "hi"}]))
+    finally:
+        await provider.aclose()
+    assert caught.value.code == "upstream_auth_error"
+    assert caught.value.details is not None and caught.value.details["status"] == 401
+
+
+# ---- streaming ----
+
+
+async def test_streaming_text(claude) -> None:
+    provider, fake = claude
+    fake.push(fake_api.Reply(events=fake_api.text_stream(
+        ["Hel", "lo", " world"], input_tokens=25, output_tokens=9, cache_read=5)))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    deltas = [i for i in items if isinstance(i, Delta)]
+    assert [d.content for d in deltas] == ["Hel", "lo", " world"]
+    assert deltas[0].role == "assistant" and all(d.role is None for d in deltas[1:])
+    assert fake.last.body["stream"] is True
+    end = items[-1]
+    assert isinstance(end, End) and end.finish_reason == "stop"
+    assert (end.usage.prompt_tokens, end.usage.completion_tokens, end.usage.cached_tokens) == (
+        30, 9, 5)
+    assert end.usage.cost_usd == pytest.approx((25 * 3.0 + 5 * 0.3 + 9 * 15.0) / 1e6)
+    assert sum(isinstance(i, End) for i in items) == 1
+
+
+async def test_streaming_tool_calls_reassemble(claude) -> None:
+    provider, fake = claude
+    events = [
+        fake_api.message_start(),
+        *fake_api.text_block(0, ["Checking."]),
+        *fake_api.tool_block(1, "toolu_01A", "get_weather", ['{"ci', 'ty": "Pa', 'ris"}']),
+        *fake_api.tool_block(2, "toolu_01B", "get_time", [""]),
+        *fake_api.message_end("tool_use", 40),
+    ]
+    fake.push(fake_api.Reply(events=events))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}],
+                                         tools=[WEATHER_TOOL]))
+    deltas = [i for i in items if isinstance(i, Delta)]
+    assert deltas[0].role == "assistant" and deltas[0].content == "Checking."
+    calls: dict[int, dict[str, str]] = {}
+    for delta in deltas:
+        for tc in delta.tool_calls or ():
+            call = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] += tc.id or ""
+            call["name"] += tc.name or ""
+            call["arguments"] += tc.arguments or ""
+    assert calls[0]["id"] == "toolu_01A" and calls[0]["name"] == "get_weather"
+    assert orjson.loads(calls[0]["arguments"]) == {"city": "Paris"}
+    assert calls[1] == {"id": "toolu_01B", "name": "get_time", "arguments": "{}"}
+    first_tool_delta = next(d for d in deltas if d.tool_calls)
+    assert first_tool_delta.tool_calls is not None
+    assert first_tool_delta.tool_calls[0].id == "toolu_01A"
+    end = items[-1]
+    assert isinstance(end, End) and end.finish_reason == "tool_calls"
+    assert end.usage.completion_tokens == 40
+
+
+async def test_mid_stream_error_event_yields_chunk_error_then_end(claude) -> None:
+    provider, fake = claude
+    events = [fake_api.message_start(), *fake_api.text_block(0, ["partial"])[:2],
+              fake_api.stream_error_event("overloaded_error", "Overloaded")]
+    fake.push(fake_api.Reply(events=events))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    assert isinstance(items[0], Delta) and items[0].content == "partial"
+    assert isinstance(items[1], ChunkError) and isinstance(items[1].error, Overloaded)
+    assert items[1].error.details is not None
+    assert items[1].error.details["body"]["error"]["type"] == "overloaded_error"
+    assert isinstance(items[2], End) and items[2].finish_reason == "error"
+    assert items[2].usage.prompt_tokens == 12
+    assert len(items) == 3
+
+
+async def test_error_event_before_any_content_raises(claude) -> None:
+    provider, fake = claude
+    fake.push(fake_api.Reply(events=[fake_api.message_start(), {"type": "ping"},
+                                     fake_api.stream_error_event("api_error", "boom")]))
+    with pytest.raises(UpstreamTransient):
+        await collect(provider, chat([{"role": "user", "content": "hi"}]))
+
+
+async def test_dropped_connection_mid_stream(claude) -> None:
+    provider, fake = claude
+    events = fake_api.text_stream(["one", " two", " three"])
+    # message_start, block start, ping, first delta, second delta: then the socket closes
+    fake.push(fake_api.Reply(events=events, drop_after=5))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    assert [i.content for i in items if isinstance(i, Delta)] == ["one", " two"]
+    errors = [i for i in items if isinstance(i, ChunkError)]
+    assert len(errors) == 1 and isinstance(errors[0].error, TakoError)
+    assert errors[0].error.retryable and errors[0].error.code == "upstream_connection_error"
+    assert isinstance(items[-1], End) and items[-1].finish_reason == "error"
+    assert items.index(errors[0]) == len(items) - 2
+
+
+async def test_stream_cut_before_message_stop_is_an_error(claude) -> None:
+    provider, fake = claude
+    events = fake_api.text_stream(["one", " two"])[:-2]  # no message_delta / message_stop
+    fake.push(fake_api.Reply(events=events))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    assert isinstance(items[-2], ChunkError)
+    assert "message_stop" in items[-2].error.message
+    assert isinstance(items[-1], End) and items[-1].finish_reason == "error"
+
+
+async def test_unreachable_server_raises_before_first_chunk() -> None:
+    from tests.support.net import free_port
+
+    provider = build(spec(f"http://127.0.0.1:{free_port()}"))
+    try:
+        with pytest.raises(TakoError) as caught:
+            await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    finally:
+        await provider.aclose()
+    assert caught.value.retryable
+    assert caught.value.message.startswith("provider claude ")
