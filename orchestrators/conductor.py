@@ -1,0 +1,228 @@
+"""``conductor`` (Nielsen et al., "Learning to Orchestrate Agents in Natural Language with
+the Conductor", arXiv:2512.04388).
+
+A coordinator model writes a workflow for the request: a JSON list of steps
+``{"worker": alias, "subtask": str, "access": "all" | [earlier step indices] | []}``.
+Each worker is prompted with its subtask; its context holds only the steps its access
+list names (as earlier conversation turns: that step's subtask, then its output), never
+the client's conversation unless the coordinator wrote it into the subtask. Steps run as
+soon as the steps they can see are done, up to ``max_fanout`` at once; the answer is the
+last step's output (streamed to the client as it is produced).
+
+A worker named ``"self"`` runs a nested conductor on its subtask (depth + 1). At
+``max_depth`` nesting levels ``"self"`` is no longer offered and, if named anyway, falls
+back to a plain call of the coordinator deployment on the subtask.
+
+A workflow that does not parse or validate (not JSON, empty, unknown worker, access to a
+later or missing step, too many steps) is sent back once with the validation error; a
+second bad workflow ends the run with UpstreamError code ``malformed_workflow``.
+
+Params: ``coordinator`` (alias), ``workers`` (list of aliases, or a mapping alias ->
+description shown to the coordinator), ``max_fanout`` (4), ``max_depth`` (1),
+``max_steps`` (8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import InvalidRequest, UpstreamError
+from core.protocols import RunContext
+from core.specs import ProfileSpec
+from core.types import ChatRequest, Message
+from orchestrators.calls import ask, ask_streaming, assistant, system, user
+from orchestrators.flow import Answer, Orchestration, Sink, record
+from orchestrators.registry import register
+from orchestrators.textparse import extract_json
+
+SELF = "self"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    worker: str
+    subtask: str
+    access: tuple[int, ...]
+
+
+class WorkflowError(ValueError):
+    pass
+
+
+def parse_workflow(text: str, workers: set[str], allow_self: bool,
+                   max_steps: int) -> list[Step]:
+    """Validate a coordinator's workflow; WorkflowError says what is wrong."""
+    try:
+        data: Any = extract_json(text)
+    except ValueError as exc:
+        raise WorkflowError("the reply contains no JSON workflow") from exc
+    if isinstance(data, dict):
+        data = data.get("steps", data.get("workflow"))
+    if not isinstance(data, list) or not data:
+        raise WorkflowError('the workflow must be a non-empty JSON list of steps '
+                            '(or {"steps": [...]})')
+    if len(data) > max_steps:
+        raise WorkflowError(f"the workflow has {len(data)} steps; at most {max_steps} allowed")
+    steps: list[Step] = []
+    for i, raw in enumerate(data):
+        if not isinstance(raw, dict):
+            raise WorkflowError(f"step {i} is not an object")
+        worker = raw.get("worker")
+        if not isinstance(worker, str) or not (worker in workers or
+                                               (worker == SELF and allow_self)):
+            allowed = sorted(workers) + ([SELF] if allow_self else [])
+            raise WorkflowError(f"step {i}: unknown worker {worker!r}; use one of {allowed}")
+        subtask = raw.get("subtask")
+        if not isinstance(subtask, str) or not subtask.strip():
+            raise WorkflowError(f"step {i}: subtask must be a non-empty string")
+        steps.append(Step(worker, subtask, _access(raw.get("access"), i)))
+    return steps
+
+
+def _access(value: Any, index: int) -> tuple[int, ...]:
+    if value is None or value == "none" or value == []:
+        return ()
+    if value == "all":
+        return tuple(range(index))
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                              for v in value):
+        raise WorkflowError(f'step {index}: access must be "all", a list of step indices '
+                            "or []")
+    for v in value:
+        if v < 0 or v >= index:
+            raise WorkflowError(f"step {index}: access to step {v}, which is not an earlier "
+                                "step (a step may only see steps before it)")
+    return tuple(sorted(set(value)))
+
+
+def coordinator_prompt(workers: dict[str, str], allow_self: bool, max_steps: int) -> str:
+    lines = [f"- {alias}" + (f": {desc}" if desc else "") for alias, desc in workers.items()]
+    if allow_self:
+        lines.append(f"- {SELF}: you again, coordinating a nested workflow for the subtask")
+    return (
+        "You coordinate a team of language models. Write a workflow that solves the user's "
+        "request. Reply with JSON only: a list of steps, each "
+        '{"worker": <name>, "subtask": <instruction>, "access": "all" | [indices] | []}. '
+        "A worker sees only its subtask and the outputs of the earlier steps listed in "
+        "access (0-based), so write everything it needs into its subtask. Steps that do not "
+        "depend on each other run in parallel. The last step's output is the final answer "
+        f"given to the user. At most {max_steps} steps.\nWorkers:\n" + "\n".join(lines)
+    )
+
+
+class Conductor(Orchestration):
+    kind = "conductor"
+
+    def __init__(self, coordinator: str, workers: dict[str, str], max_fanout: int = 4,
+                 max_depth: int = 1, max_steps: int = 8) -> None:
+        if not workers:
+            raise InvalidRequest("conductor needs at least one worker")
+        if max_fanout < 1:
+            raise InvalidRequest("conductor max_fanout must be at least 1")
+        self.coordinator = coordinator
+        self.workers = workers
+        self.max_fanout = max_fanout
+        self.max_depth = max_depth
+        self.max_steps = max_steps
+
+    async def run(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> Answer:
+        text = await self._conduct(ctx, req, sink, level=0)
+        return Answer(text, streamed=sink.deltas)
+
+    async def _plan(self, ctx: RunContext, req: ChatRequest, level: int) -> list[Step]:
+        allow_self = level < self.max_depth
+        messages = [system(coordinator_prompt(self.workers, allow_self, self.max_steps)),
+                    *req.messages]
+        reply = await ask(ctx, self.coordinator, req, messages)
+        try:
+            return parse_workflow(reply, set(self.workers), True, self.max_steps)
+        except WorkflowError as first:
+            record(ctx, type="workflow_rejected", level=level, error=str(first))
+            messages += [assistant(reply), user(
+                f"That workflow is invalid: {first}. Reply with the corrected JSON workflow "
+                "only.")]
+            reply = await ask(ctx, self.coordinator, req, messages)
+            try:
+                return parse_workflow(reply, set(self.workers), True, self.max_steps)
+            except WorkflowError as second:
+                raise UpstreamError(
+                    f"conductor: coordinator {self.coordinator!r} wrote an invalid workflow "
+                    f"twice: {second}", code="malformed_workflow",
+                    details={"coordinator": self.coordinator, "first_error": str(first),
+                             "second_error": str(second)},
+                ) from second
+
+    async def _conduct(self, ctx: RunContext, req: ChatRequest, sink: Sink, level: int) -> str:
+        steps = await self._plan(ctx, req, level)
+        record(ctx, type="workflow", level=level,
+               steps=[{"worker": s.worker, "subtask": s.subtask, "access": list(s.access)}
+                      for s in steps])
+        outputs: list[str | None] = [None] * len(steps)
+        done = [asyncio.Event() for _ in steps]
+        fanout = asyncio.Semaphore(self.max_fanout)
+        last = len(steps) - 1
+
+        async def run_step(i: int) -> None:
+            step = steps[i]
+            for j in step.access:
+                await done[j].wait()
+            async with fanout:
+                await sink.event("step_start", step=i, worker=step.worker, level=level)
+                context: list[Message] = []
+                for j in step.access:
+                    context += [user(steps[j].subtask), assistant(outputs[j] or "")]
+                step_sink = sink.final() if i == last else sink.quiet()
+                outputs[i] = await self._work(ctx, req, step, context, step_sink, level)
+                record(ctx, type="step", level=level, step=i, worker=step.worker,
+                       access=list(step.access), output=outputs[i])
+            done[i].set()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for i in range(len(steps)):
+                    group.create_task(run_step(i))
+        except BaseExceptionGroup as failed:
+            raise first_error(failed) from None
+        return outputs[last] or ""
+
+    async def _work(self, ctx: RunContext, req: ChatRequest, step: Step,
+                    context: list[Message], sink: Sink, level: int) -> str:
+        messages = [*context, user(step.subtask)]
+        if step.worker != SELF:
+            return await ask_streaming(ctx, step.worker, req, messages, sink)
+        if level >= self.max_depth:
+            return await ask_streaming(ctx, self.coordinator, req, messages, sink)
+        await sink.event("recursion", depth=level + 1, worker=SELF)
+        nested_ctx = dataclasses.replace(ctx, depth=ctx.depth + 1)
+        nested_req = req.model_copy(update={"messages": messages})
+        return await self._conduct(nested_ctx, nested_req, sink, level + 1)
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first failure inside a (possibly nested) exception group."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def _workers(value: Any) -> dict[str, str]:
+    if isinstance(value, dict):
+        return {str(k): str(v or "") for k, v in value.items()}
+    if isinstance(value, list):
+        return {str(v): "" for v in value}
+    raise InvalidRequest("conductor params.workers must be a list of aliases or a mapping")
+
+
+@register("conductor")
+def _conductor(spec: ProfileSpec) -> Conductor:
+    p = spec.params
+    if "coordinator" not in p or "workers" not in p:
+        raise InvalidRequest(f"profile {spec.name!r}: conductor needs params.coordinator "
+                             "and params.workers")
+    return Conductor(str(p["coordinator"]), _workers(p["workers"]),
+                     int(p.get("max_fanout", 4)), int(p.get("max_depth", 1)),
+                     int(p.get("max_steps", 8)))

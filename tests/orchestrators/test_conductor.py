@@ -1,0 +1,157 @@
+"""conductor: access lists, concurrency, fanout, recursion, malformed workflows, streaming."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from core.errors import UpstreamError
+from core.types import ChunkError, Delta, End, OrchEvent
+from orchestrators.api import run
+from orchestrators.conductor import WorkflowError, parse_workflow
+from tests.orchestrators.scripted import Scripted
+
+REQ = {"messages": [{"role": "user", "content": "Write a report on octopuses."}]}
+
+
+def workflow(*steps: tuple[str, str, object]) -> str:
+    return json.dumps([{"worker": w, "subtask": s, "access": a} for w, s, a in steps])
+
+
+def profile(**params: object) -> dict[str, object]:
+    base: dict[str, object] = {"coordinator": "boss", "workers": ["a", "b", "c"]}
+    base.update(params)
+    return {"kind": "conductor", "params": base}
+
+
+async def test_workers_see_only_the_outputs_their_access_allows() -> None:
+    boss = Scripted("boss", default=workflow(
+        ("a", "research arms", []), ("b", "research ink", []),
+        ("c", "combine the ink notes", [1]), ("a", "final answer from everything", "all")))
+    a = Scripted("a", [("research arms", "SECRET-ARMS"), ("final", "FINAL-ANSWER")])
+    b = Scripted("b", default="SECRET-INK")
+    c = Scripted("c", default="SECRET-COMBINED")
+    response = await run(profile(), REQ, {"boss": boss, "a": a, "b": b, "c": c}, trace=True)
+    assert response.content == "FINAL-ANSWER"
+    (c_prompt,) = c.prompts()
+    assert "SECRET-INK" in c_prompt and "SECRET-ARMS" not in c_prompt
+    assert "octopuses" not in c_prompt  # the client's conversation is not shared implicitly
+    assert all("SECRET" not in p for p in b.prompts())
+    first_a, final_a = a.prompts()
+    assert "SECRET" not in first_a
+    assert all(s in final_a for s in ("SECRET-ARMS", "SECRET-INK", "SECRET-COMBINED"))
+    steps = [t for t in response.extra["tako_trace"] if t["type"] == "step"]
+    assert sorted(s["step"] for s in steps) == [0, 1, 2, 3]
+    assert "octopuses" in boss.prompts()[0]
+
+
+async def test_independent_steps_run_concurrently() -> None:
+    boss = Scripted("boss", default=workflow(("a", "one", []), ("b", "two", []),
+                                             ("c", "join", "all")))
+    a, b = Scripted("a", delay=0.2), Scripted("b", delay=0.2)
+    c = Scripted("c", default="joined")
+    started = time.monotonic()
+    response = await run(profile(), REQ, {"boss": boss, "a": a, "b": b, "c": c})
+    elapsed = time.monotonic() - started
+    assert response.content == "joined"
+    assert elapsed < 0.35, f"two 200 ms steps took {elapsed:.3f}s: not concurrent"
+    assert abs(a.started[0] - b.started[0]) < 0.05
+
+
+async def test_fanout_bounds_concurrent_steps() -> None:
+    steps = [("a", f"part {i}", []) for i in range(5)] + [("b", "join", "all")]
+    boss = Scripted("boss", default=workflow(*steps))
+    a, b = Scripted("a", delay=0.05), Scripted("b", default="done")
+    await run(profile(max_fanout=2), REQ, {"boss": boss, "a": a, "b": b, "c": b})
+    assert len(a.requests) == 5
+    assert a.max_active == 2
+
+
+async def test_self_recursion_is_bounded_by_max_depth() -> None:
+    def plan(req: object) -> str:
+        return workflow(("self", "solve it recursively", []))
+
+    boss = Scripted("boss", [("You coordinate", plan)], default="LEAF-ANSWER", match_all=True)
+    trace: list[dict[str, object]] = []
+    response = await run(profile(max_depth=1), REQ, {"boss": boss, "a": boss, "b": boss,
+                                                     "c": boss}, trace=trace)
+    assert response.content == "LEAF-ANSWER"
+    prompts = boss.prompts()
+    assert len(prompts) == 3  # plan at level 0, plan at level 1, plain call at level 1
+    assert "- self:" in prompts[0] and "- self:" not in prompts[1]
+    assert "You coordinate" not in prompts[2] and "solve it recursively" in prompts[2]
+    levels = [t["level"] for t in trace if t["type"] == "workflow"]
+    assert levels == [0, 1]
+
+
+async def test_malformed_workflow_gets_one_corrective_retry_then_error() -> None:
+    boss = Scripted("boss", default=["this is not json", workflow(("zeta", "x", []))])
+    with pytest.raises(UpstreamError) as info:
+        await run(profile(), REQ, {"boss": boss})
+    assert info.value.code == "malformed_workflow"
+    assert info.value.status == 502
+    assert len(boss.requests) == 2
+    assert "no JSON workflow" in boss.prompts()[1]
+    assert "unknown worker 'zeta'" in info.value.message
+
+
+async def test_corrective_retry_recovers() -> None:
+    boss = Scripted("boss", default=[workflow(("a", "x", [3])), workflow(("a", "x", []))])
+    a = Scripted("a", default="fixed")
+    response = await run(profile(), REQ, {"boss": boss, "a": a})
+    assert response.content == "fixed"
+    assert "not an earlier step" in boss.prompts()[1]
+
+
+@pytest.mark.parametrize("text, error", [
+    ("[]", "non-empty"),
+    ('[{"worker": "a", "subtask": "x", "access": [0]}]', "not an earlier step"),
+    ('[{"worker": "a", "subtask": "x"}, {"worker": "a", "subtask": "y", "access": [1]}]',
+     "not an earlier step"),
+    ('[{"worker": "self", "subtask": "x"}]', "unknown worker"),
+    ('[{"worker": "a", "subtask": ""}]', "non-empty string"),
+    ('[{"worker": "a", "subtask": "x", "access": "some"}]', "access must be"),
+])
+def test_parse_workflow_rejects(text: str, error: str) -> None:
+    with pytest.raises(WorkflowError, match=error):
+        parse_workflow(text, {"a"}, allow_self=False, max_steps=8)
+
+
+def test_parse_workflow_reads_fenced_json_and_all() -> None:
+    text = 'Plan:\n```json\n{"steps": [{"worker": "a", "subtask": "x"},' \
+           ' {"worker": "b", "subtask": "y", "access": "all"}]}\n```'
+    steps = parse_workflow(text, {"a", "b"}, allow_self=False, max_steps=8)
+    assert [s.access for s in steps] == [(), (0,)]
+
+
+async def test_stream_emits_events_streams_last_step_and_sums_usage() -> None:
+    boss = Scripted("boss", default=workflow(("a", "one", []), ("b", "final words", [0])))
+    a = Scripted("a", default="alpha")
+    b = Scripted("b", default="the final answer text")
+    items = [i async for i in await run(profile(), REQ, {"boss": boss, "a": a, "b": b},
+                                        stream=True)]
+    ends = [i for i in items if isinstance(i, End)]
+    assert len(ends) == 1 and items[-1] is ends[0]
+    assert not any(isinstance(i, ChunkError) for i in items)
+    deltas = [i for i in items if isinstance(i, Delta)]
+    assert len(deltas) == 4  # streamed word by word from the last step
+    assert "".join(d.content or "" for d in deltas) == "the final answer text"
+    assert deltas[0].role == "assistant"
+    events = [i for i in items if isinstance(i, OrchEvent)]
+    assert [e.kind for e in events if e.kind == "step_start"] == ["step_start"] * 2
+    assert events[-1].kind == "final"
+    assert ends[0].usage.prompt_tokens == 30
+    assert ends[0].usage.cost_usd == pytest.approx(0.003)
+    assert b.requests[0].stream is True
+
+
+async def test_stream_failure_ends_with_one_error_and_one_end() -> None:
+    boss = Scripted("boss", default=workflow(("a", "one", [])))
+    a = Scripted("a", fail="boom")
+    items = [i async for i in await run(profile(), REQ, {"boss": boss, "a": a}, stream=True)]
+    assert [type(i).__name__ for i in items if not isinstance(i, OrchEvent)] == [
+        "ChunkError", "End"]
+    assert items[-1].finish_reason == "error"
+    assert items[-1].usage.cost_usd == pytest.approx(0.001)
