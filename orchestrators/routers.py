@@ -1,0 +1,140 @@
+"""Routers for ``trinity``: each turn, pick the next (LLM, role) pair.
+
+- ``RuleRouter`` (default): Thinker first, then Worker, then Verifier; after a Verifier's
+  REVISE back to the Worker, or to the Thinker when the diagnosis blames the plan. Each
+  role's LLM comes from ``roles[role]`` (a list rotates per turn of that role).
+- ``LlmRouter``: a deployment reads the transcript and answers ``{"llm": .., "role": ..}``;
+  a reply that does not parse or names an unknown LLM or role falls back to the rule
+  router for that turn (counted in ``fallbacks``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from core.protocols import RunContext
+from core.types import ChatRequest
+from orchestrators.calls import ask, system, user
+from orchestrators.textparse import extract_json
+
+THINKER, WORKER, VERIFIER = "thinker", "worker", "verifier"
+ROLES = (THINKER, WORKER, VERIFIER)
+
+_PLAN_BLAME = re.compile(r"\b(plan|approach|strategy|decompos\w*|rethink|reconsider)\b",
+                         re.IGNORECASE)
+_VERDICT_AT_LINE = re.compile(r"^[\s*#>`_-]*(ACCEPT|REVISE)\b[\s*:`_-]*(.*)",
+                              re.IGNORECASE | re.MULTILINE | re.DOTALL)
+_VERDICT_ANYWHERE = re.compile(r"\b(ACCEPT|REVISE)\b[\s*:`_-]*(.*)", re.DOTALL)
+
+
+@dataclass(slots=True)
+class Turn:
+    llm: str
+    role: str
+    text: str
+    verdict: str | None = None  # "accept" / "revise" on Verifier turns
+    diagnosis: str = ""
+
+
+@dataclass(slots=True)
+class TrinityState:
+    request: ChatRequest
+    roles: dict[str, list[str]]
+    turns: list[Turn] = field(default_factory=list)
+
+    @property
+    def llms(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for pool in self.roles.values():
+            seen.update(dict.fromkeys(pool))
+        return list(seen)
+
+
+def parse_verdict(text: str) -> tuple[str, str]:
+    """("accept", "") or ("revise", diagnosis). A reply with neither word is a REVISE whose
+    diagnosis is the reply itself."""
+    match = _VERDICT_AT_LINE.search(text) or _VERDICT_ANYWHERE.search(text)
+    if match is None:
+        return "revise", text.strip()
+    if match.group(1).upper() == "ACCEPT":
+        return "accept", ""
+    return "revise", match.group(2).strip()
+
+
+class RuleRouter:
+    def next_role(self, state: TrinityState) -> str:
+        if not state.turns:
+            return THINKER
+        last = state.turns[-1]
+        if last.role == THINKER:
+            return WORKER
+        if last.role == WORKER:
+            return VERIFIER
+        if last.verdict == "revise" and _PLAN_BLAME.search(last.diagnosis):
+            return THINKER
+        return WORKER
+
+    @staticmethod
+    def llm_for(state: TrinityState, role: str) -> str:
+        pool = state.roles[role]
+        used = sum(1 for t in state.turns if t.role == role)
+        return pool[used % len(pool)]
+
+    async def pick(self, state: TrinityState) -> tuple[str, str]:
+        role = self.next_role(state)
+        return self.llm_for(state, role), role
+
+
+ROUTER_PROMPT = (
+    "You route a team of language models. Roles: thinker (plans and decomposes), worker "
+    "(writes the answer), verifier (checks the latest worker answer: ACCEPT or REVISE). "
+    'Choose who acts next. Reply with JSON only: {"llm": <one of the LLMs>, "role": '
+    "<thinker|worker|verifier>}."
+)
+
+
+class LlmRouter:
+    def __init__(self, ctx: RunContext, deployment: str,
+                 fallback: RuleRouter | None = None) -> None:
+        self.ctx = ctx
+        self.deployment = deployment
+        self.fallback = fallback or RuleRouter()
+        self.fallbacks = 0
+
+    async def pick(self, state: TrinityState) -> tuple[str, str]:
+        transcript = render_transcript(state.turns) or "(no turns yet)"
+        prompt = (f"LLMs: {', '.join(state.llms)}\n\nUser request:\n"
+                  f"{_last_user(state.request)}\n\nTranscript:\n{transcript}")
+        reply = await ask(self.ctx, self.deployment, state.request,
+                          [system(ROUTER_PROMPT), user(prompt)])
+        choice = parse_choice(reply, state.llms)
+        if choice is None:
+            self.fallbacks += 1
+            return await self.fallback.pick(state)
+        return choice
+
+
+def parse_choice(reply: str, llms: list[str]) -> tuple[str, str] | None:
+    try:
+        data = extract_json(reply)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    llm, role = data.get("llm"), data.get("role")
+    if not isinstance(llm, str) or not isinstance(role, str):
+        return None
+    role = role.strip().lower()
+    if llm not in llms or role not in ROLES:
+        return None
+    return llm, role
+
+
+def render_transcript(turns: list[Turn]) -> str:
+    return "\n\n".join(f"[turn {i + 1}] {t.role.capitalize()} ({t.llm}):\n{t.text}"
+                       for i, t in enumerate(turns))
+
+
+def _last_user(req: ChatRequest) -> str:
+    return next((m.text() for m in reversed(req.messages) if m.role == "user"), "")

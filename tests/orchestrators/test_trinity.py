@@ -1,0 +1,136 @@
+"""trinity: rule router flow, ACCEPT/REVISE loop, turn cap, LLM router parsing + fallback."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.types import Delta, End, OrchEvent
+from orchestrators.api import run
+from orchestrators.routers import parse_choice, parse_verdict
+from tests.orchestrators.scripted import Scripted
+
+REQ = {"messages": [{"role": "user", "content": "What is 17 * 23?"}]}
+
+
+def team(verifier_replies: list[str], worker_replies: list[str] | None = None) -> Scripted:
+    """One scripted model playing every role, recognised by its system prompt."""
+    return Scripted("m", [
+        ("You are the Thinker", "PLAN: multiply step by step"),
+        ("You are the Worker", worker_replies or ["391"]),
+        ("You are the Verifier", verifier_replies),
+    ], match_all=True)
+
+
+def profile(**params: object) -> dict[str, object]:
+    base: dict[str, object] = {"roles": {"thinker": "m", "worker": "m", "verifier": "m"}}
+    base.update(params)
+    return {"kind": "trinity", "params": base}
+
+
+def roles_of(model: Scripted) -> list[str]:
+    out = []
+    for prompt in model.prompts():
+        for role in ("Thinker", "Worker", "Verifier"):
+            if f"You are the {role}" in prompt:
+                out.append(role)
+    return out
+
+
+async def test_accept_stops_after_thinker_worker_verifier() -> None:
+    m = team(["ACCEPT"])
+    response = await run(profile(), REQ, {"m": m}, trace=True)
+    assert response.content == "391"
+    assert roles_of(m) == ["Thinker", "Worker", "Verifier"]
+    worker_prompt, verifier_prompt = m.prompts()[1], m.prompts()[2]
+    assert "PLAN: multiply" in worker_prompt and "17 * 23" in worker_prompt
+    assert "391" in verifier_prompt and "PLAN: multiply" in verifier_prompt
+    verdicts = [t["verdict"] for t in response.extra["tako_trace"] if t["type"] == "turn"]
+    assert verdicts == [None, None, "accept"]
+
+
+async def test_revise_goes_back_to_worker_with_the_diagnosis() -> None:
+    m = team(["REVISE: the product is off by ten", "ACCEPT"], ["381", "391"])
+    response = await run(profile(), REQ, {"m": m})
+    assert response.content == "391"
+    assert roles_of(m) == ["Thinker", "Worker", "Verifier", "Worker", "Verifier"]
+    assert "off by ten" in m.prompts()[3]
+    assert response.usage.prompt_tokens == 50
+
+
+async def test_revise_blaming_the_plan_returns_to_the_thinker() -> None:
+    m = team(["REVISE: the plan is wrong, decompose differently", "ACCEPT"])
+    await run(profile(), REQ, {"m": m})
+    assert roles_of(m) == ["Thinker", "Worker", "Verifier", "Thinker", "Worker", "Verifier"]
+
+
+async def test_turn_cap_returns_last_worker_output() -> None:
+    m = team(["REVISE: still wrong"], ["a1", "a2", "a3"])
+    response = await run(profile(max_turns=4), REQ, {"m": m})
+    assert len(m.requests) == 4
+    assert roles_of(m) == ["Thinker", "Worker", "Verifier", "Worker"]
+    assert response.content == "a2"
+
+
+async def test_roles_use_their_assigned_llms_in_rotation() -> None:
+    thinker = Scripted("t", default="plan")
+    workers = [Scripted("w1", default="one"), Scripted("w2", default="two")]
+    judge = Scripted("v", default=["REVISE: wrong", "ACCEPT"])
+    params = {"roles": {"thinker": "t", "worker": ["w1", "w2"], "verifier": "v"}}
+    response = await run(profile(**params), REQ,
+                         {"t": thinker, "w1": workers[0], "w2": workers[1], "v": judge})
+    assert response.content == "two"
+    assert [len(p.requests) for p in (thinker, *workers, judge)] == [1, 1, 1, 2]
+
+
+async def test_llm_router_choices_are_followed_and_bad_replies_fall_back() -> None:
+    router = Scripted("r", default=[
+        '{"llm": "m", "role": "worker"}',
+        "I think the verifier should go",  # unparseable -> rule router: Verifier after Worker
+        '```json\n{"llm": "m", "role": "Worker"}\n```',
+        '{"llm": "ghost", "role": "verifier"}',  # unknown llm -> rule router: Verifier
+    ])
+    m = team(["REVISE: wrong", "ACCEPT"], ["w1", "w2"])
+    trace: list[dict[str, object]] = []
+    response = await run(profile(router={"kind": "llm", "deployment": "r"}), REQ,
+                         {"m": m, "r": router}, trace=trace)
+    assert roles_of(m) == ["Worker", "Verifier", "Worker", "Verifier"]
+    assert response.content == "w2"
+    assert {"type": "router_fallbacks", "count": 2} in trace
+    assert len(router.requests) == 4
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ('{"llm": "a", "role": "thinker"}', ("a", "thinker")),
+    ('Next: {"role": "VERIFIER", "llm": "b"}', ("b", "verifier")),
+    ('{"llm": "c", "role": "worker"}', None),
+    ('{"llm": "a", "role": "judge"}', None),
+    ("worker a", None),
+    ('["a", "worker"]', None),
+])
+def test_parse_choice(reply: str, expected: tuple[str, str] | None) -> None:
+    assert parse_choice(reply, ["a", "b"]) == expected
+
+
+@pytest.mark.parametrize("text, verdict, diagnosis", [
+    ("ACCEPT", "accept", ""),
+    ("**ACCEPT**", "accept", ""),
+    ("REVISE: units missing", "revise", "units missing"),
+    ("Checked it.\nREVISE - the sum is wrong", "revise", "the sum is wrong"),
+    ("looks fine to me", "revise", "looks fine to me"),
+])
+def test_parse_verdict(text: str, verdict: str, diagnosis: str) -> None:
+    assert parse_verdict(text) == (verdict, diagnosis)
+
+
+async def test_stream_reports_turns_and_verdicts_and_replays_answer() -> None:
+    m = team(["REVISE: wrong", "ACCEPT"], ["381", "391"])
+    items = [i async for i in await run(profile(), REQ, {"m": m}, stream=True)]
+    events = [i for i in items if isinstance(i, OrchEvent)]
+    scores = [e.data["score"] for e in events if e.kind == "verifier_score"]
+    assert scores == [0.0, 1.0]
+    assert [e.data["role"] for e in events if e.kind == "step_start"] == [
+        "thinker", "worker", "verifier", "worker", "verifier"]
+    deltas = [i for i in items if isinstance(i, Delta)]
+    assert [d.content for d in deltas] == ["391"] and deltas[0].role == "assistant"
+    assert sum(isinstance(i, End) for i in items) == 1 and isinstance(items[-1], End)
+    assert items[-1].usage.cost_usd == pytest.approx(0.005)
