@@ -1,0 +1,369 @@
+"""``ollama``: a local or self-hosted Ollama server on its native ``POST /api/chat``.
+
+The OpenAI request is translated to Ollama's chat format and back:
+
+- messages: system/developer -> ``system``; user and assistant text; an assistant's
+  ``tool_calls`` become Ollama tool calls with the arguments as a JSON object; a tool
+  result becomes ``role: "tool"`` with ``tool_name`` taken from the call it answers;
+- images: Ollama takes raw base64 in ``message.images``; data URLs are decoded, http(s)
+  URLs are fetched by tako through the SSRF guard (``providers.image_fetch``);
+- sampling: temperature, top_p, seed, stop, and max tokens as ``num_predict`` go in
+  ``options``; ``response_format`` json_object -> ``format: "json"``, json_schema -> the
+  schema itself as ``format``;
+- answers: text and tool calls (arguments serialised to a JSON string, ids derived from the
+  call so they are stable for the same answer); finish ``length`` when Ollama says so,
+  ``tool_calls`` when it called tools, else ``stop``; usage from ``prompt_eval_count`` and
+  ``eval_count``, priced from the price table (local models default to 0).
+
+Streaming reads Ollama's NDJSON lines; an ``{"error": ...}`` line or a dropped connection
+after output started ends the stream with one ChunkError and the End; before any output it
+raises, so retries and fallbacks can act.
+
+Deployment options:
+  ``keep_alive``       how long Ollama keeps the model loaded (``"5m"``, ``0``, ``-1``).
+  ``model_options``    extra Ollama ``options`` (``num_ctx``, ``repeat_penalty``...);
+                       request values win over these.
+  ``think``            passed as Ollama's ``think`` flag for reasoning models.
+  ``image_fetch``      the image fetch policy (see ``providers.image_fetch.FetchPolicy``),
+                       e.g. ``{"allowlist": ["*.example.com"], "max_bytes": 5000000}``.
+``base_url`` defaults to ``http://127.0.0.1:11434``; ``api_key`` (if set) is sent as a
+bearer token for servers behind an authenticating proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+import orjson
+
+from core.errors import InvalidRequest, TakoError, UpstreamTransient, upstream_error_for
+from core.specs import DeploymentSpec
+from core.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    ChunkError,
+    ContentPart,
+    Delta,
+    End,
+    FunctionCall,
+    Message,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from providers.base import HttpProvider, new_id, now, open_stream, parse_data_url, post_json
+from providers.image_fetch import FetchPolicy, fetch_image
+from providers.registry import register
+
+OLLAMA_BASE_URL = "http://127.0.0.1:11434"
+
+
+class OllamaProvider(HttpProvider):
+    def __init__(self, spec: DeploymentSpec) -> None:
+        super().__init__(spec)
+        base = (spec.base_url or OLLAMA_BASE_URL).rstrip("/")
+        self.url = base + "/api/chat"
+        self.headers: dict[str, str] = {}
+        key = spec.secret()
+        if key:
+            self.headers["authorization"] = f"Bearer {key}"
+        self.image_policy = FetchPolicy.from_options(spec.options.get("image_fetch"))
+        self.keep_alive = spec.options.get("keep_alive")
+        self.think = spec.options.get("think")
+        self.model_options: dict[str, Any] = dict(spec.options.get("model_options") or {})
+
+    async def chat(self, req: ChatRequest) -> ChatResponse:
+        body = await self.request_body(req, stream=False)
+        answer = await post_json(self.client, self.id, self.url, body, self.headers)
+        if not isinstance(answer, dict):
+            raise UpstreamTransient(
+                f"provider {self.id} answered with a body that is not an object",
+                details={"provider": self.id, "body": answer},
+            )
+        if "error" in answer:
+            raise upstream_error_for(self.id, 500, answer)
+        message = answer.get("message") or {}
+        raw_calls = message.get("tool_calls") or ()
+        tool_calls = [_tool_call(c, i, answer) for i, c in enumerate(raw_calls)] or None
+        return ChatResponse(
+            id=new_id(),
+            model=answer.get("model") or self.model,
+            created=now(),
+            content=message.get("content") or ("" if tool_calls is None else None),
+            tool_calls=tool_calls,
+            finish_reason=_finish_reason(answer.get("done_reason"), bool(tool_calls)),
+            usage=self._usage(answer),
+            provider_id=self.id,
+        )
+
+    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        body = await self.request_body(req, stream=True)
+        reader = _StreamReader(self.id)
+        usage = Usage()
+        try:
+            async with open_stream(self.client, self.id, self.url, body, self.headers) as response:
+                lines = _ndjson_lines(response, self.id)
+                async with aclosing(lines):
+                    async for line in lines:
+                        delta = reader.delta(line)
+                        if delta is not None:
+                            yield delta
+                        if reader.done:
+                            usage = self._usage(line)
+                            break
+                if not reader.done:
+                    raise UpstreamTransient(
+                        f"provider {self.id} closed the stream before it was done",
+                        details={"provider": self.id},
+                        code="upstream_stream_incomplete",
+                    )
+        except TakoError as exc:
+            if not reader.started:
+                raise
+            yield ChunkError(exc)
+            yield End(finish_reason="error", usage=usage)
+            return
+        yield End(finish_reason=reader.finish_reason, usage=usage)
+
+    def _usage(self, answer: dict[str, Any]) -> Usage:
+        prompt = int(answer.get("prompt_eval_count") or 0)
+        completion = int(answer.get("eval_count") or 0)
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost_usd=self.cost(prompt, completion),
+        )
+
+    async def request_body(self, req: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        """Ollama's /api/chat body for ``req``; images are fetched and encoded here."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": await self._messages(req.messages),
+            "stream": stream,
+        }
+        tools_off = req.tool_choice == "none"
+        if req.tools and not tools_off:
+            body["tools"] = [
+                {"type": "function", "function": tool.function.model_dump(exclude_none=True)}
+                for tool in req.tools
+            ]
+        options = dict(self.model_options)
+        if req.temperature is not None:
+            options["temperature"] = req.temperature
+        if req.top_p is not None:
+            options["top_p"] = req.top_p
+        if req.seed is not None:
+            options["seed"] = req.seed
+        if req.output_limit() is not None:
+            options["num_predict"] = req.output_limit()
+        if req.stop_list():
+            options["stop"] = req.stop_list()
+        if options:
+            body["options"] = options
+        response_format = _format(req.response_format)
+        if response_format is not None:
+            body["format"] = response_format
+        if self.keep_alive is not None:
+            body["keep_alive"] = self.keep_alive
+        if self.think is not None:
+            body["think"] = self.think
+        return body
+
+    async def _messages(self, messages: list[Message]) -> list[dict[str, Any]]:
+        call_names = {
+            call.id: call.function.name
+            for message in messages
+            for call in (message.tool_calls or ())
+        }
+        return list(
+            await asyncio.gather(*(self._message(m, call_names) for m in messages))
+        )
+
+    async def _message(self, message: Message, call_names: dict[str, str]) -> dict[str, Any]:
+        role = message.role
+        if role == "developer":
+            role = "system"
+        out: dict[str, Any] = {"role": role, "content": message.text()}
+        if role in ("tool", "function"):
+            out["role"] = "tool"
+            name = call_names.get(message.tool_call_id or "") or message.name
+            if name:
+                out["tool_name"] = name
+            return out
+        if isinstance(message.content, list):
+            images = [
+                part for part in message.content if part.type == "image_url" and part.image_url
+            ]
+            if images:
+                out["images"] = list(
+                    await asyncio.gather(*(self._image_base64(part) for part in images))
+                )
+        if message.tool_calls:
+            out["tool_calls"] = [
+                {"function": {"name": c.function.name, "arguments": _arguments(c)}}
+                for c in message.tool_calls
+            ]
+        return out
+
+    async def _image_base64(self, part: ContentPart) -> str:
+        assert part.image_url is not None
+        url = part.image_url.url
+        if url.startswith("data:"):
+            mime, data = parse_data_url(url)
+            if not mime.startswith("image/"):
+                raise InvalidRequest(
+                    f"image_url data URL has type {mime!r}, not an image", param="messages"
+                )
+        elif url.startswith(("http://", "https://")):
+            _mime, data = await fetch_image(url, self.image_policy)
+        else:
+            raise InvalidRequest(
+                "image_url must be an http(s) URL or a data URL", param="messages"
+            )
+        return base64.b64encode(data).decode("ascii")
+
+
+class _StreamReader:
+    """Turns Ollama stream lines into Deltas, numbering tool calls across the stream."""
+
+    def __init__(self, provider_id: str) -> None:
+        self.provider_id = provider_id
+        self.started = False
+        self.done = False
+        self.tool_calls = 0
+        self.done_reason: Any = None
+
+    def delta(self, line: dict[str, Any]) -> Delta | None:
+        if "error" in line:
+            raise upstream_error_for(self.provider_id, _error_status(line), line)
+        message = line.get("message") or {}
+        calls = []
+        for call in message.get("tool_calls") or ():
+            made = _tool_call(call, self.tool_calls, line)
+            calls.append(
+                ToolCallDelta(
+                    index=self.tool_calls,
+                    id=made.id,
+                    name=made.function.name,
+                    arguments=made.function.arguments,
+                )
+            )
+            self.tool_calls += 1
+        if line.get("done"):
+            self.done = True
+            self.done_reason = line.get("done_reason")
+        content = message.get("content") or None
+        if content is None and not calls:
+            return None
+        role = None if self.started else "assistant"
+        self.started = True
+        return Delta(content=content, tool_calls=calls or None, role=role)
+
+    @property
+    def finish_reason(self) -> str:
+        return _finish_reason(self.done_reason, self.tool_calls > 0)
+
+
+def _arguments(call: ToolCall) -> dict[str, Any]:
+    text = call.function.arguments or "{}"
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"tool call {call.id!r} has arguments that are not JSON", param="messages"
+        ) from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest(
+            f"tool call {call.id!r} arguments must be a JSON object", param="messages"
+        )
+    return value
+
+
+def _tool_call(call: dict[str, Any], index: int, answer: dict[str, Any]) -> ToolCall:
+    function = call.get("function") or {}
+    name = str(function.get("name") or "")
+    raw = function.get("arguments")
+    if isinstance(raw, str):
+        arguments = raw
+    else:
+        arguments = orjson.dumps(raw if raw is not None else {}).decode()
+    call_id = call.get("id")
+    if not call_id:
+        seed = f"{answer.get('created_at', '')}|{index}|{name}|{arguments}"
+        call_id = "call_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+    return ToolCall(id=str(call_id), function=FunctionCall(name=name, arguments=arguments))
+
+
+def _finish_reason(done_reason: Any, called_tools: bool) -> str:
+    if called_tools:
+        return "tool_calls"
+    if done_reason == "length":
+        return "length"
+    return "stop"
+
+
+def _format(response_format: dict[str, Any] | None) -> Any:
+    if not response_format:
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        return schema if isinstance(schema, dict) else "json"
+    return None
+
+
+def _error_status(line: dict[str, Any]) -> int:
+    status = line.get("status") or line.get("status_code")
+    return int(status) if isinstance(status, int) and status >= 400 else 500
+
+
+async def _ndjson_lines(
+    response: httpx.Response, provider_id: str
+) -> AsyncIterator[dict[str, Any]]:
+    """Ollama's NDJSON objects; a broken line or a broken connection raises a TakoError."""
+    buffer = b""
+    try:
+        async for chunk in response.aiter_bytes():
+            buffer += chunk
+            while (cut := buffer.find(b"\n")) >= 0:
+                line, buffer = buffer[:cut].strip(), buffer[cut + 1 :]
+                if line:
+                    yield _decode_line(line, provider_id)
+    except httpx.HTTPError as exc:
+        raise UpstreamTransient(
+            f"provider {provider_id} stream broke: {type(exc).__name__}: {exc}",
+            details={"provider": provider_id},
+            code="upstream_connection_error",
+        ) from exc
+    if buffer.strip():
+        yield _decode_line(buffer.strip(), provider_id)
+
+
+def _decode_line(line: bytes, provider_id: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamTransient(
+            f"provider {provider_id} sent a stream line that is not JSON",
+            details={"provider": provider_id, "line": line[:500].decode("utf-8", "replace")},
+        ) from exc
+    if not isinstance(value, dict):
+        raise UpstreamTransient(
+            f"provider {provider_id} sent a stream line that is not an object",
+            details={"provider": provider_id},
+        )
+    return value
+
+
+@register("ollama")
+def _ollama(spec: DeploymentSpec) -> OllamaProvider:
+    return OllamaProvider(spec)
