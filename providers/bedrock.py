@@ -1,0 +1,573 @@
+"""``bedrock``: Amazon Bedrock's Converse and ConverseStream APIs, signed with SigV4.
+
+``model`` is a Bedrock model id, inference profile id or ARN
+(``anthropic.claude-3-haiku-20240307-v1:0``, ``us.amazon.nova-pro-v1:0``).
+
+Options:
+
+- ``region``: AWS region; else ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` / the profile's region.
+- ``endpoint_url``: overrides ``https://bedrock-runtime.{region}.amazonaws.com`` (VPC
+  endpoints, proxies, the loopback fake in tests). ``base_url`` is read the same way.
+- ``profile``: a named profile from the shared AWS files (environment keys are then ignored,
+  as in the AWS CLI).
+- ``credentials_file``: path of a shared credentials file instead of ``~/.aws/credentials``.
+- ``default_max_tokens``: ``inferenceConfig.maxTokens`` when the request sets no limit.
+- ``guardrail_identifier`` / ``guardrail_version``: apply a Bedrock guardrail.
+- ``additional_model_request_fields``: a dict passed as ``additionalModelRequestFields``.
+- ``image_fetch``: settings for fetching http(s) image URLs (``providers.image_fetch``
+  ``FetchPolicy`` fields, e.g. an allowlist); Bedrock only accepts inline image bytes.
+
+Credentials come from botocore's standard chain (environment, shared files, SSO, container
+and instance roles). They are resolved once in a worker thread and refreshed there when
+botocore says they are about to expire, so the event loop never blocks on them.
+
+``tool_choice: "none"`` sends no tools at all (Converse has no "none" mode); a JSON
+``response_format`` is not expressible in Converse and is left to the prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
+from botocore.session import Session
+
+from core.errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
+    TakoError,
+    UpstreamError,
+    UpstreamTransient,
+    upstream_error_for,
+)
+from core.specs import DeploymentSpec
+from core.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    ChunkError,
+    ContentPart,
+    Delta,
+    End,
+    FunctionCall,
+    Message,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from providers.base import (
+    HttpProvider,
+    decode_body,
+    new_id,
+    now,
+    parse_data_url,
+    retry_after_seconds,
+    transport_error,
+)
+from providers.eventstream import EventMessage, EventStreamDecoder, EventStreamError
+from providers.image_fetch import FetchPolicy, fetch_image
+from providers.registry import register
+
+SERVICE = "bedrock"
+SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"
+
+IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg",
+                 "image/gif": "gif", "image/webp": "webp"}
+
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+}
+
+
+# ---------------------------------------------------------------- signing
+
+
+def sign_request(
+    credentials: Credentials | ReadOnlyCredentials,
+    region: str,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    service: str = SERVICE,
+    when: datetime | None = None,
+) -> dict[str, str]:
+    """SigV4-sign a request with botocore's signer; return the headers to send
+    (the given ones plus ``X-Amz-Date``, ``Authorization`` and, for temporary
+    credentials, ``X-Amz-Security-Token``). ``when`` pins the signing time."""
+    signer = SigV4Auth(credentials, service, region)
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+    moment = when or datetime.now(UTC)
+    # What SigV4Auth.add_auth does, with the signing time passed in rather than read
+    # from the clock, so that published test vectors can pin it.
+    request.context["timestamp"] = moment.strftime(SIGV4_TIMESTAMP)
+    signer._modify_request_before_signing(request)
+    canonical = signer.canonical_request(request)
+    string_to_sign = signer.string_to_sign(request, canonical)
+    signature = signer.signature(string_to_sign, request)
+    signer._inject_signature_to_request(request, signature)
+    return {str(k): str(v) for k, v in request.headers.items()}
+
+
+class AwsCredentialSource:
+    """The standard AWS credential chain, resolved off the event loop and cached."""
+
+    def __init__(self, provider_id: str, region: str | None, profile: str | None,
+                 credentials_file: str | None) -> None:
+        self.provider_id = provider_id
+        self._region = region
+        self._profile = profile
+        self._credentials_file = credentials_file
+        self._credentials: Credentials | None = None
+        self._lock = asyncio.Lock()
+
+    def _resolve(self) -> tuple[Credentials, str]:
+        session = Session(profile=self._profile) if self._profile else Session()
+        if self._credentials_file:
+            session.set_config_variable("credentials_file", self._credentials_file)
+        credentials = session.get_credentials()
+        if credentials is None:
+            raise UpstreamError(
+                f"provider {self.provider_id}: no AWS credentials found (environment, "
+                "shared credentials file, SSO or instance role)",
+                details={"provider": self.provider_id}, code="upstream_auth_error",
+            )
+        region = (self._region or os.environ.get("AWS_REGION")
+                  or session.get_config_variable("region"))
+        if not region:
+            raise InvalidRequest(
+                f"provider {self.provider_id}: no AWS region (set options.region or AWS_REGION)"
+            )
+        return credentials, str(region)
+
+    async def get(self) -> tuple[ReadOnlyCredentials, str]:
+        if self._credentials is None:
+            async with self._lock:
+                if self._credentials is None:
+                    self._credentials, self._region = await asyncio.to_thread(self._resolve)
+        credentials = self._credentials
+        assert self._region is not None
+        if isinstance(credentials, RefreshableCredentials) and credentials.refresh_needed():
+            async with self._lock:
+                frozen = await asyncio.to_thread(credentials.get_frozen_credentials)
+            return frozen, self._region
+        return credentials.get_frozen_credentials(), self._region
+
+
+# ---------------------------------------------------------------- request body
+
+
+async def converse_body(req: ChatRequest, options: dict[str, Any]) -> dict[str, Any]:
+    """The Converse request body for an OpenAI chat request."""
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for message in req.messages:
+        if message.role in ("system", "developer"):
+            text = message.text()
+            if text:
+                system.append({"text": text})
+            continue
+        role, blocks = await _message_blocks(message, options)
+        if not blocks:
+            continue
+        if messages and messages[-1]["role"] == role:
+            # Converse requires user and assistant turns to alternate.
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": role, "content": blocks})
+    body: dict[str, Any] = {"messages": messages}
+    if system:
+        body["system"] = system
+    inference: dict[str, Any] = {}
+    limit = req.output_limit() or options.get("default_max_tokens")
+    if limit:
+        inference["maxTokens"] = int(limit)
+    if req.temperature is not None:
+        inference["temperature"] = req.temperature
+    if req.top_p is not None:
+        inference["topP"] = req.top_p
+    if req.stop_list():
+        inference["stopSequences"] = req.stop_list()
+    if inference:
+        body["inferenceConfig"] = inference
+    tool_config = _tool_config(req)
+    if tool_config:
+        body["toolConfig"] = tool_config
+    if options.get("guardrail_identifier"):
+        body["guardrailConfig"] = {
+            "guardrailIdentifier": str(options["guardrail_identifier"]),
+            "guardrailVersion": str(options.get("guardrail_version", "DRAFT")),
+        }
+    if options.get("additional_model_request_fields"):
+        body["additionalModelRequestFields"] = dict(options["additional_model_request_fields"])
+    return body
+
+
+def _tool_config(req: ChatRequest) -> dict[str, Any] | None:
+    if not req.tools or req.tool_choice == "none":
+        return None
+    tools = []
+    for tool in req.tools:
+        spec: dict[str, Any] = {
+            "name": tool.function.name,
+            "inputSchema": {"json": tool.function.parameters or {"type": "object",
+                                                                 "properties": {}}},
+        }
+        if tool.function.description:
+            spec["description"] = tool.function.description
+        tools.append({"toolSpec": spec})
+    config: dict[str, Any] = {"tools": tools}
+    choice = req.tool_choice
+    if choice == "required":
+        config["toolChoice"] = {"any": {}}
+    elif isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if not name:
+            raise InvalidRequest("tool_choice names no function", param="tool_choice")
+        config["toolChoice"] = {"tool": {"name": str(name)}}
+    elif choice in (None, "auto"):
+        config["toolChoice"] = {"auto": {}}
+    else:
+        raise InvalidRequest(f"unsupported tool_choice {choice!r}", param="tool_choice")
+    return config
+
+
+async def _message_blocks(
+    message: Message, options: dict[str, Any]
+) -> tuple[str, list[dict[str, Any]]]:
+    if message.role == "tool":
+        if not message.tool_call_id:
+            raise InvalidRequest("a tool message needs tool_call_id", param="messages")
+        result = {"toolUseId": message.tool_call_id, "content": [{"text": message.text()}],
+                  "status": "success"}
+        return "user", [{"toolResult": result}]
+    if message.role == "assistant":
+        blocks: list[dict[str, Any]] = []
+        text = message.text()
+        if text:
+            blocks.append({"text": text})
+        for call in message.tool_calls or ():
+            blocks.append({"toolUse": {"toolUseId": call.id, "name": call.function.name,
+                                       "input": _arguments(call.function.arguments)}})
+        return "assistant", blocks
+    if message.role == "function":
+        raise InvalidRequest("legacy function messages are not supported; use tool messages",
+                             param="messages")
+    if isinstance(message.content, str) or message.content is None:
+        return "user", [{"text": message.content}] if message.content else []
+    return "user", [await _part_block(part, options) for part in message.content]
+
+
+def _arguments(arguments: str) -> Any:
+    if not arguments.strip():
+        return {}
+    try:
+        return orjson.loads(arguments)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest("tool call arguments are not valid JSON", param="messages") from exc
+
+
+async def _part_block(part: ContentPart, options: dict[str, Any]) -> dict[str, Any]:
+    if part.type == "text":
+        return {"text": part.text or ""}
+    if part.type == "image_url" and part.image_url is not None:
+        mime, data = await load_image(part.image_url.url, options.get("image_fetch"))
+        fmt = IMAGE_FORMATS.get(mime.lower())
+        if fmt is None:
+            raise InvalidRequest(f"Bedrock does not accept {mime} images", param="messages")
+        return {"image": {"format": fmt, "source": {"bytes": base64.b64encode(data).decode()}}}
+    raise InvalidRequest(f"content part type {part.type!r} is not supported by Bedrock",
+                         param="messages")
+
+
+async def load_image(url: str, fetch_settings: Any) -> tuple[str, bytes]:
+    """A data URL decoded, or an http(s) URL fetched through tako's SSRF guard."""
+    if url.startswith("data:"):
+        return parse_data_url(url)
+    if url.startswith(("http://", "https://")):
+        return await fetch_image(url, FetchPolicy.from_options(fetch_settings))
+    raise InvalidRequest("image_url must be an http(s) or data URL", param="messages")
+
+
+# ---------------------------------------------------------------- responses
+
+
+def parse_usage(raw: dict[str, Any] | None, cost: Any) -> Usage:
+    """Converse usage; ``inputTokens`` excludes cache reads and writes, OpenAI's
+    ``prompt_tokens`` includes them."""
+    if not raw:
+        return Usage()
+    cache_read = int(raw.get("cacheReadInputTokens") or 0)
+    cache_write = int(raw.get("cacheWriteInputTokens") or 0)
+    prompt = int(raw.get("inputTokens") or 0) + cache_read + cache_write
+    completion = int(raw.get("outputTokens") or 0)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cache_read,
+                 cost_usd=cost(prompt, completion, cache_read))
+
+
+def parse_converse(body: dict[str, Any], provider_id: str, model: str, cost: Any) -> ChatResponse:
+    blocks = ((body.get("output") or {}).get("message") or {}).get("content")
+    if not isinstance(blocks, list):
+        raise UpstreamTransient(f"provider {provider_id} answered without output.message",
+                                details={"provider": provider_id, "body": body})
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for block in blocks:
+        if "text" in block:
+            texts.append(str(block["text"]))
+        elif "toolUse" in block:
+            use = block["toolUse"]
+            calls.append(ToolCall(id=str(use.get("toolUseId") or new_id("tooluse_")),
+                                  function=FunctionCall(
+                                      name=str(use["name"]),
+                                      arguments=orjson.dumps(use.get("input") or {}).decode())))
+    reason = str(body.get("stopReason") or "end_turn")
+    return ChatResponse(
+        id=new_id(),
+        model=model,
+        created=now(),
+        content="".join(texts) if texts or not calls else None,
+        tool_calls=calls or None,
+        finish_reason=STOP_REASONS.get(reason, "tool_calls" if calls else "stop"),
+        usage=parse_usage(body.get("usage"), cost),
+        provider_id=provider_id,
+    )
+
+
+def bedrock_error(provider_id: str, status: int, error_type: str, body: Any,
+                  retry_after: float | None = None) -> TakoError:
+    """Map a Bedrock error (HTTP status, ``x-amzn-ErrorType``, body) to a TakoError."""
+    kind = error_type.split(":")[0].strip()
+    if not kind and isinstance(body, dict):
+        kind = str(body.get("__type") or "").split("#")[-1]
+    message = _message(body)
+    lowered = kind.lower()
+    effective = status
+    if lowered in ("throttlingexception", "servicequotaexceededexception"):
+        effective = 429
+    elif lowered in ("modelnotreadyexception", "serviceunavailableexception"):
+        effective = 503
+    elif lowered == "modeltimeoutexception":
+        effective = 408
+    elif lowered in ("internalserverexception", "modelerrorexception",
+                     "modelstreamerrorexception") and status < 500:
+        effective = 500
+    text = f"{kind}: {message}" if kind else message
+    if lowered == "validationexception" and _is_context_length(message):
+        error: TakoError = ContextLengthExceeded(
+            f"provider {provider_id} returned {status}: {text}",
+            details={"provider": provider_id, "status": status, "body": body})
+    else:
+        error = upstream_error_for(provider_id, effective, body, message=text,
+                                   retry_after=retry_after)
+    if error.details is not None:
+        error.details["error_type"] = kind
+        error.details["status"] = status
+    return error
+
+
+def _message(body: Any) -> str:
+    if isinstance(body, dict):
+        for key in ("message", "Message"):
+            if isinstance(body.get(key), str):
+                return str(body[key])
+    if isinstance(body, str) and body:
+        return body[:500]
+    return "no message"
+
+
+def _is_context_length(message: str) -> bool:
+    lowered = message.lower()
+    return ("too long" in lowered or "input length" in lowered or "context window" in lowered
+            or ("exceed" in lowered and ("token" in lowered or "context" in lowered)))
+
+
+# ---------------------------------------------------------------- stream events
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What a ConverseStream has said so far, turned into Delta items."""
+
+    provider_id: str
+    cost: Any
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=Usage)
+    stopped: bool = False
+    role_sent: bool = False
+    tool_index: dict[int, int] = field(default_factory=dict)
+
+    def handle(self, message: EventMessage) -> Delta | None:
+        if message.message_type != "event":
+            raise self._exception(message)
+        event = message.event_type
+        data = orjson.loads(message.payload) if message.payload else {}
+        if event == "contentBlockStart":
+            use = (data.get("start") or {}).get("toolUse")
+            if use:
+                index = self.tool_index.setdefault(int(data.get("contentBlockIndex", 0)),
+                                                   len(self.tool_index))
+                return self._delta(tool_calls=[ToolCallDelta(
+                    index=index, id=str(use.get("toolUseId")), name=str(use.get("name")),
+                    arguments="")])
+        elif event == "contentBlockDelta":
+            delta = data.get("delta") or {}
+            if "text" in delta:
+                return self._delta(content=str(delta["text"]))
+            if "toolUse" in delta:
+                block = int(data.get("contentBlockIndex", 0))
+                index = self.tool_index.setdefault(block, len(self.tool_index))
+                fragment = str((delta["toolUse"] or {}).get("input") or "")
+                return self._delta(tool_calls=[ToolCallDelta(index=index, arguments=fragment)])
+        elif event == "messageStop":
+            self.stopped = True
+            reason = str(data.get("stopReason") or "end_turn")
+            self.finish_reason = STOP_REASONS.get(
+                reason, "tool_calls" if self.tool_index else "stop")
+        elif event == "metadata":
+            self.usage = parse_usage(data.get("usage"), self.cost)
+        return None
+
+    def _delta(self, content: str | None = None,
+               tool_calls: list[ToolCallDelta] | None = None) -> Delta:
+        role = None if self.role_sent else "assistant"
+        self.role_sent = True
+        return Delta(content=content, tool_calls=tool_calls, role=role)
+
+    def _exception(self, message: EventMessage) -> TakoError:
+        body = decode_body(message.payload) if message.payload else {}
+        if message.message_type == "error" and not isinstance(body, dict):
+            body = {"message": str(message.headers.get(":error-message") or "")}
+        kind = message.exception_type or "unknownStreamError"
+        status = {"throttlingexception": 429, "validationexception": 400,
+                  "serviceunavailableexception": 503, "modeltimeoutexception": 408,
+                  }.get(kind.lower(), 500)
+        return bedrock_error(self.provider_id, status, kind, body)
+
+
+# ---------------------------------------------------------------- the adapter
+
+
+class BedrockProvider(HttpProvider):
+    def __init__(self, spec: DeploymentSpec) -> None:
+        super().__init__(spec)
+        options = spec.options
+        self.options = options
+        self.endpoint = (options.get("endpoint_url") or spec.base_url or "").rstrip("/")
+        region = options.get("region") or os.environ.get("AWS_REGION") or os.environ.get(
+            "AWS_DEFAULT_REGION")
+        self.credentials = AwsCredentialSource(
+            spec.name, str(region) if region else None,
+            options.get("profile"), options.get("credentials_file"))
+        # ':' stays literal: clients on this path send it unescaped, and the signature
+        # must cover the path exactly as it goes on the wire.
+        self.model_path = "/model/" + quote(spec.model, safe=":")
+
+    def _url(self, region: str, action: str) -> str:
+        base = self.endpoint or f"https://bedrock-runtime.{region}.amazonaws.com"
+        return f"{base}{self.model_path}/{action}"
+
+    async def _signed(self, action: str, payload: bytes,
+                      accept: str) -> tuple[str, dict[str, str]]:
+        credentials, region = await self.credentials.get()
+        url = self._url(region, action)
+        headers = sign_request(credentials, region, "POST", url,
+                               {"content-type": "application/json", "accept": accept}, payload)
+        return url, headers
+
+    def _error(self, response: httpx.Response, raw: bytes) -> TakoError:
+        return bedrock_error(self.id, response.status_code,
+                             response.headers.get("x-amzn-errortype", ""), decode_body(raw),
+                             retry_after_seconds(response.headers))
+
+    async def chat(self, req: ChatRequest) -> ChatResponse:
+        payload = orjson.dumps(await converse_body(req, self.options))
+        url, headers = await self._signed("converse", payload, "application/json")
+        try:
+            response = await self.client.post(url, content=payload, headers=headers)
+            raw = response.content
+        except httpx.HTTPError as exc:
+            raise transport_error(self.id, exc) from exc
+        if response.status_code >= 400:
+            raise self._error(response, raw)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamTransient(f"provider {self.id} sent a body that is not JSON",
+                                    details={"provider": self.id,
+                                             "body": raw[:2000].decode("utf-8", "replace")},
+                                    ) from exc
+        return parse_converse(body, self.id, self.model, self.cost)
+
+    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        payload = orjson.dumps(await converse_body(req, self.options))
+        url, headers = await self._signed("converse-stream", payload,
+                                          "application/vnd.amazon.eventstream")
+        request = self.client.build_request("POST", url, content=payload, headers=headers)
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise transport_error(self.id, exc) from exc
+        state = StreamState(self.id, self.cost)
+        started = False
+        try:
+            if response.status_code >= 400:
+                try:
+                    raw = await response.aread()
+                except httpx.HTTPError:
+                    raw = b""
+                raise self._error(response, raw)
+            try:
+                async for delta in self._deltas(response, state):
+                    started = True
+                    yield delta
+            except TakoError as exc:
+                if not started:
+                    raise
+                yield ChunkError(exc)
+                state.finish_reason = "error"
+        finally:
+            await response.aclose()
+        yield End(finish_reason=state.finish_reason, usage=state.usage)
+
+    async def _deltas(self, response: httpx.Response, state: StreamState) -> AsyncIterator[Delta]:
+        decoder = EventStreamDecoder()
+        try:
+            async for data in response.aiter_bytes():
+                for message in decoder.feed(data):
+                    delta = state.handle(message)
+                    if delta is not None:
+                        yield delta
+        except httpx.HTTPError as exc:
+            raise transport_error(self.id, exc) from exc
+        except (EventStreamError, orjson.JSONDecodeError, KeyError, TypeError,
+                ValueError) as exc:
+            raise UpstreamTransient(f"provider {self.id} sent a malformed event stream: {exc}",
+                                    details={"provider": self.id}) from exc
+        if not state.stopped:
+            raise UpstreamTransient(
+                f"provider {self.id} closed the stream before messageStop",
+                details={"provider": self.id}, code="upstream_connection_error")
+
+
+@register("bedrock")
+def _bedrock(spec: DeploymentSpec) -> BedrockProvider:
+    return BedrockProvider(spec)

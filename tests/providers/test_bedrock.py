@@ -1,0 +1,450 @@
+"""The bedrock adapter against a loopback server speaking Bedrock's Converse wire format."""
+
+from __future__ import annotations
+
+import base64
+import random
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from botocore.credentials import Credentials
+from botocore.eventstream import EventStreamBuffer
+
+from core.errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
+    Overloaded,
+    TakoError,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamTransient,
+)
+from core.specs import DeploymentSpec
+from core.types import ChatChunk, ChatRequest, ChunkError, Delta, End
+from providers.bedrock import BedrockProvider, sign_request
+from providers.eventstream import EventStreamDecoder, EventStreamError
+from providers.registry import build
+from tests.fakes import bedrock as fake_api
+from tests.support.net import serve_asgi
+
+MODEL = "anthropic.claude-3-haiku-20240307-v1:0"  # $0.25 / $1.25 per million tokens
+ACCESS_KEY = "AKIDTAKOTEST"
+SECRET_KEY = "tako/secret+key/for/loopback/tests"
+SESSION_TOKEN = "session-token-from-the-profile"
+REGION = "eu-west-3"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, fake_api.FakeBedrock]]:
+    app, fake = fake_api.make_app()
+    with serve_asgi(app) as url:
+        yield url, fake
+
+
+@pytest.fixture(scope="module")
+def credentials_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("aws") / "credentials"
+    path.write_text(
+        "[tako-test]\n"
+        f"aws_access_key_id = {ACCESS_KEY}\n"
+        f"aws_secret_access_key = {SECRET_KEY}\n"
+        f"aws_session_token = {SESSION_TOKEN}\n"
+    )
+    return path
+
+
+def spec(url: str, credentials_file: Path, **options: Any) -> DeploymentSpec:
+    opts: dict[str, Any] = {"endpoint_url": url, "region": REGION, "profile": "tako-test",
+                            "credentials_file": str(credentials_file)}
+    opts.update(options)
+    return DeploymentSpec(name="haiku", provider="bedrock", model=MODEL, options=opts)
+
+
+@pytest.fixture
+async def bedrock(
+    server: tuple[str, fake_api.FakeBedrock], credentials_file: Path,
+) -> AsyncIterator[tuple[BedrockProvider, fake_api.FakeBedrock]]:
+    url, fake = server
+    fake.reset()
+    provider = build(spec(url, credentials_file))
+    assert isinstance(provider, BedrockProvider)
+    yield provider, fake
+    await provider.aclose()
+
+
+def chat(messages: list[dict[str, Any]], **fields: Any) -> ChatRequest:
+    return ChatRequest.model_validate({"model": "haiku", "messages": messages, **fields})
+
+
+async def collect(provider: BedrockProvider, req: ChatRequest) -> list[ChatChunk]:
+    return [item async for item in provider.stream(req)]
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]},
+    },
+}
+
+
+# ---- signing and framing ----
+
+
+def test_signer_reproduces_the_published_sigv4_test_vectors() -> None:
+    # AWS Signature Version 4 test suite: get-vanilla and post-vanilla.
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    when = datetime(2015, 8, 30, 12, 36, tzinfo=UTC)
+    scope = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+    expected = {
+        "GET": "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+        "POST": "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b",
+    }
+    for method, signature in expected.items():
+        headers = sign_request(creds, "us-east-1", method, "https://example.amazonaws.com/",
+                               {}, b"", service="service", when=when)
+        assert headers["X-Amz-Date"] == "20150830T123600Z"
+        assert headers["Authorization"] == (
+            scope + f"SignedHeaders=host;x-amz-date, Signature={signature}")
+
+
+def test_event_stream_frames_decode_in_any_split_and_agree_with_botocore() -> None:
+    frames = b"".join(fake_api.event_frame(kind, body)
+                      for kind, body in fake_api.stream_events(
+                          fake_api.Turn(text="héllo wörld", tool_calls=[("t1", "f", {"a": 1})])))
+    ours = EventStreamDecoder()
+    decoded = []
+    rng = random.Random(7)
+    pos = 0
+    while pos < len(frames):
+        step = rng.randint(1, 40)
+        decoded.extend(ours.feed(frames[pos : pos + step]))
+        pos += step
+    assert ours.pending == 0
+    reference = EventStreamBuffer()
+    reference.add_data(frames)
+    theirs = list(reference)
+    assert len(decoded) == len(theirs) == 12
+    for mine, other in zip(decoded, theirs, strict=True):
+        assert mine.headers == other.headers
+        assert mine.payload == other.payload
+    assert decoded[1].event_type == "contentBlockDelta"
+    corrupted = bytearray(frames)
+    corrupted[20] ^= 0xFF
+    with pytest.raises(EventStreamError):
+        EventStreamDecoder().feed(bytes(corrupted))
+
+
+# ---- requests and responses ----
+
+
+async def test_plain_chat_is_signed_and_priced(bedrock: tuple[BedrockProvider, Any]) -> None:
+    provider, fake = bedrock
+    fake.push(fake_api.Turn(text="Bonjour!", usage={"inputTokens": 1000, "outputTokens": 400,
+                                                    "totalTokens": 1400}))
+    answer = await provider.chat(chat([{"role": "user", "content": "Say hi"}], max_tokens=64,
+                                      temperature=0.2, top_p=0.9, stop=["END"]))
+    assert answer.content == "Bonjour!"
+    assert answer.finish_reason == "stop"
+    assert answer.tool_calls is None
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (1000, 400)
+    assert answer.usage.cost_usd == pytest.approx((1000 * 0.25 + 400 * 1.25) / 1e6)
+
+    sent = fake.requests[0]
+    assert sent.action == "converse"
+    assert sent.raw_path == f"/model/{MODEL}/converse"
+    assert sent.headers["authorization"].startswith(
+        f"AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/")
+    assert f"/{REGION}/bedrock/aws4_request" in sent.headers["authorization"]
+    assert sent.headers["x-amz-security-token"] == SESSION_TOKEN
+    assert fake_api.signature_ok(sent, SECRET_KEY, REGION)
+    assert not fake_api.signature_ok(sent, SECRET_KEY + "x", REGION)
+    assert sent.body == {
+        "messages": [{"role": "user", "content": [{"text": "Say hi"}]}],
+        "inferenceConfig": {"maxTokens": 64, "temperature": 0.2, "topP": 0.9,
+                            "stopSequences": ["END"]},
+    }
+
+
+async def test_cached_tokens_count_in_the_prompt_and_price_lower(
+    bedrock: tuple[BedrockProvider, Any],
+) -> None:
+    provider, fake = bedrock
+    fake.push(fake_api.Turn(text="ok", usage={"inputTokens": 100, "outputTokens": 10,
+                                              "cacheReadInputTokens": 900,
+                                              "totalTokens": 1010}))
+    answer = await provider.chat(chat([{"role": "user", "content": "hi"}]))
+    assert answer.usage.prompt_tokens == 1000
+    assert answer.usage.cached_tokens == 900
+
+
+async def test_system_and_history_alternate_roles(bedrock: tuple[BedrockProvider, Any]) -> None:
+    provider, fake = bedrock
+    await provider.chat(chat([
+        {"role": "system", "content": "Be terse."},
+        {"role": "developer", "content": "Answer in French."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Salut."},
+        {"role": "user", "content": [{"type": "text", "text": "And"},
+                                     {"type": "text", "text": " again?"}]},
+    ]))
+    body = fake.requests[0].body
+    assert body["system"] == [{"text": "Be terse."}, {"text": "Answer in French."}]
+    assert body["messages"] == [
+        {"role": "user", "content": [{"text": "Hi"}]},
+        {"role": "assistant", "content": [{"text": "Salut."}]},
+        {"role": "user", "content": [{"text": "And"}, {"text": " again?"}]},
+    ]
+    assert "toolConfig" not in body
+
+
+async def test_tool_call_round_trip(bedrock: tuple[BedrockProvider, Any]) -> None:
+    provider, fake = bedrock
+    fake.push(fake_api.Turn(text="Let me check.",
+                            tool_calls=[("tooluse_abc123", "get_weather", {"city": "Lyon"})]))
+    first = await provider.chat(chat([{"role": "user", "content": "Weather in Lyon?"}],
+                                     tools=[WEATHER_TOOL], tool_choice="required"))
+    assert first.finish_reason == "tool_calls"
+    assert first.content == "Let me check."
+    assert first.tool_calls is not None and len(first.tool_calls) == 1
+    call = first.tool_calls[0]
+    assert (call.id, call.function.name) == ("tooluse_abc123", "get_weather")
+    assert orjson.loads(call.function.arguments) == {"city": "Lyon"}
+    tool_config = fake.requests[0].body["toolConfig"]
+    assert tool_config == {
+        "tools": [{"toolSpec": {"name": "get_weather", "description": "Current weather for a city",
+                                "inputSchema": {"json": WEATHER_TOOL["function"]["parameters"]}}}],
+        "toolChoice": {"any": {}},
+    }
+
+    fake.push(fake_api.Turn(text="Sunny, 21°C."))
+    second = await provider.chat(chat([
+        {"role": "user", "content": "Weather in Lyon?"},
+        first.message().model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": "tooluse_abc123", "content": "sunny, 21C"},
+        {"role": "user", "content": "Thanks, and in one word?"},
+    ], tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}}))
+    assert second.content == "Sunny, 21°C."
+    body = fake.requests[1].body
+    assert body["toolConfig"]["toolChoice"] == {"tool": {"name": "get_weather"}}
+    assert body["messages"][1] == {"role": "assistant", "content": [
+        {"text": "Let me check."},
+        {"toolUse": {"toolUseId": "tooluse_abc123", "name": "get_weather",
+                     "input": {"city": "Lyon"}}},
+    ]}
+    # The tool result and the next user text merge into one user turn.
+    assert body["messages"][2] == {"role": "user", "content": [
+        {"toolResult": {"toolUseId": "tooluse_abc123", "content": [{"text": "sunny, 21C"}],
+                        "status": "success"}},
+        {"text": "Thanks, and in one word?"},
+    ]}
+    assert len(body["messages"]) == 3
+
+    await provider.chat(chat([{"role": "user", "content": "hi"}], tools=[WEATHER_TOOL],
+                             tool_choice="none"))
+    assert "toolConfig" not in fake.requests[2].body
+
+
+async def test_image_from_a_data_url(bedrock: tuple[BedrockProvider, Any]) -> None:
+    provider, fake = bedrock
+    data_url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    await provider.chat(chat([{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": data_url}},
+    ]}]))
+    image = fake.requests[0].body["messages"][0]["content"][1]["image"]
+    assert image["format"] == "png"
+    assert base64.b64decode(image["source"]["bytes"]) == PNG
+
+
+async def test_image_url_is_fetched_through_the_guard(
+    server: tuple[str, fake_api.FakeBedrock], credentials_file: Path,
+) -> None:
+    url, fake = server
+    fake.reset()
+    fake.images["cat.png"] = ("image/png", PNG)
+    message = [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": f"{url}/images/cat.png"}}]}]
+    guarded = build(spec(url, credentials_file))
+    try:
+        with pytest.raises(InvalidRequest):  # loopback is blocked by default
+            await guarded.chat(chat(message))
+        assert fake.requests == []
+    finally:
+        await guarded.aclose()
+    allowed = build(spec(url, credentials_file, image_fetch={"allowlist": ["127.0.0.1/32"]}))
+    try:
+        await allowed.chat(chat(message))
+    finally:
+        await allowed.aclose()
+    image = fake.requests[0].body["messages"][0]["content"][0]["image"]
+    assert image["format"] == "png"
+    assert base64.b64decode(image["source"]["bytes"]) == PNG
+
+
+# ---- streaming ----
+
+
+async def test_stream_text(bedrock: tuple[BedrockProvider, Any]) -> None:
+    provider, fake = bedrock
+    fake.push(fake_api.Turn(text="Streaming from Bedrock works.", pieces=5,
+                            usage={"inputTokens": 20, "outputTokens": 8, "totalTokens": 28}))
+    items = await collect(provider, chat([{"role": "user", "content": "go"}]))
+    deltas = [i for i in items if isinstance(i, Delta)]
+    assert len(deltas) == 5
+    assert deltas[0].role == "assistant" and all(d.role is None for d in deltas[1:])
+    assert "".join(d.content or "" for d in deltas) == "Streaming from Bedrock works."
+    end = items[-1]
+    assert isinstance(end, End) and sum(isinstance(i, End) for i in items) == 1
+    assert end.finish_reason == "stop"
+    assert (end.usage.prompt_tokens, end.usage.completion_tokens) == (20, 8)
+    assert end.usage.cost_usd == pytest.approx((20 * 0.25 + 8 * 1.25) / 1e6)
+    sent = fake.requests[0]
+    assert sent.action == "converse-stream"
+    assert fake_api.signature_ok(sent, SECRET_KEY, REGION)
+
+
+async def test_stream_tool_calls_reassemble(bedrock: tuple[BedrockProvider, Any]) -> None:
+    provider, fake = bedrock
+    fake.push(fake_api.Turn(text="Checking both.", pieces=4, tool_calls=[
+        ("tooluse_1", "get_weather", {"city": "Lyon", "units": "metric"}),
+        ("tooluse_2", "get_weather", {"city": "Nantes", "note": "a \"quoted\" word"}),
+    ]))
+    items = await collect(provider, chat([{"role": "user", "content": "Lyon and Nantes?"}],
+                                         tools=[WEATHER_TOOL]))
+    calls: dict[int, dict[str, str]] = {}
+    for item in items:
+        if isinstance(item, Delta):
+            for tc in item.tool_calls or ():
+                entry = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+                entry["id"] += tc.id or ""
+                entry["name"] += tc.name or ""
+                entry["arguments"] += tc.arguments or ""
+    assert sorted(calls) == [0, 1]
+    assert calls[0]["id"] == "tooluse_1" and calls[1]["id"] == "tooluse_2"
+    assert orjson.loads(calls[0]["arguments"]) == {"city": "Lyon", "units": "metric"}
+    assert orjson.loads(calls[1]["arguments"]) == {"city": "Nantes",
+                                                   "note": 'a "quoted" word'}
+    fragments = [tc for i in items if isinstance(i, Delta) for tc in i.tool_calls or ()
+                 if tc.index == 0 and tc.arguments]
+    assert len(fragments) > 1
+    end = items[-1]
+    assert isinstance(end, End) and end.finish_reason == "tool_calls"
+
+
+# ---- errors ----
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "message", "expected", "code"),
+    [
+        (429, "ThrottlingException", "Too many requests, please wait before trying again.",
+         UpstreamRateLimited, "upstream_rate_limited"),
+        (400, "ValidationException", "Input is too long for requested model.",
+         ContextLengthExceeded, "context_length_exceeded"),
+        (400, "ValidationException", "temperature: must be between 0 and 1",
+         InvalidRequest, "upstream_invalid_request"),
+        (403, "AccessDeniedException",
+         "You don't have access to the model with the specified model ID.",
+         UpstreamError, "upstream_auth_error"),
+        (404, "ResourceNotFoundException", "Could not resolve the foundation model.",
+         UpstreamError, "upstream_not_found"),
+        (503, "ServiceUnavailableException", "Service is temporarily unavailable.",
+         Overloaded, "upstream_overloaded"),
+        (429, "ModelNotReadyException", "Model is not ready to serve inference requests.",
+         Overloaded, "upstream_overloaded"),
+        (408, "ModelTimeoutException", "Model timed out.", UpstreamTimeout, "upstream_timeout"),
+        (500, "InternalServerException", "Internal server error", UpstreamTransient,
+         "upstream_error"),
+    ],
+)
+async def test_vendor_errors_map_to_tako_errors(
+    bedrock: tuple[BedrockProvider, Any], status: int, error_type: str, message: str,
+    expected: type[TakoError], code: str,
+) -> None:
+    provider, fake = bedrock
+    fake.push(fake_api.Failure(status, error_type, message))
+    with pytest.raises(expected) as caught:
+        await provider.chat(chat([{"role": "user", "content": "hi"}]))
+    error = caught.value
+    assert type(error) is expected
+    assert error.code == code
+    assert message in error.message and error_type in error.message
+    assert "haiku" in error.message
+    assert error.details is not None
+    assert error.details["status"] == status
+    assert error.details["error_type"] == error_type
+    assert error.details["body"] == {"message": message}
+
+
+async def test_stream_failure_before_the_first_chunk_raises(
+    bedrock: tuple[BedrockProvider, Any],
+) -> None:
+    provider, fake = bedrock
+    fake.push(fake_api.Failure(429, "ThrottlingException", "Too many requests",
+                               headers={"retry-after": "3"}))
+    with pytest.raises(UpstreamRateLimited) as caught:
+        await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    assert caught.value.retry_after == 3
+    # An exception frame before any content also raises, so fallbacks can act.
+    fake.push(fake_api.Turn(text="never sent", exception_after=1,
+                            exception=("throttlingException", "Too many tokens")))
+    with pytest.raises(UpstreamRateLimited):
+        await collect(provider, chat([{"role": "user", "content": "hi"}]))
+
+
+async def test_mid_stream_exception_event(bedrock: tuple[BedrockProvider, Any]) -> None:
+    provider, fake = bedrock
+    fake.push(fake_api.Turn(text="abcdefghi", pieces=3, exception_after=3))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    kinds = [type(i).__name__ for i in items]
+    assert kinds == ["Delta", "Delta", "ChunkError", "End"]
+    error = items[2]
+    assert isinstance(error, ChunkError)
+    assert isinstance(error.error, UpstreamTransient)
+    assert "modelStreamErrorException" in error.error.message
+    end = items[3]
+    assert isinstance(end, End) and end.finish_reason == "error"
+
+
+async def test_dropped_connection_mid_stream(bedrock: tuple[BedrockProvider, Any]) -> None:
+    provider, fake = bedrock
+    fake.push(fake_api.Turn(text="abcdefghi", pieces=3, drop_after=3))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    assert [type(i).__name__ for i in items] == ["Delta", "Delta", "ChunkError", "End"]
+    error = items[2]
+    assert isinstance(error, ChunkError) and error.error.retryable
+    assert "haiku" in error.error.message
+    end = items[3]
+    assert isinstance(end, End) and end.finish_reason == "error"
+
+
+async def test_credentials_from_the_environment(
+    server: tuple[str, fake_api.FakeBedrock], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, fake = server
+    fake.reset()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDFROMENV")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setenv("AWS_REGION", "ap-south-1")
+    provider = build(DeploymentSpec(name="nova", provider="bedrock", model=MODEL,
+                                    options={"endpoint_url": url}))
+    try:
+        answer = await provider.chat(chat([{"role": "user", "content": "hi"}]))
+    finally:
+        await provider.aclose()
+    assert answer.content == "Hello from Bedrock"
+    sent = fake.requests[0]
+    assert "Credential=AKIDFROMENV/" in sent.headers["authorization"]
+    assert "x-amz-security-token" not in sent.headers
+    assert fake_api.signature_ok(sent, "env-secret", "ap-south-1")
