@@ -1,0 +1,299 @@
+"""The mistral adapter against a loopback server speaking Mistral's chat completions API."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from core.errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
+    Overloaded,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamTransient,
+)
+from core.specs import DeploymentSpec
+from core.types import ChatChunk, ChatRequest, ChunkError, Delta, End
+from providers.mistral import MistralProvider
+from providers.registry import build
+from tests.fakes import mistral as fake_api
+from tests.support.net import serve_asgi
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, fake_api.FakeMistral]]:
+    app, fake = fake_api.make_app(api_key="mistral-test-key")
+    with serve_asgi(app) as url:
+        yield url, fake
+
+
+def spec(url: str, **overrides: Any) -> DeploymentSpec:
+    fields: dict[str, Any] = {
+        "name": "mistral", "provider": "mistral", "model": "mistral-large-latest",
+        "base_url": url + "/v1", "api_key": "mistral-test-key",
+    }
+    fields.update(overrides)
+    return DeploymentSpec(**fields)
+
+
+@pytest.fixture
+async def mistral(
+    server: tuple[str, fake_api.FakeMistral],
+) -> AsyncIterator[tuple[MistralProvider, fake_api.FakeMistral]]:
+    url, fake = server
+    fake.reset()
+    provider = build(spec(url))
+    assert isinstance(provider, MistralProvider)
+    yield provider, fake
+    await provider.aclose()
+
+
+def chat(messages: list[dict[str, Any]], **fields: Any) -> ChatRequest:
+    return ChatRequest.model_validate({"model": "mistral", "messages": messages, **fields})
+
+
+async def collect(provider: MistralProvider, req: ChatRequest) -> list[ChatChunk]:
+    return [item async for item in provider.stream(req)]
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "description": "Current weather",
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+
+
+async def test_plain_chat(mistral) -> None:
+    provider, fake = mistral
+    answer = await provider.chat(chat([{"role": "user", "content": "bonjour"}]))
+    assert answer.content == "echo: bonjour"
+    assert answer.finish_reason == "stop"
+    assert answer.id == "cmpl-e5cc70bb28c444948073e77776eb30ef"
+    assert fake.last.path == "/v1/chat/completions"
+    assert fake.last.headers["authorization"] == "Bearer mistral-test-key"
+    assert fake.last.body == {"model": "mistral-large-latest",
+                              "messages": [{"role": "user", "content": "bonjour"}]}
+
+
+async def test_system_history_and_mistral_field_names(server) -> None:
+    url, fake = server
+    fake.reset()
+    provider = build(spec(url, options={"safe_prompt": True}))
+    try:
+        await provider.chat(chat(
+            [{"role": "system", "content": "Be brief."},
+             {"role": "user", "content": "Hi"},
+             {"role": "assistant", "content": "Hello"},
+             {"role": "user", "content": "Bye"}],
+            temperature=0.3, top_p=0.8, stop=["END"], max_completion_tokens=64, seed=42,
+            user="alice", response_format={"type": "json_object"},
+        ))
+    finally:
+        await provider.aclose()
+    body = fake.last.body
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]
+    assert body["messages"][0]["content"] == "Be brief."
+    assert (body["temperature"], body["top_p"], body["stop"]) == (0.3, 0.8, ["END"])
+    assert body["max_tokens"] == 64 and body["random_seed"] == 42
+    assert body["response_format"] == {"type": "json_object"}
+    assert body["safe_prompt"] is True
+    for absent in ("seed", "user", "max_completion_tokens", "stream_options"):
+        assert absent not in body
+
+
+async def test_tool_call_round_trip_normalises_foreign_ids(mistral) -> None:
+    provider, fake = mistral
+    fake.push(fake_api.Reply(body=fake_api.completion(
+        "", tool_calls=[("D681PevKs", "get_weather", '{"city": "Lyon"}')])))
+    first = await provider.chat(chat([{"role": "user", "content": "Weather in Lyon?"}],
+                                     tools=[WEATHER_TOOL], tool_choice="required"))
+    assert fake.last.body["tool_choice"] == "any"
+    assert fake.last.body["tools"] == [WEATHER_TOOL]
+    assert first.finish_reason == "tool_calls"
+    assert first.tool_calls is not None and first.tool_calls[0].id == "D681PevKs"
+    assert orjson.loads(first.tool_calls[0].function.arguments) == {"city": "Lyon"}
+
+    # a history that also holds a call made by another vendor (OpenAI-style id)
+    history = [
+        {"role": "user", "content": "Weather in Lyon and Nice?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "D681PevKs", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Lyon"}'}},
+            {"id": "call_9fXzq2LkPq81", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Nice"}'}}]},
+        {"role": "tool", "tool_call_id": "D681PevKs", "content": "21C"},
+        {"role": "tool", "tool_call_id": "call_9fXzq2LkPq81", "content": "24C"},
+    ]
+    answer = await provider.chat(chat(history, tools=[WEATHER_TOOL]))
+    assert answer.content == "echo: Weather in Lyon and Nice?"
+    sent = fake.last.body["messages"]
+    ids = [c["id"] for c in sent[1]["tool_calls"]]
+    assert ids[0] == "D681PevKs"
+    assert ids[1] != "call_9fXzq2LkPq81" and len(ids[1]) == 9 and ids[1].isalnum()
+    assert [sent[2]["tool_call_id"], sent[3]["tool_call_id"]] == ids
+
+
+@pytest.mark.parametrize("choice", ["auto", "none",
+                                    {"type": "function", "function": {"name": "get_weather"}}])
+async def test_other_tool_choices_pass_unchanged(mistral, choice) -> None:
+    provider, fake = mistral
+    await provider.chat(chat([{"role": "user", "content": "hi"}], tools=[WEATHER_TOOL],
+                             tool_choice=choice))
+    assert fake.last.body["tool_choice"] == choice
+
+
+async def test_images_pass_through(mistral) -> None:
+    provider, fake = mistral
+    data_url = "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8\xffjpeg").decode()
+    parts = [{"type": "text", "text": "What is this?"},
+             {"type": "image_url", "image_url": {"url": data_url}},
+             {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]
+    await provider.chat(chat([{"role": "user", "content": parts}]))
+    assert fake.last.body["messages"][0]["content"] == parts
+
+
+async def test_usage_and_cost(mistral) -> None:
+    provider, fake = mistral
+    fake.push(fake_api.Reply(body=fake_api.completion("ok", usage_=fake_api.usage(1000, 500))))
+    answer = await provider.chat(chat([{"role": "user", "content": "hi"}]))
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (1000, 500)
+    # mistral-large-latest: 2.0 in, 6.0 out per million
+    assert answer.usage.cost_usd == pytest.approx((1000 * 2.0 + 500 * 6.0) / 1e6)
+
+
+async def test_model_length_and_chunked_content(mistral) -> None:
+    provider, fake = mistral
+    content = [{"type": "thinking", "thinking": [{"type": "text", "text": "hmm"}]},
+               {"type": "text", "text": "Part one. "}, {"type": "text", "text": "Part two."}]
+    fake.push(fake_api.Reply(body=fake_api.completion(content, finish_reason="model_length")))
+    answer = await provider.chat(chat([{"role": "user", "content": "hi"}]))
+    assert answer.content == "Part one. Part two."
+    assert answer.finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("reply", "error_class", "code"),
+    [
+        (fake_api.error(429, "Requests rate limit exceeded", "rate_limited", "1300",
+                        {"retry-after": "3"}), UpstreamRateLimited, "upstream_rate_limited"),
+        (fake_api.error(400, "Prompt contains 40000 tokens and 0 draft tokens, too large for "
+                        "model with 32768 maximum context length",
+                        "invalid_request_message_error", "3051"),
+         ContextLengthExceeded, "context_length_exceeded"),
+        (fake_api.error(404, "Invalid model: mistral-nope", "invalid_model", "1500"),
+         UpstreamError, "upstream_not_found"),
+        (fake_api.error(503, "Service unavailable.", "service_unavailable"), Overloaded,
+         "upstream_overloaded"),
+        (fake_api.error(500, "Internal server error", "internal_server_error", "1000"),
+         UpstreamTransient, "upstream_error"),
+        (fake_api.error(422, {"detail": [{"msg": "Input should be a valid string"}]},
+                        "invalid_request_error"), InvalidRequest, "upstream_invalid_request"),
+    ],
+)
+async def test_vendor_errors_map_to_tako_errors(mistral, reply, error_class, code) -> None:
+    provider, fake = mistral
+    fake.push(reply, reply)
+    with pytest.raises(error_class) as caught:
+        await provider.chat(chat([{"role": "user", "content": "hi"}]))
+    assert caught.value.code == code
+    assert caught.value.details is not None
+    assert caught.value.details["status"] == reply.status
+    assert caught.value.details["body"] == reply.body
+    if reply.status == 429:
+        assert caught.value.retry_after == 3.0
+    with pytest.raises(error_class):
+        await collect(provider, chat([{"role": "user", "content": "hi"}]))
+
+
+async def test_wrong_key_is_an_auth_error(server) -> None:
+    url, fake = server
+    fake.reset()
+    provider = build(spec(url, api_key="wrong"))
+    try:
+        with pytest.raises(UpstreamError) as caught:
+            await provider.chat(chat([{"role": "user", "content": "hi"}]))
+    finally:
+        await provider.aclose()
+    assert caught.value.code == "upstream_auth_error"
+    assert caught.value.details is not None and caught.value.details["status"] == 401
+
+
+async def test_streaming_text_with_usage_in_last_chunk(mistral) -> None:
+    provider, fake = mistral
+    fake.push(fake_api.Reply(chunks=fake_api.text_stream(
+        ["Bon", "jour", "!"], usage_=fake_api.usage(30, 3))))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    deltas = [i for i in items if isinstance(i, Delta)]
+    assert [d.content for d in deltas] == ["Bon", "jour", "!"]
+    assert deltas[0].role == "assistant"
+    assert fake.last.body["stream"] is True and "stream_options" not in fake.last.body
+    end = items[-1]
+    assert isinstance(end, End) and end.finish_reason == "stop"
+    assert (end.usage.prompt_tokens, end.usage.completion_tokens) == (30, 3)
+    assert end.usage.cost_usd == pytest.approx((30 * 2.0 + 3 * 6.0) / 1e6)
+
+
+async def test_streaming_tool_calls(mistral) -> None:
+    provider, fake = mistral
+    fake.push(fake_api.Reply(chunks=fake_api.tool_stream([
+        ("D681PevKs", "get_weather", '{"city": "Lyon"}'),
+        ("Xy12Ab34C", "get_weather", '{"city": "Nice"}')])))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}],
+                                         tools=[WEATHER_TOOL]))
+    calls: dict[int, dict[str, str]] = {}
+    for item in items:
+        for tc in (item.tool_calls or ()) if isinstance(item, Delta) else ():
+            call = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] += tc.id or ""
+            call["name"] += tc.name or ""
+            call["arguments"] += tc.arguments or ""
+    assert calls[0]["id"] == "D681PevKs" and calls[1]["id"] == "Xy12Ab34C"
+    assert orjson.loads(calls[1]["arguments"]) == {"city": "Nice"}
+    assert isinstance(items[0], Delta) and items[0].role == "assistant"
+    assert isinstance(items[-1], End) and items[-1].finish_reason == "tool_calls"
+
+
+async def test_mid_stream_error_object(mistral) -> None:
+    provider, fake = mistral
+    chunks = fake_api.text_stream(["Hello", " there"])[:3]
+    chunks.append(fake_api.error_body("Service unavailable.", "service_unavailable"))
+    fake.push(fake_api.Reply(chunks=chunks))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    assert [i.content for i in items if isinstance(i, Delta)] == ["Hello", " there"]
+    assert isinstance(items[-2], ChunkError) and isinstance(items[-2].error, Overloaded)
+    assert isinstance(items[-1], End) and items[-1].finish_reason == "error"
+
+
+async def test_finish_reason_error_mid_stream(mistral) -> None:
+    provider, fake = mistral
+    fake.push(fake_api.Reply(chunks=fake_api.text_stream(["Hel"], finish_reason="error")))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    assert isinstance(items[0], Delta) and items[0].content == "Hel"
+    assert isinstance(items[1], ChunkError) and isinstance(items[1].error, UpstreamTransient)
+    assert isinstance(items[2], End) and items[2].finish_reason == "error"
+    assert items[2].usage.prompt_tokens == 16
+
+
+async def test_error_before_first_content_raises(mistral) -> None:
+    provider, fake = mistral
+    fake.push(fake_api.Reply(chunks=[
+        fake_api.chunk({"role": "assistant", "content": ""}),
+        fake_api.error_body("Requests rate limit exceeded", "rate_limited")]))
+    with pytest.raises(UpstreamRateLimited):
+        await collect(provider, chat([{"role": "user", "content": "hi"}]))
+
+
+async def test_dropped_connection_mid_stream(mistral) -> None:
+    provider, fake = mistral
+    fake.push(fake_api.Reply(chunks=fake_api.text_stream(["a", "b", "c"]), drop_after=3))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    assert [i.content for i in items if isinstance(i, Delta)] == ["a", "b"]
+    assert isinstance(items[-2], ChunkError)
+    assert items[-2].error.code == "upstream_connection_error"
+    assert isinstance(items[-1], End) and items[-1].finish_reason == "error"
+    assert sum(isinstance(i, End) for i in items) == 1
