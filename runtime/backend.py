@@ -1,0 +1,77 @@
+"""What a state backend (memory or Redis) does; the stack above is shared by both."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from core.protocols import StateStore
+from runtime.plan import BudgetItem, RateItem
+from runtime.settings import BreakerSettings
+
+
+class BackendUnreachable(Exception):
+    """The shared state store did not answer (connection refused, timeout)."""
+
+
+@dataclass(slots=True)
+class RateState:
+    remaining: int
+    reset_ms: float
+
+
+@dataclass(slots=True)
+class AdmitResult:
+    """``denied`` is ``None``, ``"rate"`` or ``"budget"``; ``index`` points into the
+    rate or budget list given; ``retry_after_ms`` is set for rate denials and ``spent``
+    for budget denials. ``period_ids`` maps ``day``/``month`` to the ids counted in."""
+
+    denied: str | None = None
+    index: int = -1
+    retry_after_ms: float = 0.0
+    spent: int = 0
+    period_ids: dict[str, int] = field(default_factory=dict)
+    rates: list[RateState] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class TpmDelta:
+    key: str
+    limit: int
+    tokens: int
+
+
+@dataclass(slots=True)
+class CounterDelta:
+    key: str
+    delta: int
+    ttl_s: int
+
+
+class Backend(Protocol):
+    state_store: StateStore
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+    async def admit(self, rates: list[tuple[RateItem, int]],
+                    budgets: list[tuple[BudgetItem, int]]) -> AdmitResult:
+        """All checks first, then all writes, atomically: a denial changes nothing."""
+        ...
+
+    async def reconcile(self, counters: list[CounterDelta], tpm: list[TpmDelta]) -> None: ...
+
+    async def spend(self, base: str, period: str) -> int: ...
+
+    async def breaker_acquire(self, deployment: str, settings: BreakerSettings,
+                              probe_ttl_s: float) -> str:
+        """``closed`` (go), ``probe`` (go: the one half-open trial) or ``open`` (skip)."""
+        ...
+
+    async def breaker_record(self, deployment: str, settings: BreakerSettings, ok: bool,
+                             probe: bool) -> str | None:
+        """Record an outcome; returns the new state when this outcome changed it."""
+        ...

@@ -1,0 +1,54 @@
+"""Circuit breakers per deployment on the shared backend, with the failure mode applied
+when the backend is unreachable."""
+
+from __future__ import annotations
+
+from core.errors import Unavailable
+from runtime.backend import Backend, BackendUnreachable
+from runtime.events import RuntimeEvents
+from runtime.outage import OutageLog
+from runtime.settings import RuntimeSettings
+
+
+class Breakers:
+    def __init__(self, backend: Backend, settings: RuntimeSettings, events: RuntimeEvents,
+                 outage: OutageLog) -> None:
+        self.backend = backend
+        self.settings = settings.breaker
+        self.probe_ttl_s = max(settings.retry.total_timeout_s, settings.breaker.open_s)
+        self.events = events
+        self.outage = outage
+        self.fail_open = settings.failure_mode == "fail_open"
+
+    def _unreachable(self, exc: BackendUnreachable) -> Unavailable:
+        self.events.rejected("unavailable")
+        return Unavailable(
+            "the gateway cannot reach Redis, where circuit breaker state is kept, so it "
+            "refuses upstream calls (runtime.failure_mode is fail_closed)",
+            details={"cause": str(exc)})
+
+    async def acquire(self, deployment: str) -> str:
+        """``closed``, ``probe`` or ``open`` (skip this deployment)."""
+        try:
+            state = await self.backend.breaker_acquire(deployment, self.settings,
+                                                       self.probe_ttl_s)
+        except BackendUnreachable as exc:
+            if not self.fail_open:
+                raise self._unreachable(exc) from exc
+            self.outage.warn("treating circuit breakers as closed", str(exc))
+            return "closed"
+        if state == "probe":
+            self.events.breaker_state(deployment, "half_open")
+        return state
+
+    async def record(self, deployment: str, ok: bool, probe: bool) -> str | None:
+        if ok and not probe and self.settings.failure_ratio is None:
+            return None  # successes only matter to probes and to failure ratios
+        try:
+            changed = await self.backend.breaker_record(deployment, self.settings, ok, probe)
+        except BackendUnreachable as exc:
+            self.outage.warn("could not record a circuit breaker outcome", str(exc))
+            return None
+        if changed:
+            self.events.breaker_state(deployment, changed)
+        return changed

@@ -1,0 +1,255 @@
+"""The provider an orchestrator calls for one request: budget, fallback, breaker, retry,
+then reconciliation, around every chat() and stream() call."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from core.errors import CircuitOpen, TakoError, UpstreamError, UpstreamTimeout
+from core.protocols import LlmProvider
+from core.tokens import CHARS_PER_TOKEN, estimate_output_tokens, estimate_prompt_tokens
+from core.types import ChatChunk, ChatRequest, ChatResponse, ChunkError, Delta, End, Usage
+from runtime.accounting import Accountant
+from runtime.admission import Admission, Reservation
+from runtime.breaker import Breakers
+from runtime.events import RuntimeEvents
+from runtime.fallback import attempt_order
+from runtime.retry import backoff_s, counts_against_breaker, is_transient, may_fall_back
+from runtime.settings import RetrySettings
+
+T = TypeVar("T")
+
+_settling: set[asyncio.Task[None]] = set()
+
+
+async def _shielded(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` to the end even if the caller is cancelled meanwhile."""
+    task = asyncio.ensure_future(work)
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
+    await asyncio.shield(task)
+
+
+def usage_cost(provider: LlmProvider | None, usage: Usage) -> float:
+    if usage.cost_usd > 0 or provider is None:
+        return usage.cost_usd
+    if usage.total_tokens == 0:
+        return 0.0
+    return provider.estimate_cost_usd(usage.prompt_tokens, usage.completion_tokens)
+
+
+class _StreamOpened:
+    def __init__(self, provider: LlmProvider, upstream: AsyncIterator[ChatChunk],
+                 first: ChatChunk, probe: bool) -> None:
+        self.provider = provider
+        self.upstream = upstream
+        self.first = first
+        self.probe = probe
+
+
+class GuardedProvider:
+    """An ``LlmProvider`` over an alias's deployments for one admitted request."""
+
+    def __init__(self, admission: Admission, alias: str, providers: list[LlmProvider],
+                 weights: list[float] | None, accountant: Accountant, breakers: Breakers,
+                 retry: RetrySettings, events: RuntimeEvents, rng: random.Random) -> None:
+        if not providers:
+            raise ValueError(f"alias {alias!r} has no deployments")
+        self.admission = admission
+        self.id = alias
+        self.model = providers[0].model
+        self.providers = providers
+        self.weights = weights
+        self.accountant = accountant
+        self.breakers = breakers
+        self.retry = retry
+        self.events = events
+        self.rng = rng
+        self.answered_by: str | None = None
+
+    def estimate_cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """The dearest deployment's price: any of them may answer."""
+        return max(p.estimate_cost_usd(prompt_tokens, completion_tokens)
+                   for p in self.providers)
+
+    async def aclose(self) -> None:
+        return None  # the deployments belong to the service, not to one request
+
+    async def _reserve(self, req: ChatRequest) -> Reservation:
+        first = self.admission.take_first()
+        if first is not None:
+            return first
+        prompt = estimate_prompt_tokens(req)
+        output = estimate_output_tokens(req)
+        return await self.accountant.reserve(self.admission, prompt + output,
+                                             self.estimate_cost_usd(prompt, output))
+
+    async def _settle(self, reservation: Reservation, usd: float, tokens: int) -> None:
+        await _shielded(self.accountant.settle(self.admission, reservation, usd, tokens))
+
+    # ---- the cascade ----
+
+    async def _timed(self, deadline: float, provider: LlmProvider,
+                     call: Callable[[], Awaitable[T]]) -> T:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(max(0.0, deadline - started)):
+                return await call()
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"provider {provider.id} did not answer within the call deadline "
+                f"({self.retry.total_timeout_s:g}s)", details={"provider": provider.id}) from exc
+        finally:
+            self.admission.upstream_seconds += time.monotonic() - started
+
+    async def _cascade(self, attempt: Callable[[LlmProvider, bool, float], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + self.retry.total_timeout_s
+        last: TakoError | None = None
+        for provider in attempt_order(self.providers, self.weights, self.rng):
+            if time.monotonic() >= deadline:
+                break
+            state = await self.breakers.acquire(provider.id)
+            if state == "open":
+                last = last or CircuitOpen(
+                    f"deployment {provider.id} is failing; its circuit is open",
+                    details={"provider": provider.id})
+                continue
+            probe = state == "probe"
+            for number in range(1, self.retry.max_attempts + 1):
+                try:
+                    result = await attempt(provider, probe, deadline)
+                except TakoError as error:
+                    last = error
+                    opened = None
+                    if counts_against_breaker(error):
+                        opened = await self.breakers.record(provider.id, False, probe)
+                    if not may_fall_back(error):
+                        raise
+                    if probe or opened == "open" or not is_transient(error):
+                        break
+                    if number == self.retry.max_attempts:
+                        break
+                    delay = backoff_s(number, self.retry, error.retry_after, self.rng)
+                    if time.monotonic() + delay >= deadline:
+                        break
+                    self.events.retried(provider.id)
+                    await asyncio.sleep(delay)
+                    continue
+                self.answered_by = provider.id
+                return result
+        if last is None:
+            last = UpstreamTimeout(f"alias {self.id}: no deployment answered before the "
+                                   "call deadline")
+        if isinstance(last, CircuitOpen) and len(self.providers) > 1:
+            last = CircuitOpen(f"every deployment of {self.id} is failing; circuits are open",
+                               details={"alias": self.id})
+        raise last
+
+    # ---- chat ----
+
+    async def _chat_once(self, req: ChatRequest, provider: LlmProvider, probe: bool,
+                         deadline: float) -> tuple[LlmProvider, ChatResponse]:
+        response = await self._timed(deadline, provider, lambda: provider.chat(req))
+        await self.breakers.record(provider.id, True, probe)
+        return provider, response
+
+    async def chat(self, req: ChatRequest) -> ChatResponse:
+        reservation = await self._reserve(req)
+        try:
+            provider, response = await self._cascade(
+                lambda p, probe, deadline: self._chat_once(req, p, probe, deadline))
+        except TakoError:
+            await self._settle(reservation, 0.0, 0)  # failed upstream calls are not billed
+            raise
+        except BaseException:
+            # cancelled mid-call: the upstream may have billed it, so keep the estimate
+            await self._settle(reservation, reservation.usd_nano / 1e9, reservation.tokens)
+            raise
+        usage = response.usage
+        await self._settle(reservation, usage_cost(provider, usage), usage.total_tokens)
+        return response
+
+    # ---- stream ----
+
+    async def _open_stream(self, req: ChatRequest, provider: LlmProvider, probe: bool,
+                           deadline: float) -> _StreamOpened:
+        upstream = provider.stream(req)
+        try:
+            first = await self._timed(deadline, provider, lambda: anext(upstream))
+        except StopAsyncIteration:
+            await _aclose(upstream)
+            raise UpstreamError(f"provider {provider.id} ended its stream without a chunk",
+                                details={"provider": provider.id}) from None
+        except BaseException:
+            await _aclose(upstream)
+            raise
+        if isinstance(first, ChunkError):
+            await _aclose(upstream)
+            raise first.error
+        await self.breakers.record(provider.id, True, probe)
+        return _StreamOpened(provider, upstream, first, probe)
+
+    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        reservation = await self._reserve(req)
+        prompt_tokens = estimate_prompt_tokens(req)
+        opened: _StreamOpened | None = None
+        end: End | None = None
+        text_chars = 0
+        try:
+            opened = await self._cascade(
+                lambda p, probe, deadline: self._open_stream(req, p, probe, deadline))
+            chunk = opened.first
+            while True:
+                if isinstance(chunk, Delta):
+                    text_chars += len(chunk.content or "")
+                    for call in chunk.tool_calls or ():
+                        text_chars += len(call.arguments or "") + len(call.name or "")
+                elif isinstance(chunk, ChunkError):
+                    if counts_against_breaker(chunk.error):
+                        await self.breakers.record(opened.provider.id, False, False)
+                elif isinstance(chunk, End):
+                    end = chunk
+                yield chunk
+                if end is not None:
+                    break
+                started = time.monotonic()
+                try:
+                    chunk = await anext(opened.upstream)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    self.admission.upstream_seconds += time.monotonic() - started
+        finally:
+            if opened is not None:
+                await _aclose(opened.upstream)
+            await self._settle_stream(reservation, opened, end, prompt_tokens, text_chars)
+
+    async def _settle_stream(self, reservation: Reservation, opened: _StreamOpened | None,
+                             end: End | None, prompt_tokens: int, text_chars: int) -> None:
+        if opened is None:  # no deployment answered: nothing was generated
+            await self._settle(reservation, 0.0, 0)
+            return
+        seen_tokens = prompt_tokens + (text_chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+        seen_usd = opened.provider.estimate_cost_usd(prompt_tokens, seen_tokens - prompt_tokens)
+        if end is not None:
+            usd = max(usage_cost(opened.provider, end.usage), 0.0)
+            tokens = end.usage.total_tokens
+            if tokens == 0 and text_chars:
+                usd, tokens = max(usd, seen_usd), seen_tokens
+        else:  # closed or cancelled before End: never charge less than the estimate
+            usd = max(reservation.usd_nano / 1e9, seen_usd)
+            tokens = max(reservation.tokens, seen_tokens)
+        await self._settle(reservation, usd, tokens)
+
+
+async def _aclose(stream: AsyncIterator[ChatChunk]) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:  # noqa: BLE001 - closing a broken upstream must not mask the cause
+            pass

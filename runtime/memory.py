@@ -1,0 +1,142 @@
+"""In-process backend: one replica, exact. Every operation runs without awaiting, so
+concurrent asyncio tasks see each one as atomic."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from runtime import gcra
+from runtime.backend import AdmitResult, CounterDelta, RateState, TpmDelta
+from runtime.periods import day_id, month_id
+from runtime.plan import BudgetItem, RateItem
+from runtime.settings import BreakerSettings
+
+
+class MemoryStateStore:
+    """Water-marks that only ever grow."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, float] = {}
+
+    async def get(self, key: str) -> float | None:
+        return self._values.get(key)
+
+    async def raise_to(self, key: str, value: float) -> float:
+        current = self._values.get(key)
+        if current is None or value > current:
+            self._values[key] = value
+            return value
+        return current
+
+
+@dataclass(slots=True)
+class _Breaker:
+    open_until: float = 0.0
+    window_start: float = 0.0
+    calls: int = 0
+    fails: int = 0
+    probe_until: float = 0.0
+
+
+class MemoryBackend:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.state_store = MemoryStateStore()
+        self._tat: dict[str, float] = {}
+        self._counters: dict[str, int] = {}
+        self._breakers: dict[str, _Breaker] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def ping(self) -> bool:
+        return True
+
+    async def admit(self, rates: list[tuple[RateItem, int]],
+                    budgets: list[tuple[BudgetItem, int]]) -> AdmitResult:
+        now_s = self.clock()
+        now_ms = now_s * 1000.0
+        periods = {"day": day_id(now_s), "month": month_id(now_s)}
+        result = AdmitResult(period_ids=periods)
+        new_tats: list[float] = []
+        for i, (item, cost) in enumerate(rates):
+            ok, tat, retry_ms = gcra.step(self._tat.get(item.key), now_ms, item.limit, cost)
+            if not ok:
+                result.denied, result.index, result.retry_after_ms = "rate", i, retry_ms
+                return result
+            new_tats.append(tat)
+        for i, (budget, amount) in enumerate(budgets):
+            spent = self._counters.get(budget.base + str(periods[budget.period]), 0)
+            if spent + amount > budget.limit or (amount == 0 and spent >= budget.limit):
+                result.denied, result.index, result.spent = "budget", i, spent
+                return result
+        for (item, _), tat in zip(rates, new_tats, strict=True):
+            self._tat[item.key] = tat
+            result.rates.append(RateState(gcra.remaining(tat, now_ms, item.limit), tat - now_ms))
+        for budget, amount in budgets:
+            key = budget.base + str(periods[budget.period])
+            self._counters[key] = self._counters.get(key, 0) + amount
+        return result
+
+    async def reconcile(self, counters: list[CounterDelta], tpm: list[TpmDelta]) -> None:
+        for c in counters:
+            self._counters[c.key] = max(0, self._counters.get(c.key, 0) + c.delta)
+        now_ms = self.clock() * 1000.0
+        for t in tpm:
+            tat = gcra.adjust(self._tat.get(t.key), now_ms, t.limit, t.tokens)
+            if tat is not None:
+                self._tat[t.key] = tat
+
+    async def spend(self, base: str, period: str) -> int:
+        now_s = self.clock()
+        pid = day_id(now_s) if period == "day" else month_id(now_s)
+        return self._counters.get(base + str(pid), 0)
+
+    async def breaker_acquire(self, deployment: str, settings: BreakerSettings,
+                              probe_ttl_s: float) -> str:
+        b = self._breakers.get(deployment)
+        if b is None or b.open_until == 0.0:
+            return "closed"
+        now = self.clock()
+        if now < b.open_until or now < b.probe_until:
+            return "open"
+        b.probe_until = now + probe_ttl_s
+        return "probe"
+
+    async def breaker_record(self, deployment: str, settings: BreakerSettings, ok: bool,
+                             probe: bool) -> str | None:
+        b = self._breakers.setdefault(deployment, _Breaker())
+        now = self.clock()
+        if probe:
+            b.probe_until = 0.0
+            b.calls = b.fails = 0
+            b.window_start = now
+            if ok:
+                b.open_until = 0.0
+                return "closed"
+            b.open_until = now + settings.open_s
+            return "open"
+        if b.open_until:
+            return None
+        if now - b.window_start >= settings.window_s:
+            b.window_start, b.calls, b.fails = now, 0, 0
+        b.calls += 1
+        if ok:
+            return None
+        b.fails += 1
+        if _trips(b.calls, b.fails, settings):
+            b.open_until = now + settings.open_s
+            b.calls = b.fails = 0
+            return "open"
+        return None
+
+
+def _trips(calls: int, fails: int, settings: BreakerSettings) -> bool:
+    if settings.failure_ratio is not None:
+        return calls >= settings.min_calls and fails >= settings.failure_ratio * calls
+    return fails >= settings.failure_threshold

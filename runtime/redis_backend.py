@@ -1,0 +1,81 @@
+"""Redis backend: every replica pointed at the same Redis enforces the same numbers.
+
+Each operation is one EVALSHA. Connection failures surface as ``BackendUnreachable``;
+the client reconnects on the next call, and scripts are reloaded on NOSCRIPT, so the
+gateway recovers when Redis comes back without a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from runtime import admit_script, breaker_script, reconcile_script, spend_script, watermark
+from runtime.backend import AdmitResult, BackendUnreachable, CounterDelta, TpmDelta
+from runtime.plan import BudgetItem, RateItem
+from runtime.settings import BreakerSettings
+
+T = TypeVar("T")
+
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class RedisBackend:
+    def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
+        self.prefix = prefix
+        # one quick retry covers a pooled connection that a Redis restart left stale;
+        # timeouts are not retried so a script is never applied twice
+        self.client: Redis = Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        )
+        self.state_store = watermark.RedisStateStore(self.client, prefix)
+
+    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await op()
+        except UNREACHABLE as exc:
+            raise BackendUnreachable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def start(self) -> None:
+        scripts = (admit_script.SCRIPT, reconcile_script.SCRIPT, spend_script.SCRIPT,
+                   breaker_script.SCRIPT, watermark.SCRIPT)
+        for script in scripts:
+            await self._call(lambda s=script: s.load(self.client))  # type: ignore[misc]
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())  # type: ignore[misc]
+        except UNREACHABLE:
+            return False
+
+    async def admit(self, rates: list[tuple[RateItem, int]],
+                    budgets: list[tuple[BudgetItem, int]]) -> AdmitResult:
+        return await self._call(lambda: admit_script.admit(self.client, rates, budgets))
+
+    async def reconcile(self, counters: list[CounterDelta], tpm: list[TpmDelta]) -> None:
+        await self._call(lambda: reconcile_script.reconcile(self.client, counters, tpm))
+
+    async def spend(self, base: str, period: str) -> int:
+        return await self._call(lambda: spend_script.spend(self.client, base, period))
+
+    async def breaker_acquire(self, deployment: str, settings: BreakerSettings,
+                              probe_ttl_s: float) -> str:
+        return await self._call(lambda: breaker_script.run(
+            self.client, self.prefix, deployment, "acquire", False, settings, probe_ttl_s))
+
+    async def breaker_record(self, deployment: str, settings: BreakerSettings, ok: bool,
+                             probe: bool) -> str | None:
+        state = await self._call(lambda: breaker_script.run(
+            self.client, self.prefix, deployment, "success" if ok else "failure", probe,
+            settings, 0))
+        return state or None
