@@ -141,7 +141,7 @@ class Conductor(Orchestration):
             return parse_workflow(reply, set(self.workers), True, self.max_steps)
         except WorkflowError as first:
             record(ctx, type="workflow_rejected", level=level, error=str(first))
-            messages += [assistant(reply), user(
+            messages = [*messages, assistant(reply), user(
                 f"That workflow is invalid: {first}. Reply with the corrected JSON workflow "
                 "only.")]
             reply = await ask(ctx, self.coordinator, req, messages)

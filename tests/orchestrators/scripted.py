@@ -10,9 +10,28 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from core.errors import UpstreamTransient
-from core.types import ChatChunk, ChatRequest, ChatResponse, Delta, End, Usage
+from core.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    Delta,
+    End,
+    FunctionCall,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 
 Reply = str | Callable[[ChatRequest], str] | list[str]
+
+
+def tool_call(text: str) -> ToolCall | None:
+    """A reply written ``@call <name> <json arguments>`` becomes a tool call."""
+    if not text.startswith("@call "):
+        return None
+    name, _, arguments = text[len("@call "):].partition(" ")
+    return ToolCall(id=f"call_{uuid.uuid4().hex[:8]}",
+                    function=FunctionCall(name=name, arguments=arguments or "{}"))
 
 
 def prompt_text(req: ChatRequest) -> str:
@@ -77,12 +96,22 @@ class Scripted:
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         text = await self._enter(req)
+        call = tool_call(text)
         return ChatResponse(id=f"chatcmpl-{uuid.uuid4().hex[:8]}", model=self.model,
-                            created=int(time.time()), content=text, usage=self.usage(),
-                            provider_id=self.id)
+                            created=int(time.time()), content=None if call else text,
+                            tool_calls=[call] if call else None,
+                            finish_reason="tool_calls" if call else "stop",
+                            usage=self.usage(), provider_id=self.id)
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
         text = await self._enter(req)
+        call = tool_call(text)
+        if call is not None:
+            yield Delta(role="assistant", tool_calls=[ToolCallDelta(
+                index=0, id=call.id, name=call.function.name,
+                arguments=call.function.arguments)])
+            yield End("tool_calls", self.usage())
+            return
         words = text.split(" ")
         for i, word in enumerate(words):
             yield Delta(role="assistant" if i == 0 else None,

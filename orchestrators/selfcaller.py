@@ -1,0 +1,200 @@
+"""``selfcaller``: recursive self-refinement behind a confidence guard (Self-Refine, Madaan
+et al. 2023; Sakana Fugu-style recursive self-calls).
+
+Each attempt runs the inner orchestrator (``params.inner``: a profile ``{kind, params}``,
+built through the orchestrator registry) and scores its answer with the verifier
+(``params.verifier``, see ``orchestrators.verifiers``). Below ``threshold`` the answer and
+the verifier's feedback go back to the inner orchestrator with a revision prompt, up to
+``max_depth`` revisions; the best-scoring answer is returned (the latest on ties). An
+answer that calls client-side tools goes back to the client unscored.
+
+When the inner orchestrator is ``single``, the model is also offered a server-side
+``self_call`` tool: it asks a fresh run of the inner orchestrator a self-contained
+sub-question. Self-calls nest at most ``max_self_call_depth`` levels (1), at most
+``max_self_calls`` (3) happen per request, and none starts once the run has spent
+``max_self_call_cost_usd`` (when set); every call still passes ``ctx.provider`` and so
+the per-call budget check. Set ``self_call: false`` to not offer the tool.
+
+Params: ``inner`` (required), ``verifier`` (required), ``threshold`` (0.7), ``max_depth``
+(2), ``revision_prompt`` (str.format with {score}, {threshold}, {feedback}), the
+self-call settings above.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from core.errors import InvalidRequest
+from core.protocols import Orchestrator, RunContext, Tool, ToolLookup
+from core.specs import ProfileSpec
+from core.types import ChatRequest, ChatResponse, ChunkError, Delta, End, FunctionDef, ToolSpec
+from orchestrators.base import ToolCallBuffer, with_messages
+from orchestrators.calls import assistant, user
+from orchestrators.flow import Answer, Orchestration, Sink, record
+from orchestrators.registry import build, register
+from orchestrators.verifiers import build_verifier
+
+SELF_CALL = "self_call"
+SELF_CALLS_USED = "selfcaller.self_calls"
+
+REVISION_PROMPT = (
+    "A reviewer scored your previous answer {score:.2f} (it needs {threshold:.2f}). "
+    "Feedback: {feedback}\nRevise it: fix every problem and reply with the complete "
+    "improved answer only."
+)
+
+
+class WithTool:
+    """A ToolLookup that adds one tool to another lookup."""
+
+    def __init__(self, base: ToolLookup, tool: Tool) -> None:
+        self.base = base
+        self.tool = tool
+
+    def get(self, name: str) -> Tool | None:
+        return self.tool if name == self.tool.name else self.base.get(name)
+
+    def specs(self, names: list[str] | None = None) -> list[ToolSpec]:
+        others = self.base.specs(None if names is None else
+                                 [n for n in names if n != self.tool.name])
+        if names is None or self.tool.name in names:
+            return [*others, self.tool.spec]
+        return others
+
+
+class SelfCallTool:
+    name = SELF_CALL
+    spec = ToolSpec(function=FunctionDef(
+        name=SELF_CALL,
+        description=("Ask yourself a self-contained sub-question and get the answer of a "
+                     "fresh run. Use it for parts of the task that can be solved on their "
+                     "own."),
+        parameters={"type": "object", "properties": {"question": {"type": "string"}},
+                    "required": ["question"]},
+    ))
+
+    def __init__(self, inner: Orchestrator, req: ChatRequest, base_depth: int,
+                 max_calls: int, max_depth: int, max_cost_usd: float | None) -> None:
+        self.inner = inner
+        self.req = req
+        self.base_depth = base_depth
+        self.max_calls = max_calls
+        self.max_depth = max_depth
+        self.max_cost_usd = max_cost_usd
+
+    async def invoke(self, arguments: dict[str, Any], ctx: RunContext) -> str:
+        question = arguments.get("question")
+        if not isinstance(question, str) or not question.strip():
+            return "error: self_call needs a non-empty 'question' string"
+        used = int(ctx.state.get(SELF_CALLS_USED, 0))
+        if used >= self.max_calls:
+            return (f"error: self_call limit reached ({self.max_calls} per request); "
+                    "answer with what you have")
+        level = ctx.depth - self.base_depth
+        if level >= self.max_depth:
+            return (f"error: self_call depth limit reached ({self.max_depth}); answer this "
+                    "sub-question yourself")
+        if self.max_cost_usd is not None and ctx.usage.cost_usd >= self.max_cost_usd:
+            return "error: self_call cost limit reached; answer with what you have"
+        ctx.state[SELF_CALLS_USED] = used + 1
+        sub_ctx = dataclasses.replace(ctx, depth=ctx.depth + 1)
+        sub_req = with_messages(self.req, [user(question)], tools=None, tool_choice=None,
+                                stream=False, response_format=None)
+        response = await self.inner.complete(sub_ctx, sub_req)
+        record(ctx, type="self_call", depth=level + 1, question=question,
+               answer=response.content)
+        return response.content or ""
+
+
+class SelfCaller(Orchestration):
+    kind = "selfcaller"
+
+    def __init__(self, inner: dict[str, Any], verifier: dict[str, Any] | list[Any],
+                 threshold: float = 0.7, max_depth: int = 2, self_call: bool = True,
+                 max_self_calls: int = 3, max_self_call_depth: int = 1,
+                 max_self_call_cost_usd: float | None = None,
+                 revision_prompt: str = REVISION_PROMPT) -> None:
+        kind = inner.get("kind")
+        if not isinstance(kind, str):
+            raise InvalidRequest("selfcaller params.inner needs a kind")
+        params = dict(inner.get("params", {}))
+        self.offers_self_call = self_call and kind == "single"
+        if self.offers_self_call:
+            params["tools"] = [*params.get("tools", []), SELF_CALL]
+        self.inner = build(ProfileSpec(name=f"selfcaller-inner-{kind}", kind=kind,
+                                       params=params))
+        self.verifier_spec = verifier
+        self.threshold = threshold
+        self.max_depth = max_depth
+        self.max_self_calls = max_self_calls
+        self.max_self_call_depth = max_self_call_depth
+        self.max_self_call_cost_usd = max_self_call_cost_usd
+        self.revision_prompt = revision_prompt
+
+    async def run(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> Answer:
+        verifier = build_verifier(self.verifier_spec, ctx)
+        run_ctx = ctx
+        if self.offers_self_call:
+            tool = SelfCallTool(self.inner, req, ctx.depth, self.max_self_calls,
+                                self.max_self_call_depth, self.max_self_call_cost_usd)
+            run_ctx = dataclasses.replace(ctx, tools=WithTool(ctx.tools, tool))
+        messages = list(req.messages)
+        best: tuple[float, str] | None = None
+        for depth in range(self.max_depth + 1):
+            response = await self._attempt(run_ctx, with_messages(req, messages), sink)
+            if response.tool_calls:
+                return Answer(response.content, response.tool_calls, "tool_calls")
+            text = response.content or ""
+            score = await verifier.score(req, text)
+            await sink.event("recursion", depth=depth, confidence=score.value)
+            record(ctx, type="attempt", depth=depth, answer=text, score=score.value,
+                   feedback=score.feedback)
+            if best is None or score.value >= best[0]:
+                best = (score.value, text)
+            if score.value >= self.threshold or depth == self.max_depth:
+                break
+            messages = [*messages, assistant(text), user(self.revision_prompt.format(
+                score=score.value, threshold=self.threshold,
+                feedback=score.feedback or "(none)"))]
+        assert best is not None
+        return Answer(best[1])
+
+    async def _attempt(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> ChatResponse:
+        """One inner run; its events (tool calls, steps) pass through to the client."""
+        if not sink.events:
+            return await self.inner.complete(ctx, req)
+        text: list[str] = []
+        calls = ToolCallBuffer()
+        finish = "stop"
+        async for item in self.inner.stream(ctx, req):
+            if isinstance(item, Delta):
+                if item.content:
+                    text.append(item.content)
+                if item.tool_calls:
+                    calls.add(item.tool_calls)
+            elif isinstance(item, ChunkError):
+                raise item.error
+            elif isinstance(item, End):
+                finish = item.finish_reason
+            elif item.kind != "final":
+                await sink.event(item.kind, **item.data)
+        tool_calls = calls.result() or None
+        return ChatResponse(id="inner", model=req.model, created=0,
+                            content="".join(text) if text or not tool_calls else None,
+                            tool_calls=tool_calls, finish_reason=finish)
+
+
+@register("selfcaller")
+def _selfcaller(spec: ProfileSpec) -> SelfCaller:
+    p = spec.params
+    if not isinstance(p.get("inner"), dict) or "verifier" not in p:
+        raise InvalidRequest(f"profile {spec.name!r}: selfcaller needs params.inner "
+                             "({kind, params}) and params.verifier")
+    cost = p.get("max_self_call_cost_usd")
+    return SelfCaller(
+        p["inner"], p["verifier"], float(p.get("threshold", 0.7)), int(p.get("max_depth", 2)),
+        bool(p.get("self_call", True)), int(p.get("max_self_calls", 3)),
+        int(p.get("max_self_call_depth", 1)), None if cost is None else float(cost),
+        str(p.get("revision_prompt", REVISION_PROMPT)),
+    )
