@@ -26,8 +26,9 @@ public internet address:
 set, only a URL it matches is fetched (by name, or by every resolved address lying in a
 listed network). Only a listed network can permit an otherwise blocked address: a name
 entry never does, so pointing an allowlisted name's DNS at an internal service fails.
-``enabled: false`` turns the address guard off (trusted networks only); scheme, size,
-type and allowlist checks stay on.
+``ca_bundle`` names a PEM file of CAs to trust for https instead of the system store
+(internal image servers). ``enabled: false`` turns the address guard off (trusted
+networks only); scheme, size, type and allowlist checks stay on.
 
 Every refusal raises ``InvalidRequest`` (HTTP 400, ``param: "messages"``) saying why.
 """
@@ -37,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -92,6 +94,7 @@ class FetchPolicy(BaseModel):
     allowed_mime_types: tuple[str, ...] = DEFAULT_MIME_TYPES
     timeout_s: float = Field(default=10.0, gt=0)
     max_redirects: int = Field(default=3, ge=0)
+    ca_bundle: str | None = None  # PEM file of CAs to trust instead of the system store
 
     @field_validator("allowlist")
     @classmethod
@@ -155,7 +158,12 @@ async def fetch_image(
 
 
 async def _fetch(url: str, policy: FetchPolicy, resolver: Resolver) -> tuple[str, bytes]:
-    async with httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=None) as client:
+    verify: ssl.SSLContext | bool = True
+    if policy.ca_bundle:
+        verify = ssl.create_default_context(cafile=policy.ca_bundle)
+    async with httpx.AsyncClient(
+        trust_env=False, follow_redirects=False, timeout=None, verify=verify
+    ) as client:
         current = url
         for hop in range(policy.max_redirects + 1):
             target = await check_url(current, policy, resolver)
@@ -163,7 +171,8 @@ async def _fetch(url: str, policy: FetchPolicy, resolver: Resolver) -> tuple[str
             try:
                 response = await client.send(request, stream=True)
             except httpx.HTTPError as exc:
-                raise _refused(url, f"could not connect: {type(exc).__name__}") from exc
+                detail = f"{type(exc).__name__}: {exc}"[:300]
+                raise _refused(url, f"could not connect: {detail}") from exc
             try:
                 if response.status_code in REDIRECT_STATUSES:
                     location = response.headers.get("location")

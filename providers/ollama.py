@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -328,7 +328,7 @@ def _error_status(line: dict[str, Any]) -> int:
 
 async def _ndjson_lines(
     response: httpx.Response, provider_id: str
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Ollama's NDJSON objects; a broken line or a broken connection raises a TakoError."""
     buffer = b""
     try:

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import ipaddress
 import struct
+import threading
+import time
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
@@ -25,7 +35,7 @@ from providers.image_fetch import (
     parse_ip_literal,
     sniff_image_type,
 )
-from tests.support.net import serve_asgi
+from tests.support.net import free_port, serve_asgi
 
 
 def tiny_png() -> bytes:
@@ -385,3 +395,110 @@ def test_sniffing() -> None:
     assert sniff_image_type(b"\xff\xd8\xff\xe0rest") == "image/jpeg"
     assert sniff_image_type(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"
     assert sniff_image_type(b"<svg") is None
+
+
+# ---- https: connection to the pinned IP, certificate checked against the name ----
+
+
+def make_tls_files(directory: Path, name: str) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for ``name`` only (no IP in its SANs)."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
+                    signer: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                              content_commitment=False, key_encipherment=False,
+                              data_encipherment=False, key_agreement=False,
+                              encipher_only=False, decipher_only=False),
+                critical=True,
+            ).add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False
+            ).add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+                critical=False,
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = certificate("tako test CA", ca_key, "tako test CA", ca_key, ca=True)
+    server_cert = certificate(name, server_key, "tako test CA", ca_key, ca=False)
+    ca_path, cert_path, key_path = (directory / n for n in ("ca.pem", "cert.pem", "key.pem"))
+    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        server_key.private_bytes(serialization.Encoding.PEM,
+                                 serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+    )
+    return ca_path, cert_path, key_path
+
+
+@contextmanager
+def serve_tls(app: Starlette, certfile: Path, keyfile: Path) -> Iterator[int]:
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                            lifespan="off", ssl_certfile=str(certfile),
+                            ssl_keyfile=str(keyfile))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "TLS server did not start"
+        time.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    ca, cert, key = make_tls_files(tmp_path_factory.mktemp("tls"), "images.test")
+    with serve_tls(app, cert, key) as port:
+        yield port, ca
+
+
+async def test_https_connects_to_pinned_ip_and_verifies_the_name(
+    tls_server: tuple[int, Path],
+) -> None:
+    port, ca = tls_server
+    policy = FetchPolicy(allowlist=("127.0.0.1/32",), ca_bundle=str(ca))
+    resolve = fixed_resolver(["127.0.0.1"], ["10.0.0.1"])
+    seen_hosts.clear()
+    mime, data = await fetch_image(f"https://images.test:{port}/cat.png", policy, resolve=resolve)
+    assert (mime, data) == ("image/png", PNG)
+    assert resolve.calls == ["images.test"]
+    assert seen_hosts == [f"images.test:{port}"]
+
+
+async def test_https_certificate_for_another_name_is_refused(
+    tls_server: tuple[int, Path],
+) -> None:
+    port, ca = tls_server
+    policy = FetchPolicy(allowlist=("127.0.0.1/32",), ca_bundle=str(ca))
+    error = await refused(f"https://other.test:{port}/cat.png", policy,
+                          resolve=fixed_resolver(["127.0.0.1"]))
+    assert "could not connect" in error.message and "Hostname mismatch" in error.message
+    # Without the tako test CA the system store does not trust the server either.
+    error = await refused(f"https://images.test:{port}/cat.png", LOOPBACK_ONLY,
+                          resolve=fixed_resolver(["127.0.0.1"]))
+    assert "certificate verify failed" in error.message
