@@ -106,7 +106,11 @@ def error_from_response(provider_id: str, response: httpx.Response, raw: bytes) 
 
 def transport_error(provider_id: str, exc: Exception) -> TakoError:
     """Map a connection-level failure to a retryable TakoError, naming the provider."""
-    if isinstance(exc, httpx.TimeoutException):
+    cause = exc.__cause__
+    # The aiohttp transport reports a refused connection as ConnectTimeout: look at the cause.
+    timed_out = isinstance(exc, httpx.TimeoutException) and (
+        cause is None or isinstance(cause, TimeoutError))
+    if timed_out:
         return UpstreamTimeout(
             f"provider {provider_id} timed out ({type(exc).__name__})",
             details={"provider": provider_id},

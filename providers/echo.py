@@ -1,8 +1,9 @@
 """``echo``: a deterministic demo provider with no network.
 
 It answers ``echo: <last user text>``. When the request offers tools and the last user
-message names one of them (or ``tool_choice`` forces one), it calls that tool with
-``{"input": <user text>}``; after a tool result it answers ``tool <name> returned: ...``.
+message names one of them (or ``tool_choice`` forces one), it calls that tool: the text
+after ``<tool>:`` (or the whole text) goes to the tool's first required parameter. After a
+tool result it answers ``tool <name> returned: <result>``.
 Options: ``delay_s`` (sleep before answering), ``fail`` (raise this error message).
 """
 
@@ -62,7 +63,7 @@ class EchoProvider:
         user_text = next((m.text() for m in reversed(req.messages) if m.role == "user"), "")
         tool = self._pick_tool(req, user_text)
         if tool is not None:
-            args = orjson.dumps({"input": user_text}).decode()
+            args = orjson.dumps(self._arguments(req, tool, user_text)).decode()
             call_id = "call_" + new_id("")[:16]
             return None, ToolCall(id=call_id, function=FunctionCall(name=tool, arguments=args))
         text = f"echo: {user_text}"
@@ -74,6 +75,16 @@ class EchoProvider:
             if stop and stop in text:
                 text = text[: text.index(stop)]
         return text, None
+
+    @staticmethod
+    def _arguments(req: ChatRequest, tool: str, user_text: str) -> dict[str, str]:
+        """``"<tool>: <text>"`` passes <text>; the value goes to the tool's first required
+        parameter (else ``input``)."""
+        marker = f"{tool}:"
+        value = user_text.split(marker, 1)[1].strip() if marker in user_text else user_text
+        spec = next((t.function for t in req.tools or () if t.function.name == tool), None)
+        required = (spec.parameters or {}).get("required") if spec else None
+        return {str(required[0]) if required else "input": value}
 
     @staticmethod
     def _pick_tool(req: ChatRequest, user_text: str) -> str | None:

@@ -1,0 +1,103 @@
+"""API-key authentication as pure ASGI middleware, and the static-keys resolver."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.config import KeySpec
+from app.errors import error_response
+from core.errors import AuthenticationFailed, TakoError
+from core.protocols import AuthResolver
+from core.types import Principal
+
+PRINCIPAL = "tako.principal"
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class StaticKeyResolver:
+    """Keys from config, kept only as SHA-256 digests. The lookup is by digest and the
+    final check is a constant-time comparison."""
+
+    def __init__(self, keys: Sequence[KeySpec]) -> None:
+        self._by_digest: dict[str, tuple[bytes, Principal]] = {}
+        for i, spec in enumerate(keys):
+            digest = spec.digest()
+            if digest is None:
+                continue
+            metadata = {}
+            if spec.budgets:
+                metadata["budgets"] = spec.budgets
+            if spec.rate_limits:
+                metadata["rate_limits"] = spec.rate_limits
+            principal = Principal(
+                tenant_id=spec.tenant_id,
+                user_id=spec.user_id,
+                key_id=spec.key_id or f"key-{i}",
+                scopes=frozenset(spec.scopes),
+                allowed_models=frozenset(spec.models) if spec.models is not None else None,
+                metadata=metadata,
+            )
+            self._by_digest[digest] = (bytes.fromhex(digest), principal)
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    async def resolve(self, token: str) -> Principal | None:
+        digest = hashlib.sha256(token.encode()).digest()
+        entry = self._by_digest.get(digest.hex())
+        if entry is None or not hmac.compare_digest(entry[0], digest):
+            return None
+        return entry[1]
+
+
+def bearer_token(scope: Scope) -> str | None:
+    """``Authorization: Bearer <key>``, else Azure-style ``api-key: <key>``."""
+    api_key = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+        elif name == b"api-key":
+            api_key = value.decode("latin-1").strip() or None
+    return api_key
+
+
+class AuthMiddleware:
+    """Resolves the caller of every ``/v1`` request to a Principal, or answers 401.
+    Admin and health routes authenticate on their own."""
+
+    def __init__(self, app: ASGIApp, resolver: AuthResolver, enabled: bool = True) -> None:
+        self.app = app
+        self.resolver = resolver
+        self.enabled = enabled
+        self.anonymous = Principal(tenant_id="anonymous", user_id="anonymous",
+                                   key_id="anonymous")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+            await self.app(scope, receive, send)
+            return
+        if not self.enabled:
+            scope[PRINCIPAL] = self.anonymous
+            await self.app(scope, receive, send)
+            return
+        token = bearer_token(scope)
+        try:
+            if token is None:
+                raise AuthenticationFailed(
+                    "missing API key: send it as 'Authorization: Bearer <key>'",
+                    code="missing_api_key")
+            principal = await self.resolver.resolve(token)
+            if principal is None:
+                raise AuthenticationFailed("incorrect API key provided")
+        except TakoError as exc:
+            response = error_response(exc)
+            await response(scope, receive, send)
+            return
+        scope[PRINCIPAL] = principal
+        await self.app(scope, receive, send)

@@ -1,0 +1,221 @@
+"""Gateway configuration: one YAML file plus ``TAKO_*`` environment variables.
+
+Environment variables override the file; nested fields use ``__``
+(``TAKO_SERVER__PORT=9000``, ``TAKO_RUNTIME__REDIS_URL=redis://...``). ``TAKO_CONFIG``
+names the YAML file. With no file, the embedded default runs: in-memory state, embedded
+policy, the ``echo`` demo deployment, plus every vendor whose key is in the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from core.specs import DeploymentSpec, ProfileSpec
+from runtime.settings import RuntimeSettings
+
+DEMO_KEY = "sk-tako-demo"
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_body_bytes: int = 4 * 1024 * 1024
+    request_timeout_s: float = 600.0
+    graceful_shutdown_s: float = 30.0
+    access_log: bool = True
+
+
+class KeySpec(BaseModel):
+    """An API key. Give ``key_sha256`` (hex SHA-256 of the key) in files you commit;
+    ``key`` or ``key_env`` (plain text, hashed at load) suit local setups."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_sha256: str | None = None
+    key: SecretStr | None = None
+    key_env: str | None = None
+    key_id: str | None = None
+    tenant_id: str = "default"
+    user_id: str = "default"
+    models: list[str] | None = None
+    scopes: list[str] = Field(default_factory=list)
+    budgets: list[dict[str, Any]] = Field(default_factory=list)
+    rate_limits: list[dict[str, Any]] = Field(default_factory=list)
+
+    def digest(self) -> str | None:
+        if self.key_sha256:
+            return self.key_sha256.lower()
+        if self.key is not None:
+            return sha256_hex(self.key.get_secret_value())
+        if self.key_env and os.environ.get(self.key_env):
+            return sha256_hex(os.environ[self.key_env])
+        return None
+
+
+class AuthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    keys: list[KeySpec] = Field(default_factory=list)
+    admin_key_sha256: str | None = None
+    admin_key_env: str | None = "TAKO_ADMIN_KEY"
+    jwt: list[dict[str, Any]] = Field(default_factory=list)
+    redis_keys: bool = False
+
+
+class AliasSpec(BaseModel):
+    """A model name served by several deployments: tried in order (or weighted) on
+    transient failure or an open breaker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[str]
+    weights: list[float] | None = None
+    description: str | None = None
+
+
+class ToolSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    builtin: list[str] = Field(default_factory=lambda: ["calculator", "current_time"])
+
+
+class TelemetrySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    service_name: str = "tako"
+    otlp_endpoint: str | None = None
+    tracing: bool = True
+    metrics: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAKO_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    config: str | None = None
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    deployments: list[DeploymentSpec] = Field(default_factory=list)
+    aliases: dict[str, AliasSpec] = Field(default_factory=dict)
+    profiles: list[ProfileSpec] = Field(default_factory=list)
+    tools: ToolSettings = Field(default_factory=ToolSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    policy: dict[str, Any] = Field(default_factory=dict)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    embedded_default: bool = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> Settings:
+        names = [d.name for d in self.deployments]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"deployment names must be unique: {sorted(dupes)}")
+        known = set(names)
+        for alias, spec in self.aliases.items():
+            missing = [t for t in spec.targets if t not in known]
+            if missing:
+                raise ValueError(f"alias {alias!r} names unknown deployments {missing}")
+            if spec.weights is not None and len(spec.weights) != len(spec.targets):
+                raise ValueError(f"alias {alias!r}: weights and targets differ in length")
+        clash = known & {p.name for p in self.profiles} | set(self.aliases) & {
+            p.name for p in self.profiles}
+        if clash:
+            raise ValueError(f"profile names clash with deployments/aliases: {sorted(clash)}")
+        return self
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the YAML file (``path`` or ``TAKO_CONFIG``); none means the embedded default."""
+    path = path or os.environ.get("TAKO_CONFIG")
+    data: dict[str, Any]
+    if path:
+        text = Path(path).read_text()
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the config must be a YAML mapping")
+        data["config"] = str(path)
+    else:
+        data = embedded_default()
+    data.update(overrides)
+    return Settings(**data)
+
+
+def embedded_default(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """The no-config setup: the echo demo, the demo key, vendors whose key is set."""
+    env = os.environ if environ is None else environ
+    deployments: list[dict[str, Any]] = [
+        {"name": "echo", "provider": "echo", "model": "echo"},
+    ]
+    if env.get("OPENAI_API_KEY"):
+        deployments += [
+            {"name": "gpt-4o", "provider": "openai", "model": "gpt-4o",
+             "api_key_env": "OPENAI_API_KEY"},
+            {"name": "gpt-4o-mini", "provider": "openai", "model": "gpt-4o-mini",
+             "api_key_env": "OPENAI_API_KEY"},
+        ]
+    if env.get("ANTHROPIC_API_KEY"):
+        deployments.append({"name": "claude-sonnet", "provider": "anthropic",
+                            "model": "claude-sonnet-4-5", "api_key_env": "ANTHROPIC_API_KEY"})
+    if env.get("MISTRAL_API_KEY"):
+        deployments.append({"name": "mistral-small", "provider": "mistral",
+                            "model": "mistral-small-latest", "api_key_env": "MISTRAL_API_KEY"})
+    if env.get("AZURE_OPENAI_API_KEY") and env.get("AZURE_OPENAI_ENDPOINT"):
+        deployments.append({"name": "azure-gpt-4o", "provider": "azure-openai",
+                            "model": env.get("AZURE_OPENAI_DEPLOYMENT", "gpt-4o"),
+                            "base_url": env["AZURE_OPENAI_ENDPOINT"],
+                            "api_key_env": "AZURE_OPENAI_API_KEY",
+                            "options": {"api_version": env.get("AZURE_OPENAI_API_VERSION",
+                                                               "2024-10-21")}})
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        deployments.append({"name": "bedrock-claude", "provider": "bedrock",
+                            "model": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+                            "options": {"region": env.get("AWS_REGION", "us-east-1")}})
+    if env.get("GOOGLE_CLOUD_PROJECT") and env.get("GOOGLE_APPLICATION_CREDENTIALS"):
+        deployments.append({"name": "gemini-flash", "provider": "vertex",
+                            "model": "gemini-2.5-flash",
+                            "options": {"project": env["GOOGLE_CLOUD_PROJECT"],
+                                        "credentials_file":
+                                            env["GOOGLE_APPLICATION_CREDENTIALS"]}})
+    if env.get("OLLAMA_HOST"):
+        deployments.append({"name": "local-llama", "provider": "ollama",
+                            "model": env.get("OLLAMA_MODEL", "llama3.2"),
+                            "base_url": env["OLLAMA_HOST"]})
+    return {
+        "embedded_default": True,
+        "auth": {"keys": [{"key_env": "TAKO_DEMO_KEY", "key_id": "demo",
+                           "tenant_id": "demo", "user_id": "demo"},
+                          {"key_sha256": sha256_hex(DEMO_KEY), "key_id": "demo-builtin",
+                           "tenant_id": "demo", "user_id": "demo"}]},
+        "deployments": deployments,
+        "profiles": [
+            {"name": "echo-tools", "kind": "single",
+             "description": "echo with the server-side calculator tool",
+             "params": {"deployment": "echo", "tools": ["calculator"]}},
+        ],
+    }

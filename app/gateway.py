@@ -1,0 +1,92 @@
+"""The gateway's wiring: deployments, model names, orchestrators, tools, runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from app.config import Settings
+from core.errors import InternalError, ModelNotFound
+from core.protocols import LlmProvider, Orchestrator
+from core.specs import ProfileSpec
+from orchestrators import registry as orchestrators
+from providers import registry as providers
+from tools.builtin import BUILTIN
+from tools.registry import ToolRegistry
+
+
+@dataclass(slots=True)
+class Target:
+    """What a ``model`` name runs."""
+
+    name: str
+    kind: str
+    orchestrator: Orchestrator
+    description: str | None = None
+    owned_by: str = "tako"
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    deployments: dict[str, LlmProvider] = field(default_factory=dict)
+    aliases: dict[str, tuple[list[str], list[float] | None]] = field(default_factory=dict)
+    targets: dict[str, Target] = field(default_factory=dict)
+    tools: ToolRegistry = field(default_factory=ToolRegistry)
+    max_price_per_token: tuple[float, float] = (0.0, 0.0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings,
+                      build_provider: Callable[..., LlmProvider] = providers.build) -> Gateway:
+        gw = cls(settings=settings)
+        for spec in settings.deployments:
+            gw.deployments[spec.name] = build_provider(spec)
+            gw.aliases[spec.name] = ([spec.name], None)
+        for alias, alias_spec in settings.aliases.items():
+            gw.aliases[alias] = (list(alias_spec.targets), alias_spec.weights)
+        for name in gw.aliases:
+            owner = (settings.deployments[[d.name for d in settings.deployments].index(name)]
+                     .provider if name in gw.deployments else "tako")
+            desc = settings.aliases[name].description if name in settings.aliases else None
+            gw.targets[name] = Target(
+                name, "deployment",
+                orchestrators.build(ProfileSpec(name=name, kind="single",
+                                                params={"deployment": name})),
+                desc, owner)
+        for profile in settings.profiles:
+            gw.targets[profile.name] = Target(profile.name, profile.kind,
+                                              orchestrators.build(profile), profile.description)
+        gw.tools = ToolRegistry([BUILTIN[n] for n in settings.tools.builtin if n in BUILTIN])
+        input_rates = [p.estimate_cost_usd(1_000_000, 0) for p in gw.deployments.values()]
+        output_rates = [p.estimate_cost_usd(0, 1_000_000) for p in gw.deployments.values()]
+        gw.max_price_per_token = (max(input_rates, default=0.0) / 1e6,
+                                  max(output_rates, default=0.0) / 1e6)
+        return gw
+
+    def target(self, model: str) -> Target:
+        target = self.targets.get(model)
+        if target is None:
+            raise ModelNotFound(f"The model '{model}' does not exist or you do not have "
+                                f"access to it.", param="model")
+        return target
+
+    def upstreams(self, alias: str) -> tuple[list[LlmProvider], list[float] | None]:
+        entry = self.aliases.get(alias)
+        if entry is None:
+            raise InternalError(f"configuration error: no deployment or alias named {alias!r}",
+                                code="unknown_deployment")
+        names, weights = entry
+        return [self.deployments[n] for n in names], weights
+
+    def estimate_cost_usd(self, target: Target, prompt_tokens: int, output_tokens: int) -> float:
+        """The first upstream call's price: exact for a deployment, the dearest
+        deployment's rates for an orchestrator profile (conservative)."""
+        if target.kind == "deployment":
+            upstreams, _ = self.upstreams(target.name)
+            return max(p.estimate_cost_usd(prompt_tokens, output_tokens) for p in upstreams)
+        rate_in, rate_out = self.max_price_per_token
+        return prompt_tokens * rate_in + output_tokens * rate_out
+
+    async def aclose(self) -> None:
+        for provider in self.deployments.values():
+            await provider.aclose()

@@ -1,0 +1,41 @@
+"""Several ways to authenticate, tried in a fixed order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from core.errors import AuthenticationFailed
+from core.protocols import AuthResolver
+from core.types import Principal
+
+
+class ChainResolver:
+    """Asks each resolver in turn; the first principal wins.
+
+    A resolver that recognises the token and rejects it (``AuthenticationFailed``) ends the
+    chain, and so does one that cannot decide because its backing service is down
+    (``Unavailable``, a 503): a later resolver never gets the chance to let such a token in,
+    and an outage is never reported as a bad key. Put the cheapest resolvers first
+    (static config keys, then stored keys, then JWTs).
+    """
+
+    def __init__(self, resolvers: Sequence[AuthResolver]) -> None:
+        self.resolvers = list(resolvers)
+
+    async def resolve(self, token: str) -> Principal | None:
+        for resolver in self.resolvers:
+            principal = await resolver.resolve(token)
+            if principal is not None:
+                return principal
+        return None
+
+    async def authenticate(self, token: str | None) -> Principal:
+        """The principal for a bearer token; 401 in OpenAI's shape when nobody knows it."""
+        if not token:
+            raise AuthenticationFailed(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+                code="missing_api_key")
+        principal = await self.resolve(token)
+        if principal is None:
+            raise AuthenticationFailed("Incorrect API key provided.")
+        return principal

@@ -1,0 +1,209 @@
+"""``POST /v1/chat/completions``: the hot path, written as a plain Starlette endpoint."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import orjson
+from pydantic import ValidationError
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.auth import PRINCIPAL
+from app.errors import validation_error
+from app.gateway import Gateway
+from app.sse import DONE, ChunkRenderer
+from core.errors import InternalError, InvalidRequest, ModelNotFound, PayloadTooLarge, TakoError
+from core.protocols import LlmProvider, RunContext, StreamItem
+from core.tokens import estimate_output_tokens, estimate_prompt_tokens
+from core.types import ChatRequest, ChunkError, Delta, End, OrchEvent, Principal
+
+log = logging.getLogger("tako.app")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_of(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given and _REQUEST_ID.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_request(body: bytes) -> tuple[ChatRequest, dict[str, Any]]:
+    """The validated request and the ``tako`` opt-in options it carried."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"could not parse the JSON body: {exc}",
+                             code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest("the JSON body must be an object", code="invalid_json")
+    options = data.pop("tako", None) or {}
+    if not isinstance(options, dict):
+        raise InvalidRequest("'tako' must be an object", param="tako")
+    try:
+        return ChatRequest.model_validate(data), options
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+
+
+def as_tako_error(exc: Exception) -> TakoError:
+    if isinstance(exc, TakoError):
+        return exc
+    log.exception("stream failed after the first byte")
+    return InternalError("the gateway failed while streaming")
+
+
+def _flag(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() in ("1", "true", "yes"))
+
+
+class Upstreams:
+    """Hands orchestrators guarded providers and remembers the last one that answered."""
+
+    __slots__ = ("gw", "runtime", "admission", "last")
+
+    def __init__(self, gw: Gateway, runtime: Any, admission: Any) -> None:
+        self.gw = gw
+        self.runtime = runtime
+        self.admission = admission
+        self.last: Any = None
+
+    def __call__(self, alias: str) -> LlmProvider:
+        providers, weights = self.gw.upstreams(alias)
+        guarded = self.runtime.guard(self.admission, alias, providers, weights)
+        self.last = guarded
+        return guarded  # type: ignore[no-any-return]
+
+    def answered_by(self) -> str | None:
+        return getattr(self.last, "answered_by", None) if self.last is not None else None
+
+
+async def chat_completions(request: Request) -> Response:
+    started = time.perf_counter()
+    state = request.app.state
+    gw: Gateway = state.gateway
+    runtime = state.runtime
+    principal: Principal = request.scope[PRINCIPAL]
+    request_id = request_id_of(request)
+    body = await read_body(request, gw.settings.server.max_body_bytes)
+    req, options = parse_request(body)
+    target = gw.target(req.model)
+    if not principal.may_use(req.model):
+        raise ModelNotFound(f"The model '{req.model}' does not exist or you do not have "
+                            f"access to it.", param="model")
+    prompt_tokens = estimate_prompt_tokens(req)
+    output_tokens = estimate_output_tokens(req)
+    admission = await runtime.admit(principal, req.model, prompt_tokens + output_tokens,
+                                    gw.estimate_cost_usd(target, prompt_tokens, output_tokens))
+    upstreams = Upstreams(gw, runtime, admission)
+    events = _flag(options.get("events")) or _flag(request.headers.get("x-tako-events"))
+    ctx = RunContext(principal=principal, request_id=request_id, provider=upstreams,
+                     tools=gw.tools, emit_events=events,
+                     trace=[] if _flag(options.get("trace")) else None)
+    headers = {"x-request-id": request_id, **admission.headers}
+    if not req.stream:
+        try:
+            response = await target.orchestrator.complete(ctx, req)
+        finally:
+            await runtime.release(admission)
+        body_out = response.to_openai(req.model)
+        if ctx.trace is not None:
+            body_out["tako_trace"] = ctx.trace
+        _finish_headers(headers, upstreams, admission, started)
+        return Response(orjson.dumps(body_out), media_type="application/json",
+                        headers=headers)
+    items = target.orchestrator.stream(ctx, req)
+    try:
+        first = await anext(aiter(items))
+    except StopAsyncIteration:
+        await runtime.release(admission)
+        raise InternalError("the orchestrator produced no output") from None
+    except BaseException:
+        await runtime.release(admission)
+        raise
+    if isinstance(first, ChunkError):
+        await _close(items, runtime, admission)
+        raise first.error
+    _finish_headers(headers, upstreams, admission, started)
+    renderer = ChunkRenderer(f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), req.model)
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    frames = sse_frames(first, items, renderer, include_usage, events, runtime, admission)
+    return EventSourceResponse(frames, headers=headers, sep="\n", ping=15)
+
+
+def _finish_headers(headers: dict[str, str], upstreams: Upstreams, admission: Any,
+                    started: float) -> None:
+    elapsed = time.perf_counter() - started
+    overhead = max(0.0, elapsed - getattr(admission, "upstream_seconds", 0.0))
+    headers["x-tako-overhead-ms"] = f"{overhead * 1000:.3f}"
+    answered = upstreams.answered_by()
+    if answered:
+        headers["x-tako-deployment"] = answered
+
+
+async def _close(items: AsyncIterator[StreamItem], runtime: Any, admission: Any) -> None:
+    with anyio.CancelScope(shield=True):
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        await runtime.release(admission)
+
+
+async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
+                     renderer: ChunkRenderer, include_usage: bool, events: bool,
+                     runtime: Any, admission: Any) -> AsyncIterator[bytes]:
+    """Render stream items as SSE frames. A failure after the first byte becomes an error
+    frame; ``[DONE]`` always ends the stream; the upstream is closed (and the spend
+    reconciled) also when the client goes away."""
+    failed = False
+    try:
+        item: StreamItem | None = first
+        iterator = aiter(items)
+        while item is not None:
+            if isinstance(item, Delta):
+                yield renderer.delta(item)
+            elif isinstance(item, OrchEvent):
+                if events:
+                    yield renderer.event(item)
+            elif isinstance(item, ChunkError):
+                failed = True
+                yield renderer.error(item.error)
+            elif isinstance(item, End):
+                if not failed:
+                    yield renderer.finish(item.finish_reason)
+                    if include_usage:
+                        yield renderer.usage(item.usage)
+                break
+            try:
+                item = await anext(iterator)
+            except StopAsyncIteration:
+                item = None
+            except Exception as exc:  # noqa: BLE001 - any failure becomes an error frame
+                failed = True
+                yield renderer.error(as_tako_error(exc))
+                item = None
+        yield DONE
+    finally:
+        await _close(items, runtime, admission)

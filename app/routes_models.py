@@ -1,0 +1,43 @@
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: what the caller may use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.auth import PRINCIPAL
+from app.gateway import Gateway, Target
+from core.errors import ModelNotFound
+from core.types import Principal
+
+
+def model_object(target: Target, created: int) -> dict[str, Any]:
+    return {"id": target.name, "object": "model", "created": created,
+            "owned_by": target.owned_by, "tako_kind": target.kind}
+
+
+def _json(body: Any) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def list_models(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    principal: Principal = request.scope[PRINCIPAL]
+    created = request.app.state.started_at
+    data = [model_object(t, created) for name, t in gw.targets.items()
+            if principal.may_use(name)]
+    return _json({"object": "list", "data": data})
+
+
+async def get_model(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    principal: Principal = request.scope[PRINCIPAL]
+    model_id = request.path_params["model_id"]
+    target = gw.targets.get(model_id)
+    if target is None or not principal.may_use(model_id):
+        raise ModelNotFound(f"The model '{model_id}' does not exist or you do not have "
+                            f"access to it.", param="model")
+    return _json(model_object(target, request.app.state.started_at))

@@ -1,0 +1,71 @@
+"""OpenAI ``chat.completion.chunk`` frames, pre-rendered as SSE bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from core.errors import TakoError
+from core.types import Delta, OrchEvent, Usage
+
+DONE = b"data: [DONE]\n\n"
+
+
+def frame(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class ChunkRenderer:
+    def __init__(self, completion_id: str, created: int, model: str) -> None:
+        self.base = {"id": completion_id, "object": "chat.completion.chunk",
+                     "created": created, "model": model}
+        self.role_sent = False
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return frame({**self.base, "choices": choices, **extra})
+
+    def delta(self, d: Delta) -> bytes:
+        delta: dict[str, Any] = {}
+        if not self.role_sent:
+            delta["role"] = "assistant"
+            self.role_sent = True
+        if d.content is not None:
+            delta["content"] = d.content
+        elif "role" in delta:
+            delta["content"] = ""
+        if d.tool_calls:
+            calls = []
+            for c in d.tool_calls:
+                call: dict[str, Any] = {"index": c.index}
+                if c.id:
+                    call["id"] = c.id
+                    call["type"] = "function"
+                fn: dict[str, str] = {}
+                if c.name is not None:
+                    fn["name"] = c.name
+                if c.arguments is not None:
+                    fn["arguments"] = c.arguments
+                if fn:
+                    call["function"] = fn
+                calls.append(call)
+            delta["tool_calls"] = calls
+        return self._chunk([{"index": 0, "delta": delta, "finish_reason": None,
+                             "logprobs": None}])
+
+    def finish(self, reason: str) -> bytes:
+        prefix = b"" if self.role_sent else self.delta(Delta(content=""))
+        return prefix + self._chunk([{"index": 0, "delta": {}, "finish_reason": reason,
+                                      "logprobs": None}])
+
+    def usage(self, usage: Usage) -> bytes:
+        return self._chunk([], usage=usage.to_openai())
+
+    def event(self, event: OrchEvent) -> bytes:
+        """An orchestration event the stock SDKs still parse: a chunk with no choices and
+        a ``tako_event`` field."""
+        return self._chunk([], tako_event={"kind": event.kind, **event.data})
+
+    @staticmethod
+    def error(exc: TakoError) -> bytes:
+        return frame(exc.to_body())
