@@ -1,0 +1,1 @@
+"""Deployment artefacts: Dockerfile, compose, nginx, Prometheus, Grafana, Kubernetes."""
