@@ -14,6 +14,7 @@ from runtime.plan import NANO_PER_USD, BudgetItem, Plan, RateItem, build_plan, t
 from runtime.settings import RuntimeSettings
 
 _UNIT_NAMES = {"rpm": "requests", "tpm": "tokens"}
+_ADJECTIVE = {"day": "daily", "month": "monthly"}
 
 
 def _headers(rates: list[RateItem], result: AdmitResult) -> dict[str, str]:
@@ -41,7 +42,8 @@ def _budget_error(item: BudgetItem, spent: int, amount: int) -> QuotaExceeded:
     else:
         what = f"{item.limit} tokens ({spent} used, {amount} needed)"
     return QuotaExceeded(
-        f"budget exhausted: {item.scope} {item.scope_id!r} has a {item.period}ly budget of "
+        f"budget exhausted: {item.scope} {item.scope_id!r} has a {_ADJECTIVE[item.period]} "
+        f"budget of "
         f"{what}",
         details={"scope": item.scope, "period": item.period, "unit": item.unit},
     )

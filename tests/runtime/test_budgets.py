@@ -1,0 +1,178 @@
+"""Budget reservations per scope and period, reconciliation, and exhaustion."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.errors import QuotaExceeded
+from core.types import Principal
+from tests.runtime.fakes import Reply, ScriptedProvider, request
+
+ALICE = Principal("acme", "alice", "key-a")
+BOB = Principal("acme", "bob", "key-b")
+
+
+async def test_reservation_is_replaced_by_the_actual_cost(make_runtime):
+    runtime = await make_runtime(budgets=[{"scope": "tenant", "period": "day", "usd": 5},
+                                          {"scope": "tenant", "period": "month", "usd": 50}])
+    admission = await runtime.admit(ALICE, "m", 100, 0.4)
+    assert await runtime.spend("tenant", "acme", "day", "acme") == pytest.approx(0.4)
+    cheap = runtime.guard(admission, "alias", [ScriptedProvider("d1", [Reply(usd=0.1)])])
+    await cheap.chat(request())
+    assert await runtime.spend("tenant", "acme", "day", "acme") == pytest.approx(0.1)
+    assert await runtime.spend("tenant", "acme", "month", "acme") == pytest.approx(0.1)
+    assert admission.cost_usd == pytest.approx(0.1)
+
+    admission = await runtime.admit(ALICE, "m", 100, 0.4)
+    dear = runtime.guard(admission, "alias", [ScriptedProvider("d1", [Reply(usd=0.7)])])
+    await dear.chat(request())
+    assert await runtime.spend("tenant", "acme", "day", "acme") == pytest.approx(0.8)
+    assert await runtime.spend("tenant", "acme", "month", "acme") == pytest.approx(0.8)
+
+
+async def test_exhausted_budget_raises_quota_exceeded_not_to_be_retried(make_runtime, backend):
+    from tests.runtime.conftest import RecordedEvents
+
+    events = RecordedEvents()
+    runtime = await make_runtime(events, budgets=[{"scope": "user", "period": "day", "usd": 1}])
+    await runtime.admit(ALICE, "m", 10, 0.4)
+    await runtime.admit(ALICE, "m", 10, 0.4)
+    with pytest.raises(QuotaExceeded) as denied:
+        await runtime.admit(ALICE, "m", 10, 0.4)
+    assert denied.value.status == 429
+    assert denied.value.response_headers()["x-should-retry"] == "false"
+    assert "user 'alice'" in denied.value.message and "daily" in denied.value.message
+    assert events.rejections == ["budget"]
+    await runtime.admit(BOB, "m", 10, 0.4)  # another user's budget is untouched
+    assert await runtime.spend("user", "alice", "day", "acme") == pytest.approx(0.8)
+
+
+async def test_token_budget(make_runtime):
+    runtime = await make_runtime(budgets=[{"scope": "key", "period": "month", "tokens": 1000}])
+    admission = await runtime.admit(ALICE, "m", 600, 0.0)
+    with pytest.raises(QuotaExceeded) as denied:
+        await runtime.admit(ALICE, "m", 600, 0.0)
+    assert "1000 tokens" in denied.value.message
+    guarded = runtime.guard(admission, "a", [ScriptedProvider("d", [Reply(prompt=50,
+                                                                          completion=50)])])
+    await guarded.chat(request())  # 600 held becomes 100 used
+    await runtime.admit(ALICE, "m", 600, 0.0)
+
+
+async def test_release_returns_the_reservation(make_runtime):
+    runtime = await make_runtime(budgets=[{"scope": "key", "period": "day", "usd": 1}])
+    admission = await runtime.admit(ALICE, "m", 10, 0.9)
+    with pytest.raises(QuotaExceeded):
+        await runtime.admit(ALICE, "m", 10, 0.9)
+    await runtime.release(admission)
+    await runtime.release(admission)  # twice is harmless
+    assert await runtime.spend("key", "key-a", "day", "acme") == 0
+    await runtime.admit(ALICE, "m", 10, 0.9)
+
+
+async def test_per_request_budget(make_runtime):
+    runtime = await make_runtime(budgets=[{"scope": "key", "period": "request", "usd": 0.5}])
+    with pytest.raises(QuotaExceeded) as denied:
+        await runtime.admit(ALICE, "m", 10, 0.6)
+    assert "this request" in denied.value.message
+    admission = await runtime.admit(ALICE, "m", 10, 0.2)
+    # each later call reserves its own estimate: 108 tokens at 1e-3 USD = 0.108
+    worker = ScriptedProvider("w", repeat=Reply(usd=0.15), price_per_token=1e-3)
+    guarded = runtime.guard(admission, "a", [worker])
+    await guarded.chat(request(max_tokens=100))  # the admission's 0.2, settled to 0.15
+    with pytest.raises(QuotaExceeded):
+        for _ in range(5):
+            await guarded.chat(request(max_tokens=100))
+    assert worker.calls == 3  # 0.45 spent; a fourth call's 0.108 would pass 0.5
+    assert admission.cost_usd == pytest.approx(0.45)
+
+
+async def test_override_budget_from_principal_metadata(make_runtime):
+    runtime = await make_runtime(budgets=[{"scope": "key", "period": "day", "usd": 100}])
+    tight = Principal("acme", "eve", "key-e",
+                      metadata={"budgets": [{"scope": "key", "period": "day", "usd": 0.3}]})
+    await runtime.admit(tight, "m", 10, 0.2)
+    with pytest.raises(QuotaExceeded):
+        await runtime.admit(tight, "m", 10, 0.2)
+    for _ in range(3):
+        await runtime.admit(ALICE, "m", 10, 0.2)
+
+
+async def test_orchestrator_calls_through_one_guard_cannot_overspend(make_runtime):
+    runtime = await make_runtime(budgets=[{"scope": "tenant", "period": "day", "usd": 1.0}])
+    admission = await runtime.admit(ALICE, "m", 200, 0.2)
+    # every call costs what was estimated for it (~105 tokens at 1e-3)
+    worker = ScriptedProvider("w", repeat=Reply(usd=0.105), price_per_token=1e-3)
+    guarded = runtime.guard(admission, "a", [worker])
+
+    async def call() -> bool:
+        try:
+            await guarded.chat(request(max_tokens=100))
+            return True
+        except QuotaExceeded:
+            return False
+
+    results = await asyncio.gather(*(call() for _ in range(30)))
+    spent = await runtime.spend("tenant", "acme", "day", "acme")
+    assert spent <= 1.0 + 1e-9
+    assert sum(results) == worker.calls >= 8
+    assert spent == pytest.approx(admission.cost_usd)
+
+
+async def test_concurrent_admits_never_reserve_more_than_the_budget(make_runtime, backend):
+    runtime = await make_runtime(budgets=[{"scope": "tenant", "period": "day", "usd": 1.0}])
+    replicas = [runtime]
+    if backend == "redis":
+        replicas.append(await make_runtime(
+            budgets=[{"scope": "tenant", "period": "day", "usd": 1.0}]))
+
+    async def admit(i: int) -> bool:
+        try:
+            await replicas[i % len(replicas)].admit(ALICE, "m", 10, 0.013)
+            return True
+        except QuotaExceeded:
+            return False
+
+    results = await asyncio.gather(*(admit(i) for i in range(200)))
+    assert sum(results) == 76  # floor(1.0 / 0.013)
+    spent = await runtime.spend("tenant", "acme", "day", "acme")
+    assert spent == pytest.approx(76 * 0.013)
+    assert spent <= 1.0
+
+
+async def test_two_processes_share_one_budget_exactly(redis_proc):
+    """Two gateway processes on one Redis: 2 x 100 concurrent admits against $1."""
+    import os
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import asyncio, sys\n"
+        "from core.errors import QuotaExceeded\n"
+        "from core.types import Principal\n"
+        "from runtime import Runtime, RuntimeSettings\n"
+        "async def main():\n"
+        "    s = RuntimeSettings(backend='redis', redis_url=sys.argv[1], key_prefix='procs',\n"
+        "        budgets=[{'scope': 'tenant', 'period': 'day', 'usd': 1.0}])\n"
+        "    rt = Runtime.from_settings(s); await rt.start()\n"
+        "    p = Principal('acme', 'alice', 'key-a')\n"
+        "    async def one():\n"
+        "        try:\n"
+        "            await rt.admit(p, 'm', 10, 0.013); return 1\n"
+        "        except QuotaExceeded:\n"
+        "            return 0\n"
+        "    print(sum(await asyncio.gather(*(one() for _ in range(100)))))\n"
+        "    await rt.aclose()\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    procs = [await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, redis_proc.url, stdout=asyncio.subprocess.PIPE, env=env,
+        cwd=root) for _ in range(2)]
+    outputs = [await p.communicate() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    counts = [int(out.strip()) for out, _ in outputs]
+    assert sum(counts) == 76
