@@ -1,0 +1,300 @@
+"""The azure-openai adapter against a loopback server speaking Azure OpenAI's API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from core.errors import (
+    ContentFiltered,
+    ContextLengthExceeded,
+    Overloaded,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamTransient,
+)
+from core.specs import DeploymentSpec
+from core.types import ChatChunk, ChatRequest, ChunkError, Delta, End
+from providers.azure import AzureOpenAI
+from providers.registry import build
+from tests.fakes import azure as fake_api
+from tests.support.net import serve_asgi
+
+TOKEN_ENV = "TAKO_TEST_AZURE_ENTRA_TOKEN"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, fake_api.FakeAzure]]:
+    app, fake = fake_api.make_app(deployments={"gpt-4o", "prod-4o"}, api_key="azure-test-key",
+                                  bearer_token="entra-test-token")
+    with serve_asgi(app) as url:
+        yield url, fake
+
+
+def spec(url: str, **overrides: Any) -> DeploymentSpec:
+    fields: dict[str, Any] = {
+        "name": "azure-4o", "provider": "azure-openai", "model": "gpt-4o",
+        "base_url": url, "api_key": "azure-test-key",
+    }
+    fields.update(overrides)
+    return DeploymentSpec(**fields)
+
+
+@pytest.fixture
+async def azure(
+    server: tuple[str, fake_api.FakeAzure],
+) -> AsyncIterator[tuple[AzureOpenAI, fake_api.FakeAzure]]:
+    url, fake = server
+    fake.reset()
+    provider = build(spec(url))
+    assert isinstance(provider, AzureOpenAI)
+    yield provider, fake
+    await provider.aclose()
+
+
+def chat(messages: list[dict[str, Any]], **fields: Any) -> ChatRequest:
+    return ChatRequest.model_validate({"model": "azure-4o", "messages": messages, **fields})
+
+
+async def collect(provider: AzureOpenAI, req: ChatRequest) -> list[ChatChunk]:
+    return [item async for item in provider.stream(req)]
+
+
+async def chat_with(url: str, req: ChatRequest, **overrides: Any) -> Any:
+    provider = build(spec(url, **overrides))
+    try:
+        return await provider.chat(req)
+    finally:
+        await provider.aclose()
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather",
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+
+
+async def test_plain_chat_with_api_key(azure) -> None:
+    provider, fake = azure
+    answer = await provider.chat(chat([{"role": "user", "content": "hello"}]))
+    assert answer.content == "echo: hello"
+    assert answer.finish_reason == "stop"
+    assert fake.last.path == "/openai/deployments/gpt-4o/chat/completions"
+    assert fake.last.query == {"api-version": "2024-10-21"}
+    assert fake.last.headers["api-key"] == "azure-test-key"
+    assert "authorization" not in fake.last.headers
+    assert fake.last.body["messages"] == [{"role": "user", "content": "hello"}]
+
+
+async def test_deployment_and_api_version_options(server) -> None:
+    url, fake = server
+    fake.reset()
+    await chat_with(url + "/openai/", chat([{"role": "user", "content": "hi"}]),
+                    options={"deployment": "prod-4o", "api_version": "2025-01-01-preview"})
+    assert fake.last.path == "/openai/deployments/prod-4o/chat/completions"
+    assert fake.last.query == {"api-version": "2025-01-01-preview"}
+
+
+async def test_entra_id_bearer_token_from_env(server, monkeypatch) -> None:
+    url, fake = server
+    fake.reset()
+    monkeypatch.setenv(TOKEN_ENV, "entra-test-token")
+    answer = await chat_with(url, chat([{"role": "user", "content": "hi"}]), api_key=None,
+                             options={"bearer_token_env": TOKEN_ENV})
+    assert answer.content == "echo: hi"
+    assert fake.last.headers["authorization"] == "Bearer entra-test-token"
+    assert "api-key" not in fake.last.headers
+
+    monkeypatch.delenv(TOKEN_ENV)
+    with pytest.raises(UpstreamError) as caught:
+        await chat_with(url, chat([{"role": "user", "content": "hi"}]), api_key=None,
+                        options={"bearer_token_env": TOKEN_ENV})
+    assert caught.value.code == "upstream_auth_error"
+    assert len(fake.requests) == 1  # refused before sending
+
+
+async def test_history_tools_images_and_format_pass_in_openai_shape(azure) -> None:
+    provider, fake = azure
+    fake.push(fake_api.Reply(body=fake_api.completion(
+        None, tool_calls=[("call_pWq1", "get_weather", '{"city":"Rome"}')])))
+    image = "data:image/png;base64,iVBORw0KGgo="
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [
+            {"type": "text", "text": "Where is this, and the weather there?"},
+            {"type": "image_url", "image_url": {"url": image}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/x.jpg",
+                                                "detail": "low"}}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_a1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_a1", "content": "20C"},
+    ]
+    schema = {"name": "w", "schema": {"type": "object"}}
+    answer = await provider.chat(chat(messages, tools=[WEATHER_TOOL], tool_choice="required",
+                                      stop="END", temperature=0.2, seed=5,
+                                      response_format={"type": "json_schema",
+                                                       "json_schema": schema}))
+    body = fake.last.body
+    # the assistant turn's null content is left out, as OpenAI allows with tool_calls
+    assert body["messages"] == [
+        {k: v for k, v in m.items() if v is not None} for m in messages]
+    assert body["tools"] == [WEATHER_TOOL] and body["tool_choice"] == "required"
+    assert body["response_format"] == {"type": "json_schema", "json_schema": schema}
+    assert (body["stop"], body["temperature"], body["seed"]) == ("END", 0.2, 5)
+    assert answer.finish_reason == "tool_calls"
+    assert answer.tool_calls is not None and answer.tool_calls[0].id == "call_pWq1"
+    assert orjson.loads(answer.tool_calls[0].function.arguments) == {"city": "Rome"}
+
+
+async def test_usage_cached_tokens_and_cost(azure) -> None:
+    provider, fake = azure
+    fake.push(fake_api.Reply(body=fake_api.completion(
+        "ok", usage_=fake_api.usage(2000, 100, cached=1024))))
+    answer = await provider.chat(chat([{"role": "user", "content": "hi"}]))
+    usage = answer.usage
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (2000, 100, 1024)
+    # gpt-4o: 2.5 in, 1.25 cached, 10.0 out per million
+    assert usage.cost_usd == pytest.approx((976 * 2.5 + 1024 * 1.25 + 100 * 10.0) / 1e6)
+
+
+@pytest.mark.parametrize(
+    ("reply", "error_class", "code"),
+    [
+        (fake_api.error(429, "429", "Requests to the ChatCompletions_Create Operation have "
+                        "exceeded token rate limit. Please retry after 6 seconds.",
+                        {"retry-after": "6", "retry-after-ms": "5500"}),
+         UpstreamRateLimited, "upstream_rate_limited"),
+        (fake_api.error(400, "context_length_exceeded", "This model's maximum context length "
+                        "is 128000 tokens. However, your messages resulted in 130017 tokens.",
+                        type="invalid_request_error", param="messages"),
+         ContextLengthExceeded, "context_length_exceeded"),
+        (fake_api.content_filter_error(), ContentFiltered, "content_filter"),
+        (fake_api.error(503, "ServiceUnavailable", "The service is temporarily unable to "
+                        "process your request."), Overloaded, "upstream_overloaded"),
+        (fake_api.error(500, "InternalServerError", "The server had an error while processing "
+                        "your request."), UpstreamTransient, "upstream_error"),
+    ],
+)
+async def test_vendor_errors_map_to_tako_errors(azure, reply, error_class, code) -> None:
+    provider, fake = azure
+    fake.push(reply, reply)
+    with pytest.raises(error_class) as caught:
+        await provider.chat(chat([{"role": "user", "content": "hi"}]))
+    assert caught.value.code == code
+    assert caught.value.details is not None
+    assert caught.value.details["status"] == reply.status
+    assert caught.value.details["body"] == reply.body
+    if reply.status == 429:
+        assert caught.value.retry_after == 5.5
+    with pytest.raises(error_class):
+        await collect(provider, chat([{"role": "user", "content": "hi"}]))
+
+
+async def test_wrong_key_and_unknown_deployment(server) -> None:
+    url, fake = server
+    fake.reset()
+    with pytest.raises(UpstreamError) as auth:
+        await chat_with(url, chat([{"role": "user", "content": "hi"}]), api_key="wrong")
+    assert auth.value.code == "upstream_auth_error"
+    with pytest.raises(UpstreamError) as missing:
+        await chat_with(url, chat([{"role": "user", "content": "hi"}]),
+                        options={"deployment": "nope"})
+    assert missing.value.code == "upstream_not_found"
+    assert missing.value.details is not None
+    assert missing.value.details["body"]["error"]["code"] == "DeploymentNotFound"
+
+
+async def test_streaming_text_with_usage(azure) -> None:
+    provider, fake = azure
+    fake.push(fake_api.Reply(chunks=fake_api.text_stream(
+        ["Ciao", " a", " tutti"], usage_=fake_api.usage(40, 3))))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    deltas = [i for i in items if isinstance(i, Delta)]
+    assert [d.content for d in deltas] == ["Ciao", " a", " tutti"]
+    assert deltas[0].role == "assistant"
+    assert fake.last.body["stream"] is True
+    assert fake.last.body["stream_options"] == {"include_usage": True}
+    end = items[-1]
+    assert isinstance(end, End) and end.finish_reason == "stop"
+    assert (end.usage.prompt_tokens, end.usage.completion_tokens) == (40, 3)
+    assert end.usage.cost_usd == pytest.approx((40 * 2.5 + 3 * 10.0) / 1e6)
+
+
+async def test_stream_usage_option_off(server) -> None:
+    url, fake = server
+    fake.reset()
+    provider = build(spec(url, options={"stream_usage": False}))
+    try:
+        items = await collect(provider, chat([{"role": "user", "content": "a b"}]))
+    finally:
+        await provider.aclose()
+    assert "stream_options" not in fake.last.body
+    assert "".join(i.content or "" for i in items if isinstance(i, Delta)) == "echo: a b"
+
+
+async def test_streaming_tool_calls(azure) -> None:
+    provider, fake = azure
+    fake.push(fake_api.Reply(chunks=fake_api.tool_stream([
+        ("call_A", "get_weather", ['{"ci', 'ty":', '"Rome"}']),
+        ("call_B", "get_weather", ['{"city":"Oslo"}'])])))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}],
+                                         tools=[WEATHER_TOOL]))
+    calls: dict[int, dict[str, str]] = {}
+    for item in items:
+        for tc in (item.tool_calls or ()) if isinstance(item, Delta) else ():
+            call = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] += tc.id or ""
+            call["name"] += tc.name or ""
+            call["arguments"] += tc.arguments or ""
+    assert calls[0]["id"] == "call_A" and calls[1]["id"] == "call_B"
+    assert orjson.loads(calls[0]["arguments"]) == {"city": "Rome"}
+    assert isinstance(items[0], Delta) and items[0].role == "assistant"
+    assert isinstance(items[-1], End) and items[-1].finish_reason == "tool_calls"
+
+
+async def test_content_filter_finish_mid_stream(azure) -> None:
+    provider, fake = azure
+    fake.push(fake_api.Reply(chunks=fake_api.text_stream(["Here is"],
+                                                         finish_reason="content_filter")))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    assert isinstance(items[-1], End) and items[-1].finish_reason == "content_filter"
+    assert not any(isinstance(i, ChunkError) for i in items)
+
+
+async def test_mid_stream_error_event(azure) -> None:
+    provider, fake = azure
+    chunks = fake_api.text_stream(["partial"])[:3]
+    chunks.append(fake_api.error_body("500", "The server had an error while processing "
+                                      "your request."))
+    fake.push(fake_api.Reply(chunks=chunks))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    assert isinstance(items[0], Delta) and items[0].content == "partial"
+    assert isinstance(items[1], ChunkError) and isinstance(items[1].error, UpstreamTransient)
+    assert isinstance(items[2], End) and items[2].finish_reason == "error"
+    assert len(items) == 3
+
+
+async def test_error_before_first_content_raises(azure) -> None:
+    provider, fake = azure
+    fake.push(fake_api.Reply(chunks=[
+        fake_api.prompt_filter_chunk(),
+        fake_api.chunk({"role": "assistant", "content": ""}),
+        fake_api.error_body("429", "Rate limit is exceeded.", status=429)]))
+    with pytest.raises(UpstreamRateLimited):
+        await collect(provider, chat([{"role": "user", "content": "hi"}]))
+
+
+async def test_dropped_connection_mid_stream(azure) -> None:
+    provider, fake = azure
+    # prompt filter, role, "a", "b": then the socket closes
+    fake.push(fake_api.Reply(chunks=fake_api.text_stream(["a", "b", "c"]), drop_after=4))
+    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    assert [i.content for i in items if isinstance(i, Delta)] == ["a", "b"]
+    assert isinstance(items[-2], ChunkError)
+    assert items[-2].error.code == "upstream_connection_error"
+    assert isinstance(items[-1], End) and items[-1].finish_reason == "error"
