@@ -1,0 +1,194 @@
+"""``abmcts``: Adaptive Branching Monte Carlo Tree Search over candidate answers (Inoue et
+al., "Wider or Deeper? Scaling LLM Inference-Time Compute with Adaptive Branching Tree
+Search", arXiv:2503.04412), using Sakana's ``treequest`` implementation (``ABMCTSA``:
+node aggregation, Thompson sampling; multi-LLM action selection by a bandit over the
+actions' rewards).
+
+Each deployment in ``workers`` is an action. Expanding the root is a fresh answer to the
+client's conversation; expanding a node is a refinement of that node's answer, given its
+score and the verifier's feedback. Every answer is scored in [0, 1] by ``verifier``
+(see ``orchestrators.verifiers``). Each round asks treequest for up to ``batch_size``
+(at most 5) expansions and runs them concurrently.
+
+Stops when ``max_calls`` answers were generated (judge calls come on top), when the run
+has spent ``max_cost_usd`` (all calls, judge included), or when an answer scores at
+least ``min_confidence``; returns the best-scoring answer. ``seed`` makes the search
+reproducible (the sampling uses its own random stream, never the process-wide one).
+With a trace, every node is listed: node, parent, action, score, depth.
+
+Params: ``workers`` (aliases), ``verifier`` (required), ``max_calls`` (16),
+``max_cost_usd``, ``min_confidence``, ``batch_size`` (3), ``seed``, ``refine_prompt``
+(str.format with {score} and {feedback}).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from treequest import ABMCTSA
+
+from core.errors import InvalidRequest, QuotaExceeded, TakoError, UpstreamError
+from core.protocols import RunContext, Verifier
+from core.specs import ProfileSpec
+from core.types import ChatRequest, Message
+from orchestrators.calls import ask, assistant, user
+from orchestrators.flow import Answer, Orchestration, Sink, record
+from orchestrators.registry import register
+from orchestrators.textparse import clamp
+from orchestrators.verifiers import build_verifier
+
+MAX_BATCH = 5
+
+REFINE_PROMPT = (
+    "Your answer above was scored {score:.2f} out of 1 by a reviewer. Feedback: {feedback}\n"
+    "Write an improved, complete answer that fixes these problems. Reply with the answer "
+    "only."
+)
+
+
+@dataclass(slots=True)
+class Candidate:
+    text: str
+    score: float
+    feedback: str
+    action: str
+    node: int = -1
+    parent: int | None = None
+    depth: int = 1
+
+
+class PrivateRandom:
+    """treequest samples from numpy's global random state; this keeps one run's stream
+    apart from every other user of it (ask_batch is synchronous, so nothing interleaves)."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.state = np.random.RandomState(seed).get_state()
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        saved = np.random.get_state()
+        np.random.set_state(self.state)
+        try:
+            yield
+        finally:
+            self.state = np.random.get_state()
+            np.random.set_state(saved)
+
+
+class ABMCTS(Orchestration):
+    kind = "abmcts"
+
+    def __init__(self, workers: list[str], verifier: dict[str, Any] | list[Any],
+                 max_calls: int = 16, max_cost_usd: float | None = None,
+                 min_confidence: float | None = None, batch_size: int = 3,
+                 seed: int | None = None, refine_prompt: str = REFINE_PROMPT) -> None:
+        if not workers:
+            raise InvalidRequest("abmcts needs at least one worker")
+        if max_calls < 1:
+            raise InvalidRequest("abmcts max_calls must be at least 1")
+        self.workers = list(dict.fromkeys(workers))
+        self.verifier_spec = verifier
+        self.max_calls = max_calls
+        self.max_cost_usd = max_cost_usd
+        self.min_confidence = min_confidence
+        self.batch_size = max(1, min(MAX_BATCH, batch_size))
+        self.seed = seed
+        self.refine_prompt = refine_prompt
+
+    async def run(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> Answer:
+        verifier = build_verifier(self.verifier_spec, ctx)
+        algo: ABMCTSA[Candidate] = ABMCTSA()
+        state = algo.init_tree()
+        rng = PrivateRandom(self.seed)
+        calls = 0
+        rounds = 0
+        best: Candidate | None = None
+        failure: TakoError | None = None
+        stop = "max_calls"
+        while calls < self.max_calls:
+            if self.max_cost_usd is not None and ctx.usage.cost_usd >= self.max_cost_usd:
+                stop = "max_cost_usd"
+                break
+            with rng.active():
+                state, trials = algo.ask_batch(state, min(self.batch_size,
+                                                          self.max_calls - calls),
+                                               self.workers)
+            calls += len(trials)
+            for trial in trials:
+                parent = state.tree.get_node(trial.node_to_expand)
+                await sink.event("step_start", step=rounds, action=trial.action,
+                                 parent=None if parent.is_root() else parent.expand_idx)
+            results = await asyncio.gather(
+                *(self._expand(ctx, req, verifier, t.action,
+                               None if t.parent_state is None else t.parent_state)
+                  for t in trials),
+                return_exceptions=True)
+            for trial, result in zip(trials, results, strict=True):
+                if isinstance(result, QuotaExceeded):
+                    raise result  # the budget is spent: stop the whole run
+                if isinstance(result, BaseException):
+                    if not isinstance(result, TakoError):
+                        raise result
+                    failure = result
+                    record(ctx, type="failed_expansion", action=trial.action,
+                           parent=trial.node_to_expand, error=result.message)
+                    continue
+                size = state.tree.size
+                with rng.active():
+                    state = algo.tell(state, trial.trial_id, (result, result.score))
+                if state.tree.size == size:
+                    continue  # treequest did not take the result
+                node = state.tree.get_nodes()[-1]
+                result.node = node.expand_idx
+                result.parent = None if trial.node_to_expand < 0 else trial.node_to_expand
+                result.depth = node.depth
+                record(ctx, type="node", node=result.node, parent=result.parent,
+                       action=result.action, score=result.score, depth=result.depth)
+                await sink.event("verifier_score", step=rounds, branch=result.node,
+                                 parent=result.parent, action=result.action,
+                                 score=result.score)
+                if best is None or result.score > best.score:
+                    best = result
+            rounds += 1
+            if (best is not None and self.min_confidence is not None
+                    and best.score >= self.min_confidence):
+                stop = "min_confidence"
+                break
+        if best is None:
+            if failure is not None:
+                raise failure
+            raise UpstreamError("abmcts produced no candidate answer", code="no_candidate")
+        record(ctx, type="abmcts", best=best.node, score=best.score, calls=calls,
+               rounds=rounds, stop=stop)
+        return Answer(best.text)
+
+    async def _expand(self, ctx: RunContext, req: ChatRequest, verifier: Verifier,
+                      action: str, parent: Candidate | None) -> Candidate:
+        messages: list[Message] = list(req.messages)
+        if parent is not None:
+            messages += [assistant(parent.text), user(self.refine_prompt.format(
+                score=parent.score, feedback=parent.feedback or "(none)"))]
+        text = await ask(ctx, action, req, messages)
+        score = await verifier.score(req, text)
+        return Candidate(text, clamp(score.value), score.feedback, action)
+
+
+@register("abmcts")
+def _abmcts(spec: ProfileSpec) -> ABMCTS:
+    p = spec.params
+    workers = p.get("workers")
+    if not isinstance(workers, list) or "verifier" not in p:
+        raise InvalidRequest(f"profile {spec.name!r}: abmcts needs params.workers (a list of "
+                             "aliases) and params.verifier")
+    cost, confidence, seed = p.get("max_cost_usd"), p.get("min_confidence"), p.get("seed")
+    return ABMCTS(
+        [str(w) for w in workers], p["verifier"], int(p.get("max_calls", 16)),
+        None if cost is None else float(cost),
+        None if confidence is None else float(confidence), int(p.get("batch_size", 3)),
+        None if seed is None else int(seed), str(p.get("refine_prompt", REFINE_PROMPT)),
+    )
