@@ -389,8 +389,15 @@ class RedisKeyResolver:
         if self._listener is None or self._listener.done():
             self._subscribed.clear()
             self._listener = asyncio.create_task(self._listen(), name="tako-key-invalidations")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._subscribed.wait(), timeout=2.0)
+        await self.wait_subscribed(within_s=2.0)
+
+    async def wait_subscribed(self, within_s: float) -> bool:
+        """True once the invalidation channel is live (False after ``within_s`` seconds)."""
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), timeout=within_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def resolve(self, token: str) -> Principal | None:
         if not looks_minted(token):
