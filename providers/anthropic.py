@@ -338,8 +338,8 @@ def parse_message(body: dict[str, Any], provider: HttpProvider) -> ChatResponse:
 
 
 def stream_error(provider_id: str, body: dict[str, Any]) -> TakoError:
-    err = body.get("error") if isinstance(body.get("error"), dict) else {}
-    kind = str(err.get("type") or "api_error")
+    err = body.get("error")
+    kind = str(err.get("type") or "api_error") if isinstance(err, dict) else "api_error"
     return upstream_error_for(provider_id, ERROR_STATUS.get(kind, 500), body, code=kind)
 
 

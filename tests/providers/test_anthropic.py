@@ -233,6 +233,21 @@ async def test_response_format_json(claude) -> None:
     assert "system" not in fake.last.body
 
 
+async def test_json_schema_by_instruction_when_configured(server) -> None:
+    url, fake = server
+    fake.reset()
+    provider = build(spec(url, options={"json_schema_mode": "prompt"}))
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    try:
+        await provider.chat(chat([{"role": "user", "content": "a person"}], response_format={
+            "type": "json_schema", "json_schema": {"name": "person", "schema": schema}}))
+    finally:
+        await provider.aclose()
+    assert "output_config" not in fake.last.body
+    assert orjson.dumps(schema).decode() in fake.last.body["system"]
+    assert fake.last.body["max_tokens"] == 4096  # the default when no option or limit is set
+
+
 async def test_usage_counts_cache_reads_and_prices_them(claude) -> None:
     provider, fake = claude
     fake.push(fake_api.Reply(body=fake_api.message(
