@@ -41,7 +41,8 @@ def clamp(value: float) -> float:
 
 
 def _scale(value: float) -> float:
-    """A bare number above 1 is read as out of 10 (up to 10) or out of 100."""
+    """A bare number above 1 is read as out of 10 (up to 10) or out of 100 (up to 100);
+    anything larger is clamped to 1 by the caller."""
     if value <= 1:
         return value
     if value <= 10:

@@ -48,7 +48,10 @@ class RuleVerifier:
         self.must_not = [re.compile(p, re.IGNORECASE | re.DOTALL) for p in must_not]
         self.json_schema = json_schema
         if json_schema is not None:
-            jsonschema.validators.validator_for(json_schema).check_schema(json_schema)
+            try:
+                jsonschema.validators.validator_for(json_schema).check_schema(json_schema)
+            except jsonschema.SchemaError as exc:
+                raise InvalidRequest(f"verifier json_schema is invalid: {exc.message}") from exc
         self.min_chars = min_chars
         self.max_chars = max_chars
 

@@ -1,0 +1,49 @@
+"""The in-process API: profiles as dicts, sync wrapper, unknown aliases, every kind builds."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.errors import InvalidRequest, ModelNotFound
+from core.specs import ProfileSpec
+from orchestrators.api import run, run_sync
+from orchestrators.registry import build
+from tests.orchestrators.scripted import Scripted
+
+REQ = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_run_sync_runs_a_profile_in_process() -> None:
+    m = Scripted("m", default="hello there")
+    response = run_sync({"kind": "single", "params": {"deployment": "m"}}, REQ, {"m": m})
+    assert response.content == "hello there"
+    assert response.usage.prompt_tokens == 10
+
+
+async def test_unknown_alias_is_model_not_found() -> None:
+    with pytest.raises(ModelNotFound, match="'nope'"):
+        await run({"kind": "single", "params": {"deployment": "nope"}}, REQ, {})
+
+
+@pytest.mark.parametrize("kind, params", [
+    ("conductor", {"coordinator": "a", "workers": ["b"]}),
+    ("trinity", {"roles": {"thinker": "a", "worker": "b", "verifier": "c"}}),
+    ("selfcaller", {"inner": {"kind": "single", "params": {"deployment": "a"}},
+                    "verifier": {"kind": "rules"}}),
+    ("abmcts", {"workers": ["a"], "verifier": {"kind": "llm", "deployment": "j"}}),
+])
+def test_every_kind_builds_from_a_profile(kind: str, params: dict[str, object]) -> None:
+    assert build(ProfileSpec(name=f"my-{kind}", kind=kind, params=params)).kind == kind
+
+
+@pytest.mark.parametrize("kind, params", [
+    ("conductor", {"workers": ["b"]}),
+    ("trinity", {"roles": {"thinker": "a", "worker": "b"}}),
+    ("trinity", {"roles": {"thinker": "a", "worker": "b", "verifier": "c"},
+                 "router": "magic"}),
+    ("selfcaller", {"inner": {"kind": "single", "params": {"deployment": "a"}}}),
+    ("abmcts", {"workers": "a", "verifier": {"kind": "rules"}}),
+])
+def test_incomplete_profiles_are_rejected(kind: str, params: dict[str, object]) -> None:
+    with pytest.raises(InvalidRequest):
+        build(ProfileSpec(name="bad", kind=kind, params=params))
