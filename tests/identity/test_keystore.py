@@ -18,8 +18,9 @@ from app.identity.keystore import (
     key_digest,
     looks_minted,
 )
-from core.errors import AuthenticationFailed, NotFound, Unavailable
+from core.errors import NotFound, Unavailable
 from tests.identity.conftest import MakeRedisStore
+from tests.identity.waiting import until_rejected
 from tests.support.redis_server import redis_server
 
 SPEC = KeySpecIn(tenant_id="acme", user_id="alice", name="ci bot", models=["echo"],
@@ -70,7 +71,7 @@ async def test_rotation_keeps_the_key_id_and_revokes_the_old_secret(store: KeySt
     assert second.key != first.key
     assert second.record.key_id == first.record.key_id
     assert second.record.rotated_at is not None
-    await _until_rejected(resolver, first.key, "revoked")
+    await until_rejected(resolver, first.key, "revoked")
     principal = await resolver.resolve(second.key)
     assert principal is not None and principal.key_id == first.record.key_id
 
@@ -81,7 +82,7 @@ async def test_revoked_key_is_refused_and_listed_as_revoked(store: KeyStore,
     assert await resolver.resolve(minted.key) is not None
     record = await store.revoke(minted.record.key_id)
     assert record.revoked and record.revoked_at is not None
-    await _until_rejected(resolver, minted.key, "revoked")
+    await until_rejected(resolver, minted.key, "revoked")
     listed = await store.list_keys("acme")
     assert [(r.key_id, r.revoked) for r in listed] == [(minted.record.key_id, True)]
 
@@ -110,21 +111,6 @@ async def test_unknown_key_id_is_not_found(store: KeyStore) -> None:
     assert await store.get("key_missing") is None
 
 
-async def _until_rejected(resolver: Any, key: str, reason: str, within_s: float = 1.0
-                          ) -> float:
-    """Seconds until ``resolver`` refuses ``key``; fails after ``within_s``."""
-    start = time.monotonic()
-    while True:
-        try:
-            await resolver.resolve(key)
-        except AuthenticationFailed as exc:
-            assert reason in exc.message
-            return time.monotonic() - start
-        elapsed = time.monotonic() - start
-        assert elapsed < within_s, f"key still accepted after {elapsed:.2f}s"
-        await asyncio.sleep(0.01)
-
-
 async def test_revocation_reaches_every_replica_at_once(
         make_redis_store: MakeRedisStore) -> None:
     admin_side, replica_a, replica_b = make_redis_store(), make_redis_store(), make_redis_store()
@@ -135,7 +121,7 @@ async def test_revocation_reaches_every_replica_at_once(
     for r in resolvers:
         assert await r.resolve(minted.key) is not None  # now cached on both replicas
     await admin_side.revoke(minted.record.key_id)
-    delays = await asyncio.gather(*(_until_rejected(r, minted.key, "revoked", within_s=0.5)
+    delays = await asyncio.gather(*(until_rejected(r, minted.key, "revoked", within_s=0.5)
                                     for r in resolvers))
     # The cache would hold an answer for up to 1 s; the notification beats it.
     assert max(delays) < 0.5
@@ -152,7 +138,7 @@ async def test_cache_alone_bounds_staleness_to_one_second(
         assert await resolver.resolve(minted.key) is not None
     assert resolver.lookups == 1
     await admin_side.revoke(minted.record.key_id)
-    await _until_rejected(resolver, minted.key, "revoked", within_s=1.1)
+    await until_rejected(resolver, minted.key, "revoked", within_s=1.1)
     await resolver.aclose()
 
 
@@ -188,7 +174,7 @@ async def test_redis_outage_is_unavailable_then_recovers() -> None:
         assert await resolver.resolve(again.key) is not None
         assert await resolver.wait_subscribed(within_s=6)
         await admin_side.revoke(again.record.key_id)
-        assert await _until_rejected(resolver, again.key, "revoked", within_s=0.5) < 0.5
+        assert await until_rejected(resolver, again.key, "revoked", within_s=0.5) < 0.5
         await resolver.aclose()
         await admin_side.aclose()
         await replica.aclose()
