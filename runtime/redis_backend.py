@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -27,14 +27,18 @@ UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class RedisBackend:
-    def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
+    def __init__(self, url: str, prefix: str, timeout_s: float, max_connections: int = 64,
+                 pool_timeout_s: float = 2.0) -> None:
         self.prefix = prefix
-        # one quick retry covers a pooled connection that a Redis restart left stale;
-        # timeouts are not retried so a script is never applied twice
-        self.client: Redis = Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+        # A bounded pool: under load callers queue for a connection instead of opening
+        # thousands. One quick retry covers a pooled connection that a Redis restart left
+        # stale; timeouts are not retried so a script is never applied twice.
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout_s,
+            socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
+        self.client: Redis = Redis(connection_pool=pool)
         self.state_store = watermark.RedisStateStore(self.client, prefix)
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
@@ -51,6 +55,7 @@ class RedisBackend:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        await self.client.connection_pool.disconnect()
 
     async def ping(self) -> bool:
         try:

@@ -63,6 +63,8 @@ class RuntimeSettings(BaseModel):
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     redis_timeout_s: float = Field(default=0.5, gt=0)
+    redis_max_connections: int = Field(default=64, ge=1)
+    redis_pool_timeout_s: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> RuntimeSettings:

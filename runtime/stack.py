@@ -48,8 +48,9 @@ class Runtime:
             from runtime.redis_backend import RedisBackend
 
             assert settings.redis_url is not None
-            backend: Backend = RedisBackend(settings.redis_url, settings.key_prefix,
-                                            settings.redis_timeout_s)
+            backend: Backend = RedisBackend(
+                settings.redis_url, settings.key_prefix, settings.redis_timeout_s,
+                settings.redis_max_connections, settings.redis_pool_timeout_s)
         else:
             backend = MemoryBackend()
         return cls(settings, backend, events)

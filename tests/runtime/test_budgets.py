@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from core.errors import QuotaExceeded
 from core.types import Principal
 from tests.runtime.fakes import Reply, ScriptedProvider, request
 
+ROOT = Path(__file__).resolve().parents[2]
 ALICE = Principal("acme", "alice", "key-a")
 BOB = Principal("acme", "bob", "key-b")
 
@@ -146,9 +148,8 @@ async def test_two_processes_share_one_budget_exactly(redis_proc):
     """Two gateway processes on one Redis: 2 x 100 concurrent admits against $1."""
     import os
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
+    root = ROOT
     code = (
         "import asyncio, sys\n"
         "from core.errors import QuotaExceeded\n"

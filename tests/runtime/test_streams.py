@@ -1,0 +1,112 @@
+"""Streams settle their reservation at End, on failure, and when closed early."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.errors import UpstreamTransient
+from core.types import ChunkError, Delta, End, Principal
+from tests.runtime.fakes import ScriptedProvider, Stream, request
+
+ALICE = Principal("acme", "alice", "key-a")
+BUDGET = [{"scope": "tenant", "period": "day", "usd": 100}]
+
+
+async def _spent(runtime) -> float:
+    return await runtime.spend("tenant", "acme", "day", "acme")
+
+
+async def test_stream_settles_at_end_with_the_reported_usage(make_runtime):
+    runtime = await make_runtime(budgets=BUDGET)
+    admission = await runtime.admit(ALICE, "m", 100, 0.5)
+    guarded = runtime.guard(admission, "a", [ScriptedProvider("d", repeat=Stream(usd=0.02))])
+    chunks = [c async for c in guarded.stream(request())]
+    assert isinstance(chunks[-1], End)
+    assert await _spent(runtime) == pytest.approx(0.02)
+    assert guarded.answered_by == "d"
+
+
+async def test_mid_stream_failure_charges_what_was_used(make_runtime):
+    runtime = await make_runtime(budgets=BUDGET)
+    admission = await runtime.admit(ALICE, "m", 100, 0.5)
+    broken = ScriptedProvider("d", repeat=Stream(deltas=["a", "b", "c"], fail_after=2,
+                                                 usd=0.03))
+    guarded = runtime.guard(admission, "a", [broken])
+    chunks = [c async for c in guarded.stream(request())]
+    assert [type(c) for c in chunks] == [Delta, Delta, ChunkError, End]
+    assert await _spent(runtime) == pytest.approx(0.03)
+
+
+async def test_failure_before_any_chunk_charges_nothing(make_runtime):
+    runtime = await make_runtime(budgets=BUDGET, retry={"max_attempts": 2,
+                                                        "base_delay_s": 0.001})
+    admission = await runtime.admit(ALICE, "m", 100, 0.5)
+    down = ScriptedProvider("d", repeat=UpstreamTransient("500"))
+    guarded = runtime.guard(admission, "a", [down])
+    with pytest.raises(UpstreamTransient):
+        async for _ in guarded.stream(request()):
+            pass
+    assert await _spent(runtime) == 0
+
+
+async def test_early_close_charges_at_least_the_estimate(make_runtime):
+    runtime = await make_runtime(budgets=BUDGET)
+    admission = await runtime.admit(ALICE, "m", 100, 0.5)
+    endless = ScriptedProvider("d", repeat=Stream(deltas=["a"] * 10, usd=0.01))
+    guarded = runtime.guard(admission, "a", [endless])
+    stream = guarded.stream(request())
+    first = await anext(stream)
+    assert isinstance(first, Delta)
+    await stream.aclose()
+    assert await _spent(runtime) == pytest.approx(0.5)
+
+
+async def test_early_close_charges_the_usage_seen_when_it_is_larger(make_runtime):
+    runtime = await make_runtime(budgets=BUDGET)
+    admission = await runtime.admit(ALICE, "m", 10, 0.0001)
+    # 3000 characters seen at 1e-4 USD per token: far beyond the tiny estimate
+    chatty = ScriptedProvider("d", repeat=Stream(deltas=["x" * 1000] * 5),
+                              price_per_token=1e-4)
+    guarded = runtime.guard(admission, "a", [chatty])
+    stream = guarded.stream(request())
+    for _ in range(3):
+        await anext(stream)
+    await stream.aclose()
+    assert await _spent(runtime) == pytest.approx((8 + 1000) * 1e-4)
+
+
+async def test_cancelled_stream_keeps_the_charge(make_runtime):
+    runtime = await make_runtime(budgets=BUDGET)
+    admission = await runtime.admit(ALICE, "m", 100, 0.5)
+    hanging = ScriptedProvider("d", repeat=Stream(deltas=["a"], end=False))
+    guarded = runtime.guard(admission, "a", [hanging])
+    first_chunk = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in guarded.stream(request()):
+            first_chunk.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first_chunk.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await _spent(runtime) == pytest.approx(0.5)
+
+
+async def test_later_stream_calls_reserve_their_own_estimate(make_runtime):
+    runtime = await make_runtime(budgets=[{"scope": "tenant", "period": "day", "usd": 1}])
+    admission = await runtime.admit(ALICE, "m", 100, 0.1)
+    worker = ScriptedProvider("d", repeat=Stream(usd=0.3), price_per_token=1e-3)
+    guarded = runtime.guard(admission, "a", [worker])
+    from core.errors import QuotaExceeded
+
+    with pytest.raises(QuotaExceeded):
+        for _ in range(5):
+            async for _ in guarded.stream(request(max_tokens=100)):
+                pass
+    # 0.3 per call; the 4th call would need 0.9 + 0.108
+    assert worker.calls == 3
+    assert await _spent(runtime) == pytest.approx(0.9)
