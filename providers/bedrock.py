@@ -41,6 +41,7 @@ import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
+from botocore.exceptions import BotoCoreError
 from botocore.session import Session
 
 from core.errors import (
@@ -143,7 +144,12 @@ class AwsCredentialSource:
         session = Session(profile=self._profile) if self._profile else Session()
         if self._credentials_file:
             session.set_config_variable("credentials_file", self._credentials_file)
-        credentials = session.get_credentials()
+        try:
+            credentials = session.get_credentials()
+        except BotoCoreError as exc:
+            raise UpstreamError(
+                f"provider {self.provider_id}: AWS credentials failed: {exc}",
+                details={"provider": self.provider_id}, code="upstream_auth_error") from exc
         if credentials is None:
             raise UpstreamError(
                 f"provider {self.provider_id}: no AWS credentials found (environment, "
@@ -153,9 +159,9 @@ class AwsCredentialSource:
         region = (self._region or os.environ.get("AWS_REGION")
                   or session.get_config_variable("region"))
         if not region:
-            raise InvalidRequest(
-                f"provider {self.provider_id}: no AWS region (set options.region or AWS_REGION)"
-            )
+            raise UpstreamError(
+                f"provider {self.provider_id}: no AWS region (set options.region or AWS_REGION)",
+                details={"provider": self.provider_id}, code="provider_misconfigured")
         return credentials, str(region)
 
     async def get(self) -> tuple[ReadOnlyCredentials, str]:

@@ -134,7 +134,8 @@ class GoogleTokenSource:
             if credentials is None or not credentials.valid or not credentials.token:
                 try:
                     await asyncio.to_thread(self._refresh)
-                except google.auth.exceptions.GoogleAuthError as exc:
+                except (google.auth.exceptions.GoogleAuthError, ValueError, OSError) as exc:
+                    # ValueError/OSError: a key file that is missing or malformed.
                     raise self._auth_error(exc) from exc
             assert self._credentials is not None
             return str(self._credentials.token)
@@ -480,7 +481,9 @@ class VertexProvider(HttpProvider):
         token = await self.tokens.token()
         project = self.project or self.tokens.project
         if not project:
-            raise InvalidRequest(f"deployment {self.id!r}: set options.project for Vertex")
+            raise UpstreamError(f"provider {self.id}: no Google Cloud project (set "
+                                "options.project)", details={"provider": self.id},
+                                code="provider_misconfigured")
         url = (f"{self.base}/v1/projects/{project}/locations/{self.location}"
                f"/publishers/google/models/{self.model}:{method}")
         return url, {"authorization": f"Bearer {token}", "content-type": "application/json"}

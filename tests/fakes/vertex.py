@@ -8,12 +8,13 @@ Routes:
   ``{"error": {"code", "message", "status"}}``. Requests must carry a bearer token this
   fake issued (else 401 UNAUTHENTICATED).
 - ``POST /token``: the OAuth 2.0 JWT-bearer grant a service account uses. The assertion's
-  RS256 signature is checked against ``public_key`` and its claims are recorded; the answer
+  RS256 signature is checked against ``trusted_keys`` and its claims are recorded; the answer
   is a fresh ``ya29.fake-<n>`` token living ``token_lifetime_s``.
 
 Script it through the controller from ``make_app``: ``push`` a ``Turn`` (rendered as JSON or
 as SSE, whichever the client asked for) or a ``Failure``; with an empty queue it answers
 ``Hello from Gemini``. ``requests`` and ``token_requests`` record what arrived.
+``service_account_file(path, base_url)`` writes a key file this fake accepts.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import itertools
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -126,6 +128,26 @@ def error_body(code: int, status: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "status": status}}
 
 
+def write_service_account(path: Path, key: rsa.RSAPrivateKey, token_uri: str,
+                          project: str = "tako-proj") -> Path:
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    path.write_text(orjson.dumps({
+        "type": "service_account", "project_id": project, "private_key_id": "key-1",
+        "private_key": pem, "client_email": f"tako-gateway@{project}.iam.gserviceaccount.com",
+        "client_id": "1234567890", "token_uri": token_uri,
+    }).decode())
+    return path
+
+
+def _verifies(key: rsa.RSAPublicKey, signed: bytes, signature: bytes) -> bool:
+    try:
+        key.verify(signature, signed, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
+
+
 def _b64url(data: str) -> bytes:
     return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
 
@@ -135,7 +157,7 @@ class FakeVertex:
         self.requests: list[Received] = []
         self.token_requests: list[dict[str, Any]] = []
         self.replies: deque[Turn | Failure] = deque()
-        self.public_key: rsa.RSAPublicKey | None = None
+        self.trusted_keys: list[rsa.RSAPublicKey] = []
         self.token_lifetime_s = 3600
         self.issued: list[str] = []
         self._counter = itertools.count(1)
@@ -154,13 +176,9 @@ class FakeVertex:
         header_b64, claims_b64, signature_b64 = str(form.get("assertion", "")).split(".")
         header = orjson.loads(_b64url(header_b64))
         claims = orjson.loads(_b64url(claims_b64))
-        try:
-            if self.public_key is None or header.get("alg") != "RS256":
-                raise InvalidSignature
-            self.public_key.verify(_b64url(signature_b64),
-                                   f"{header_b64}.{claims_b64}".encode(),
-                                   padding.PKCS1v15(), hashes.SHA256())
-        except InvalidSignature:
+        if header.get("alg") != "RS256" or not any(
+                _verifies(key, f"{header_b64}.{claims_b64}".encode(), _b64url(signature_b64))
+                for key in self.trusted_keys):
             return JSONResponse({"error": "invalid_grant",
                                  "error_description": "Invalid JWT Signature."},
                                 status_code=400)
@@ -169,6 +187,14 @@ class FakeVertex:
         self.issued.append(token)
         return JSONResponse({"access_token": token, "expires_in": self.token_lifetime_s,
                              "token_type": "Bearer"})
+
+    def service_account_file(self, path: Path, base_url: str,
+                             project: str = "tako-proj") -> Path:
+        """Write a service-account key file whose ``token_uri`` is this fake's ``/token``
+        and whose key this fake trusts; point ``options.credentials_file`` at it."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.trusted_keys.append(key.public_key())
+        return write_service_account(path, key, f"{base_url}/token", project)
 
     async def generate(self, request: Request) -> Response:
         model, _, method = request.path_params["target"].partition(":")

@@ -448,3 +448,19 @@ async def test_credentials_from_the_environment(
     assert "Credential=AKIDFROMENV/" in sent.headers["authorization"]
     assert "x-amz-security-token" not in sent.headers
     assert fake_api.signature_ok(sent, "env-secret", "ap-south-1")
+
+
+async def test_an_unknown_profile_is_an_auth_error_before_any_request(
+    server: tuple[str, fake_api.FakeBedrock], credentials_file: Path,
+) -> None:
+    url, fake = server
+    fake.reset()
+    provider = build(spec(url, credentials_file, profile="no-such-profile"))
+    try:
+        with pytest.raises(UpstreamError) as caught:
+            await provider.chat(chat([{"role": "user", "content": "hi"}]))
+    finally:
+        await provider.aclose()
+    assert caught.value.code == "upstream_auth_error"
+    assert "no-such-profile" in caught.value.message
+    assert fake.requests == []

@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from core.errors import (
@@ -32,30 +31,16 @@ from tests.support.net import serve_asgi
 
 MODEL = "gemini-2.0-flash"  # $0.10 / $0.40 per million tokens, cached $0.025
 PROJECT = "tako-proj"
-CLIENT_EMAIL = "tako-gateway@tako-proj.iam.gserviceaccount.com"
+CLIENT_EMAIL = f"tako-gateway@{PROJECT}.iam.gserviceaccount.com"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
-
-
-def write_service_account(path: Path, key: rsa.RSAPrivateKey, token_uri: str) -> Path:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    path.write_text(orjson.dumps({
-        "type": "service_account", "project_id": PROJECT, "private_key_id": "key-1",
-        "private_key": pem, "client_email": CLIENT_EMAIL, "client_id": "1234567890",
-        "token_uri": token_uri,
-    }).decode())
-    return path
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, Path]]:
     app, fake = fake_api.make_app()
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    fake.public_key = key.public_key()
     with serve_asgi(app) as url:
-        path = write_service_account(tmp_path_factory.mktemp("gcp") / "sa.json", key,
-                                     f"{url}/token")
-        yield url, fake, path
+        yield url, fake, fake.service_account_file(tmp_path_factory.mktemp("gcp") / "sa.json",
+                                                   url, PROJECT)
 
 
 def spec(url: str, credentials_file: Path, **options: Any) -> DeploymentSpec:
@@ -167,7 +152,7 @@ async def test_a_rejected_service_account_key_is_an_auth_error(
     url, fake, _ = server
     fake.reset()
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    path = write_service_account(tmp_path / "other.json", stranger, f"{url}/token")
+    path = fake_api.write_service_account(tmp_path / "other.json", stranger, f"{url}/token")
     provider = build(spec(url, path))
     try:
         with pytest.raises(UpstreamError) as caught:
@@ -408,3 +393,20 @@ async def test_dropped_connection_mid_stream(
     assert isinstance(error, ChunkError) and error.error.retryable
     end = items[3]
     assert isinstance(end, End) and end.finish_reason == "error"
+
+
+async def test_a_malformed_key_file_is_an_auth_error(
+    server: tuple[str, fake_api.FakeVertex, Path], tmp_path: Path,
+) -> None:
+    url, fake, _ = server
+    fake.reset()
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"type": "service_account", "client_email": "x@y"}')
+    provider = build(spec(url, broken))
+    try:
+        with pytest.raises(UpstreamError) as caught:
+            await provider.chat(chat([{"role": "user", "content": "hi"}]))
+    finally:
+        await provider.aclose()
+    assert caught.value.code == "upstream_auth_error"
+    assert fake.requests == []
