@@ -1,0 +1,163 @@
+"""PII and secret guards: find, then mask, hash, redact or block.
+
+``PiiGuard(settings)`` handles one direction (request or response) with its mode and
+kinds; ``PiiGuard.for_request`` / ``for_response`` pick the direction from ``PiiSettings``.
+Kinds: email, phone (E.164 and common US and European formats), ipv4, ipv6, credit_card
+(Luhn-checked), us_ssn (invalid ranges excluded), iban (mod-97 checked),
+aws_access_key_id, aws_secret_access_key (when labelled), openai_api_key, github_token,
+jwt (a JSON header is required), private_key (PEM/OpenSSH/PGP private key blocks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import PolicyDenied
+from policies.pii_detectors import DETECTORS, Candidate, Detector, candidates, select
+from policies.pii_stream import StreamRedactor
+from policies.settings import PiiGuardSettings, PiiSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: str
+    start: int
+    end: int
+
+
+class PiiGuard:
+    def __init__(self, settings: PiiGuardSettings | None = None, direction: str = "request"):
+        self.settings = settings or PiiGuardSettings()
+        self.mode = self.settings.mode
+        self.direction = direction
+        wanted = set(self.settings.kinds)
+        self.detectors: tuple[Detector, ...] = tuple(d for d in DETECTORS if d.kind in wanted)
+
+    @classmethod
+    def for_request(cls, settings: PiiSettings) -> PiiGuard:
+        return cls(settings.request, "request")
+
+    @classmethod
+    def for_response(cls, settings: PiiSettings) -> PiiGuard:
+        return cls(settings.response, "response")
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off" and bool(self.detectors)
+
+    def scan(self, text: str) -> list[Finding]:
+        """Every PII or secret value in ``text`` (whatever the mode), left to right."""
+        return [Finding(c.kind, c.start, c.end) for c in self._select(text)]
+
+    def apply(self, text: str) -> str:
+        """``text`` with findings replaced per the mode; ``block`` raises PolicyDenied."""
+        if not self.enabled:
+            return text
+        return self.render(text, 0, len(text), self._select(text))
+
+    def apply_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """OpenAI message dicts with string content and text parts guarded; other parts
+        (images, audio) and other fields pass unchanged. The input is not modified."""
+        if not self.enabled:
+            return messages
+        out: list[dict[str, Any]] = []
+        for message in messages:
+            content = message.get("content")
+            if isinstance(content, str):
+                message = {**message, "content": self.apply(content)}
+            elif isinstance(content, list):
+                parts = [
+                    {**part, "text": self.apply(part["text"])}
+                    if isinstance(part, dict)
+                    and part.get("type") == "text"
+                    and isinstance(part.get("text"), str)
+                    else part
+                    for part in content
+                ]
+                message = {**message, "content": parts}
+            out.append(message)
+        return out
+
+    def stream(self) -> StreamRedactor:
+        """A redactor for one streamed text (one per response)."""
+        return StreamRedactor(self)
+
+    def _select(self, text: str) -> list[Candidate]:
+        return select(candidates(self.detectors, text)[0])
+
+    def render(self, text: str, start: int, end: int, findings: list[Candidate]) -> str:
+        """``text[start:end]`` with ``findings`` (all inside it) replaced per the mode."""
+        if findings and self.mode == "block":
+            kinds = sorted({f.kind for f in findings})
+            raise PolicyDenied(
+                f"the {self.direction} contains sensitive data ({', '.join(kinds)}) "
+                "and the policy blocks it",
+                details={"direction": self.direction, "kinds": kinds},
+            )
+        pieces: list[str] = []
+        pos = start
+        for f in findings:
+            pieces.append(text[pos:f.start])
+            pieces.append(self.replacement(f.kind, text[f.start:f.end]))
+            pos = f.end
+        pieces.append(text[pos:end])
+        return "".join(pieces)
+
+    def replacement(self, kind: str, value: str) -> str:
+        if self.mode == "redact":
+            return f"<{kind.upper()}>"
+        if self.mode == "hash":
+            digest = hashlib.sha256((self.settings.hash_salt + value).encode()).hexdigest()
+            return f"<{kind.upper()}:{digest[:8]}>"
+        if self.mode == "mask":
+            return mask(kind, value)
+        return value
+
+
+def _mask_digits(value: str, keep_last: int) -> str:
+    total = sum(ch.isdigit() for ch in value)
+    seen = 0
+    out = []
+    for ch in value:
+        if ch.isdigit():
+            seen += 1
+            out.append(ch if seen > total - keep_last else "*")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+_SECRET_PREFIX = re.compile(
+    r"^(?:sk-(?:proj-|svcacct-|admin-)?|gh[pousr]_|github_pat_|eyJ|A[A-Z]{3})"
+)
+
+
+def mask(kind: str, value: str) -> str:
+    """A partial view that still tells a reader what was there."""
+    if kind == "email":
+        local, _, domain = value.partition("@")
+        labels = domain.split(".")
+        return f"{local[:1]}***@{labels[0][:1]}***.{labels[-1]}"
+    if kind == "credit_card":
+        return "****" + re.sub(r"\D", "", value)[-4:]
+    if kind == "us_ssn":
+        return "***-**-" + value[-4:]
+    if kind == "iban":
+        compact = value.replace(" ", "")
+        return compact[:2] + "****" + compact[-4:]
+    if kind == "phone":
+        return _mask_digits(value, 2)
+    if kind == "ipv4":
+        return value.split(".", 1)[0] + ".*.*.*"
+    if kind == "ipv6":
+        return value.split(":", 1)[0] + ":****"
+    if kind == "private_key":
+        lines = value.splitlines()
+        footer = lines[-1] if len(lines) > 1 and lines[-1].startswith("-----END") else ""
+        return "\n".join(x for x in (lines[0][:lines[0].find("-----", 5) + 5], "****", footer) if x)
+    prefix = _SECRET_PREFIX.match(value)
+    return (prefix.group(0) if prefix else "") + "****"
+
