@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from core.errors import AuthenticationFailed, Unavailable
 from core.types import Principal
+from runtime.settings import BudgetLimit, RateLimit
 
 log = logging.getLogger("tako.identity.jwt")
 
@@ -79,8 +80,8 @@ class JwtIssuer(BaseModel):
     scopes_claim: str = "scope"
     models_claim: str | None = None
     allowed_models: list[str] | None = None
-    budgets: list[dict[str, Any]] = Field(default_factory=list)
-    rate_limits: list[dict[str, Any]] = Field(default_factory=list)
+    budgets: list[BudgetLimit] = Field(default_factory=list)
+    rate_limits: list[RateLimit] = Field(default_factory=list)
     leeway_s: int = Field(default=30, ge=0, le=600)
     require_exp: bool = True
     jwks_ttl_s: float = Field(default=300.0, gt=0)
@@ -307,6 +308,9 @@ class _IssuerVerifier:
             raise AuthenticationFailed(
                 f"token algorithm {alg} is not allowed for issuer {iss} "
                 f"(allowed: {', '.join(self.issuer.algorithms)})")
+        if "crit" in header:
+            raise AuthenticationFailed(f"token from issuer {iss} names critical header "
+                                       "extensions this gateway does not implement")
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise AuthenticationFailed(f"malformed key id in a token from issuer {iss}")
@@ -354,9 +358,9 @@ class _IssuerVerifier:
         if isinstance(claims.get("jti"), str):
             metadata["jti"] = claims["jti"]
         if cfg.budgets:
-            metadata["budgets"] = [dict(b) for b in cfg.budgets]
+            metadata["budgets"] = [b.model_dump(exclude_none=True) for b in cfg.budgets]
         if cfg.rate_limits:
-            metadata["rate_limits"] = [dict(r) for r in cfg.rate_limits]
+            metadata["rate_limits"] = [r.model_dump(exclude_none=True) for r in cfg.rate_limits]
         return Principal(
             tenant_id=tenant,
             user_id=user,

@@ -33,11 +33,12 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError, WatchError
 
 from core.errors import AuthenticationFailed, NotFound, Unavailable
 from core.types import Principal
+from runtime.settings import BudgetLimit, RateLimit
 
 log = logging.getLogger("tako.identity.keys")
 
@@ -95,15 +96,19 @@ class KeyRecord(BaseModel):
 
 
 class KeySpecIn(BaseModel):
-    """What a caller chooses when minting a key."""
+    """What a caller chooses when minting a key. Budgets and rate limits take the runtime's
+    shapes (``{"scope": "key", "period": "day", "usd": 5}``, ``{"scope": "key", "rpm": 60}``)
+    and replace the configured defaults for the same scope (and period)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     tenant_id: str = Field(min_length=1, max_length=200)
     user_id: str = Field(min_length=1, max_length=200)
     name: str | None = Field(default=None, max_length=200)
     models: list[str] | None = None
     scopes: list[str] = Field(default_factory=list)
-    budgets: list[dict[str, Any]] = Field(default_factory=list)
-    rate_limits: list[dict[str, Any]] = Field(default_factory=list)
+    budgets: list[BudgetLimit] = Field(default_factory=list)
+    rate_limits: list[RateLimit] = Field(default_factory=list)
 
 
 class MintedKey(BaseModel):
@@ -137,7 +142,11 @@ def _now() -> int:
 
 def _new_record(spec: KeySpecIn, key: str) -> KeyRecord:
     return KeyRecord(key_id="key_" + secrets.token_hex(8), created_at=_now(),
-                     prefix=key[:_DISPLAY_CHARS], **spec.model_dump())
+                     prefix=key[:_DISPLAY_CHARS], tenant_id=spec.tenant_id,
+                     user_id=spec.user_id, name=spec.name, models=spec.models,
+                     scopes=spec.scopes,
+                     budgets=[b.model_dump(exclude_none=True) for b in spec.budgets],
+                     rate_limits=[r.model_dump(exclude_none=True) for r in spec.rate_limits])
 
 
 def _unknown(key_id: str) -> NotFound:
@@ -380,6 +389,7 @@ class RedisKeyResolver:
         self._subscribe = subscribe
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._generation = 0  # bumped by every invalidation
         self.lookups = 0
 
     async def start(self) -> None:
@@ -411,10 +421,13 @@ class RedisKeyResolver:
         if hit is not None and hit[0] > now:
             return _outcome(hit[1])
         self.lookups += 1
+        generation = self._generation
         record = await self.store.lookup(digest)
         value: Any = record.principal() if record and not record.revoked else (
             _REVOKED if record else None)
-        if self._ttl > 0:
+        # An invalidation that lands while the lookup is in flight may describe a newer
+        # state than the answer read: use the answer once, do not cache it.
+        if self._ttl > 0 and generation == self._generation:
             self._cache[digest] = (now + self._ttl, value)
             self._cache.move_to_end(digest)
             while len(self._cache) > self._size:
@@ -422,6 +435,7 @@ class RedisKeyResolver:
         return _outcome(value)
 
     def invalidate(self, digest: str | None = None) -> None:
+        self._generation += 1
         if digest is None:
             self._cache.clear()
         else:

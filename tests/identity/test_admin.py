@@ -161,6 +161,15 @@ async def test_bad_requests_get_openai_errors(admin_http: httpx.AsyncClient) -> 
         _assert_openai_error(no_tenant, 400, None)
         assert no_tenant.json()["error"]["type"] == "invalid_request_error"
         assert no_tenant.json()["error"]["param"] == "tenant_id"
+        bad_budget = await admin_http.post(f"{base}/admin/keys", json={
+            "tenant_id": "acme", "user_id": "alice",
+            "budgets": [{"scope": "key", "period": "fortnight", "usd": 1}]})
+        assert bad_budget.status_code == 400
+        assert bad_budget.json()["error"]["param"] == "budgets.0.period"
+        typo = await admin_http.post(f"{base}/admin/keys", json={
+            "tenant_id": "acme", "user_id": "alice", "model": ["echo"]})
+        assert typo.status_code == 400 and typo.json()["error"]["param"] == "model"
+        assert await store.list_keys() == []
         not_json = await admin_http.post(f"{base}/admin/keys", content=b"{nope")
         assert not_json.status_code == 400
         missing = await admin_http.post(f"{base}/admin/keys/key_missing/rotate")

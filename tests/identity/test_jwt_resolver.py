@@ -135,6 +135,15 @@ async def test_alg_none_is_rejected(rs_resolver: JwtResolver) -> None:
             await rs_resolver.resolve(token)
 
 
+async def test_unknown_critical_header_is_rejected() -> None:
+    resolver = JwtResolver([issuer(algorithms=["HS256"], secret=HS_SECRET)])
+    token = raw_token({"alg": "HS256", "crit": ["exp-v2"], "exp-v2": 1}, claims(),
+                      hmac_key=HS_SECRET.encode())
+    with pytest.raises(AuthenticationFailed, match="critical header"):
+        await resolver.resolve(token)
+    await resolver.aclose()
+
+
 async def test_hs256_signed_with_the_rsa_public_key_is_rejected(rs_resolver: JwtResolver) -> None:
     forged = raw_token({"alg": "HS256", "typ": "JWT"}, claims(),
                        hmac_key=RSA.public_pem.encode())
@@ -163,6 +172,9 @@ def test_issuer_config_is_validated() -> None:
         JwtIssuer.model_validate(issuer(algorithms=["none"], secret=HS_SECRET))
     with pytest.raises(ValueError, match="does not fit"):
         JwtResolver([issuer(algorithms=["ES256"], public_key_pem=RSA.public_pem)])
+    with pytest.raises(ValidationError, match="period"):
+        JwtIssuer.model_validate(issuer(algorithms=["HS256"], secret=HS_SECRET,
+                                        budgets=[{"scope": "user", "period": "week", "usd": 1}]))
 
 
 def _jwks_issuer(url: str, **fields: Any) -> dict[str, Any]:
