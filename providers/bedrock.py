@@ -170,7 +170,7 @@ class AwsCredentialSource:
                 if self._credentials is None:
                     self._credentials, self._region = await asyncio.to_thread(self._resolve)
         credentials = self._credentials
-        assert self._region is not None
+        assert credentials is not None and self._region is not None
         if isinstance(credentials, RefreshableCredentials) and credentials.refresh_needed():
             async with self._lock:
                 frozen = await asyncio.to_thread(credentials.get_frozen_credentials)
