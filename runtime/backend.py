@@ -75,3 +75,7 @@ class Backend(Protocol):
                              probe: bool) -> str | None:
         """Record an outcome; returns the new state when this outcome changed it."""
         ...
+
+    async def breaker_abandon_probe(self, deployment: str, settings: BreakerSettings) -> None:
+        """Free the probe slot of a probe that ended without an outcome."""
+        ...

@@ -1,8 +1,9 @@
 -- A deployment's circuit breaker, shared by every replica.
 -- KEYS[1]: state hash (open_until ms, win_start ms, calls, fails); KEYS[2]: probe lock.
--- ARGV: op (acquire | success | failure), was_probe (1/0), threshold, ratio ('' = none),
+-- ARGV: op (acquire | success | failure | abandon), was_probe (1/0), threshold, ratio ('' = none),
 --       min_calls, window_ms, open_ms, probe_ttl_ms.
--- acquire replies closed | probe | open; success/failure reply the new state or ''.
+-- acquire replies closed | probe | open; success/failure reply the new state or '';
+-- abandon frees the probe lock of a probe that ended without an outcome (cancelled).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local op = ARGV[1]
@@ -16,6 +17,11 @@ if op == 'acquire' then
   if now < open_until then return 'open' end
   if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[8]) then return 'probe' end
   return 'open'
+end
+
+if op == 'abandon' then
+  redis.call('DEL', KEYS[2])
+  return ''
 end
 
 if ARGV[2] == '1' then

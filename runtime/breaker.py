@@ -52,3 +52,9 @@ class Breakers:
         if changed:
             self.events.breaker_state(deployment, changed)
         return changed
+
+    async def abandon_probe(self, deployment: str) -> None:
+        try:
+            await self.backend.breaker_abandon_probe(deployment, self.settings)
+        except BackendUnreachable as exc:
+            self.outage.warn("could not free a circuit breaker probe", str(exc))

@@ -139,6 +139,10 @@ class GuardedProvider:
                     self.events.retried(provider.id)
                     await asyncio.sleep(delay)
                     continue
+                except BaseException:
+                    if probe:  # cancelled mid-probe: let another caller probe
+                        await _shielded(self.breakers.abandon_probe(provider.id))
+                    raise
                 self.answered_by = provider.id
                 return result
         if last is None:

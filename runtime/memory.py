@@ -108,6 +108,11 @@ class MemoryBackend:
         b.probe_until = now + probe_ttl_s
         return "probe"
 
+    async def breaker_abandon_probe(self, deployment: str, settings: BreakerSettings) -> None:
+        b = self._breakers.get(deployment)
+        if b is not None:
+            b.probe_until = 0.0
+
     async def breaker_record(self, deployment: str, settings: BreakerSettings, ok: bool,
                              probe: bool) -> str | None:
         b = self._breakers.setdefault(deployment, _Breaker())

@@ -84,3 +84,7 @@ class RedisBackend:
             self.client, self.prefix, deployment, "success" if ok else "failure", probe,
             settings, 0))
         return state or None
+
+    async def breaker_abandon_probe(self, deployment: str, settings: BreakerSettings) -> None:
+        await self._call(lambda: breaker_script.run(
+            self.client, self.prefix, deployment, "abandon", True, settings, 0))

@@ -47,9 +47,11 @@ class ScriptedProvider:
         self.price_per_token = price_per_token
         self.delay_s = delay_s
         self.calls = 0
+        self.called = asyncio.Event()
 
     def _next(self) -> Step:
         self.calls += 1
+        self.called.set()
         return self.steps.pop(0) if self.steps else self.repeat
 
     def estimate_cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:

@@ -113,3 +113,34 @@ async def test_client_errors_do_not_count_against_the_deployment(make_runtime):
         with pytest.raises(InvalidRequest):
             await _call(runtime, [picky])
     assert await runtime.breakers.acquire("picky") == "closed"
+
+
+async def test_a_cancelled_probe_frees_the_probe_slot(make_runtime):
+    runtime = await make_runtime(breaker=BREAKER, retry=ONE_TRY)
+    flaky = ScriptedProvider("flaky", repeat=FAIL)
+    for _ in range(3):
+        with pytest.raises(UpstreamTransient):
+            await _call(runtime, [flaky])
+    await asyncio.sleep(0.35)
+    flaky.repeat = Reply()
+    flaky.delay_s = 10
+    flaky.called.clear()
+    probe = asyncio.create_task(_call(runtime, [flaky]))
+    await asyncio.wait_for(flaky.called.wait(), 5)
+    assert await runtime.breakers.acquire("flaky") == "open"  # the probe is in flight
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    assert await runtime.breakers.acquire("flaky") == "probe"
+
+
+async def test_the_guard_is_an_llm_provider(make_runtime):
+    from core.protocols import LlmProvider
+
+    runtime = await make_runtime()
+    admission = await runtime.admit(ALICE, "m", 10, 0.0)
+    guarded = runtime.guard(admission, "alias", [ScriptedProvider("a", price_per_token=1e-6),
+                                                 ScriptedProvider("b", price_per_token=3e-6)])
+    assert isinstance(guarded, LlmProvider)
+    assert guarded.estimate_cost_usd(100, 100) == pytest.approx(6e-4)  # the dearer one
+    assert guarded.answered_by is None
