@@ -27,9 +27,13 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jose import jwk, jwt
-from jose.backends.base import Key
-from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError
+from jose import jwk, jwt  # type: ignore[import-untyped]
+from jose.backends.base import Key  # type: ignore[import-untyped]
+from jose.exceptions import (  # type: ignore[import-untyped]
+    ExpiredSignatureError,
+    JOSEError,
+    JWTClaimsError,
+)
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from core.errors import AuthenticationFailed, Unavailable
@@ -234,7 +238,7 @@ class JwksCache:
                 log.warning("issuer %s: JWKS fetch from %s failed: %s", self._issuer.issuer,
                             self._url, self._last_error)
                 return
-            self._keys = [k for k in keys if isinstance(k, Mapping)]
+            self._keys = [dict(k) for k in keys if isinstance(k, Mapping)]
             self._built.clear()
             self._fetched_at = time.monotonic()
             self._last_error = None

@@ -255,7 +255,7 @@ class RedisKeyStore:
                         old_digest = await pipe.get(self._id_key(key_id))
                         if old_digest is None:
                             raise _unknown(key_id)
-                        old_digest = old_digest.decode()
+                        old_digest = _text(old_digest)
                         raw = await pipe.get(self._record_key(old_digest))
                         if raw is None:
                             raise _unknown(key_id)
@@ -265,7 +265,7 @@ class RedisKeyStore:
                         record = old.model_copy(update={
                             "prefix": key[:_DISPLAY_CHARS], "rotated_at": now,
                             "revoked": False, "revoked_at": None})
-                        pipe.multi()
+                        pipe.multi()  # type: ignore[no-untyped-call]
                         pipe.set(self._record_key(old_digest), revoked.model_dump_json())
                         pipe.set(self._record_key(digest), record.model_dump_json())
                         pipe.set(self._id_key(key_id), digest)
@@ -284,7 +284,7 @@ class RedisKeyStore:
                         digest = await pipe.get(self._id_key(key_id))
                         if digest is None:
                             raise _unknown(key_id)
-                        digest = digest.decode()
+                        digest = _text(digest)
                         raw = await pipe.get(self._record_key(digest))
                         if raw is None:
                             raise _unknown(key_id)
@@ -292,7 +292,7 @@ class RedisKeyStore:
                         if not record.revoked:
                             record = record.model_copy(update={"revoked": True,
                                                                "revoked_at": _now()})
-                        pipe.multi()
+                        pipe.multi()  # type: ignore[no-untyped-call]
                         pipe.set(self._record_key(digest), record.model_dump_json())
                         pipe.publish(self.channel, digest)
                         await pipe.execute()
@@ -305,23 +305,23 @@ class RedisKeyStore:
             digest = await self.client.get(self._id_key(key_id))
             if digest is None:
                 return None
-            return await self.lookup(digest.decode())
+            return await self.lookup(_text(digest))
 
     async def list_keys(self, tenant_id: str | None = None) -> list[KeyRecord]:
         with _unavailable("listing API keys"):
             if tenant_id is None:
-                tenants = sorted(t.decode() for t in
+                tenants = sorted(_text(t) for t in
                                  await self.client.smembers(f"{self.prefix}:tenants"))
             else:
                 tenants = [tenant_id]
             ids: list[str] = []
             for tenant in tenants:
-                ids += sorted(i.decode() for i in
+                ids += sorted(_text(i) for i in
                               await self.client.smembers(self._tenant_key(tenant)))
             if not ids:
                 return []
             digests = await self.client.mget([self._id_key(i) for i in ids])
-            found = [d.decode() for d in digests if d is not None]
+            found = [_text(d) for d in digests if d is not None]
             raws = await self.client.mget([self._record_key(d) for d in found]) if found else []
         records = [KeyRecord.model_validate_json(r) for r in raws if r is not None]
         return sorted(records, key=lambda r: (r.tenant_id, r.created_at, r.key_id))
@@ -333,6 +333,11 @@ class RedisKeyStore:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    """Redis replies are bytes, or str on clients made with ``decode_responses=True``."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @contextlib.contextmanager
@@ -456,7 +461,7 @@ class RedisKeyResolver:
                         self._subscribed.set()
                         backoff = 0.1
                     elif message["type"] == "message":
-                        self.invalidate(message["data"].decode())
+                        self.invalidate(_text(message["data"]))
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -467,7 +472,7 @@ class RedisKeyResolver:
                 backoff = min(backoff * 2, 5.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def aclose(self) -> None:
         if self._listener is not None:
