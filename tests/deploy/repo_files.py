@@ -86,6 +86,7 @@ def nginx_upstream_servers(conf: str, upstream: str = "tako_gateways") -> list[s
     return re.findall(r"^\s*server\s+([^\s;]+)", match.group(1), re.M)
 
 
+@cache
 def k8s_objects() -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = []
     for path in sorted(K8S_DIR.glob("*.yaml")):

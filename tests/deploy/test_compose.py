@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-from app.config import load_settings
+from app.config import Settings, load_settings
 from app.gateway import Gateway
 from orchestrators import registry as orchestrator_registry
+from policies.settings import PolicySettings
 from providers import registry as provider_registry
 from tests.deploy.repo_files import (
     COMPOSE_GATEWAY_CONFIG,
@@ -23,6 +25,12 @@ from tests.deploy.repo_files import (
     gateway_services,
     nginx_upstream_servers,
 )
+
+
+def _policy(settings: Settings) -> PolicySettings:
+    """The policy section as the policy engine reads it (extra keys are refused)."""
+    return PolicySettings.model_validate(settings.policy if isinstance(settings.policy, dict)
+                                         else settings.policy.model_dump())
 
 
 def _validator() -> jsonschema.protocols.Validator:
@@ -72,6 +80,18 @@ def test_opa_loads_the_repository_policies_directory() -> None:
     command = opa["command"]
     assert command[:2] == ["run", "--server"] and "/policies" in command
     assert command[command.index("--addr") + 1] == ":8181"
+
+
+def test_opa_serves_the_same_policy_data_as_the_gateway_config() -> None:
+    opa = compose()["services"]["opa"]
+    data_mount = next(v for v in opa["volumes"] if v["target"] in opa["command"]
+                      and v["target"] != "/policies")
+    # OPA names a data file by its directory below the loaded root.
+    data_file = REPO / data_mount["source"] / "tako" / "config" / "data.json"
+    settings = load_settings(COMPOSE_GATEWAY_CONFIG)
+    policy = _policy(settings)
+    assert json.loads(data_file.read_text()) == policy.data
+    assert policy.data, "the example policy data is empty"
 
 
 def test_at_least_three_gateway_replicas_sit_behind_nginx() -> None:
@@ -157,8 +177,9 @@ def test_compose_gateway_config_uses_the_compose_services() -> None:
     assert settings.runtime.backend == "redis"
     assert settings.runtime.redis_url is not None
     assert re.match(r"redis://redis:6379/", settings.runtime.redis_url)
-    assert settings.policy["mode"] == "opa"
-    assert settings.policy["opa_url"] == "http://opa:8181"
+    policy = _policy(settings)
+    assert policy.mode == "opa"
+    assert policy.opa_url == "http://opa:8181"
     assert settings.telemetry.otlp_endpoint == "http://otel-collector:4318"
     for host in ("redis", "opa", "otel-collector"):
         assert host in services
