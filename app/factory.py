@@ -1,4 +1,4 @@
-"""The FastAPI application factory."""
+"""The application factory: FastAPI for the service, a pure ASGI front for the hot path."""
 
 from __future__ import annotations
 
@@ -10,15 +10,21 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp
 
 from app import errors
 from app.auth import AuthMiddleware, StaticKeyResolver
 from app.config import DEMO_KEY, Settings, load_settings
+from app.fastpath import FastPath
 from app.gateway import Gateway
 from app.health import healthz, readyz
+from app.metrics import RuntimeMetrics, metrics_endpoint
+from app.observe import configure_access_log
 from app.routes_chat import chat_completions
 from app.routes_models import get_model, list_models
+from app.telemetry import TracedProvider, TracedTool, build_tracer_provider
 from core.errors import TakoError
 from core.protocols import AuthResolver
 from runtime import Runtime
@@ -26,15 +32,33 @@ from runtime import Runtime
 log = logging.getLogger("tako.app")
 
 
-def create_app(settings: Settings | None = None, *,
-               resolver: AuthResolver | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, resolver: AuthResolver | None = None,
+               tracer_provider: TracerProvider | None = None) -> ASGIApp:
+    """The gateway as an ASGI app: auth, then the hot-path shortcut, then FastAPI.
+
+    With tracing on, the hot route runs inside FastAPI so its instrumentation wraps it."""
     settings = settings or load_settings()
+    tracing = settings.telemetry.tracing and (
+        tracer_provider is not None or bool(settings.telemetry.otlp_endpoint))
+    if tracing and tracer_provider is None:
+        tracer_provider = build_tracer_provider(settings.telemetry.service_name,
+                                                settings.telemetry.otlp_endpoint)
+    app = create_fastapi_app(settings, tracer_provider if tracing else None)
+    front: ASGIApp = app
+    if not tracing:
+        front = FastPath(app, app, {"/v1/chat/completions": chat_completions})
+    return AuthMiddleware(front, resolver=resolver or StaticKeyResolver(settings.auth.keys),
+                          enabled=settings.auth.enabled)
+
+
+def create_fastapi_app(settings: Settings,
+                       tracer_provider: TracerProvider | None = None) -> FastAPI:
     gateway = Gateway.from_settings(settings)
-    runtime = Runtime.from_settings(settings.runtime)
-    static_keys = StaticKeyResolver(settings.auth.keys)
+    runtime = Runtime.from_settings(settings.runtime, events=RuntimeMetrics())
+    configure_access_log(settings.server.access_log)
     if settings.embedded_default:
-        log.warning("running the embedded default: the demo key %r is accepted; "
-                    "give a config file for anything but local use", DEMO_KEY[:8] + "...")
+        log.warning("running the embedded default: the demo key %s... is accepted; "
+                    "give a config file for anything but local use", DEMO_KEY[:8])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,6 +68,8 @@ def create_app(settings: Settings | None = None, *,
         finally:
             await gateway.aclose()
             await runtime.aclose()
+            if tracer_provider is not None:
+                tracer_provider.shutdown()
 
     app = FastAPI(title="tako", version="0.1.0", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None)
@@ -51,8 +77,11 @@ def create_app(settings: Settings | None = None, *,
     app.state.gateway = gateway
     app.state.runtime = runtime
     app.state.started_at = int(time.time())
+    app.state.tracer = None
     readiness: dict[str, Callable[[], Awaitable[bool]]] = {"runtime": runtime.ready}
     app.state.readiness = readiness
+    if tracer_provider is not None:
+        _instrument(app, gateway, tracer_provider)
 
     app.add_exception_handler(TakoError, errors.handle_tako_error)
     app.add_exception_handler(RequestValidationError, errors.handle_request_validation)
@@ -64,10 +93,27 @@ def create_app(settings: Settings | None = None, *,
     app.add_route("/v1/models/{model_id:path}", get_model, methods=["GET"])
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/readyz", readyz, methods=["GET"])
-
-    app.add_middleware(AuthMiddleware, resolver=resolver or static_keys,
-                       enabled=settings.auth.enabled)
+    if settings.telemetry.metrics:
+        app.add_route("/metrics", metrics_endpoint, methods=["GET"])
     return app
+
+
+def _instrument(app: FastAPI, gateway: Gateway, tracer_provider: TracerProvider) -> None:
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    tracer = tracer_provider.get_tracer("tako")
+    app.state.tracer = tracer
+    kinds = {d.name: d.provider for d in gateway.settings.deployments}
+    for name, provider in list(gateway.deployments.items()):
+        client: Any = getattr(provider, "client", None)
+        if client is not None:  # propagates traceparent to the vendor
+            HTTPXClientInstrumentor.instrument_client(client, tracer_provider=tracer_provider)
+        gateway.deployments[name] = TracedProvider(provider, kinds[name], tracer)
+    gateway.tools = type(gateway.tools)([TracedTool(gateway.tools.get(n), tracer)  # type: ignore[arg-type]
+                                         for n in gateway.tools.names()])
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer_provider,
+                                       excluded_urls="healthz,readyz,metrics")
 
 
 def app_from_env() -> Any:

@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -16,10 +17,13 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app import metrics
 from app.auth import PRINCIPAL
 from app.errors import validation_error
 from app.gateway import Gateway
+from app.observe import RequestRecord
 from app.sse import DONE, ChunkRenderer
+from app.telemetry import end_span, start_run_span, use_span
 from core.errors import InternalError, InvalidRequest, ModelNotFound, PayloadTooLarge, TakoError
 from core.protocols import LlmProvider, RunContext, StreamItem
 from core.tokens import estimate_output_tokens, estimate_prompt_tokens
@@ -101,66 +105,97 @@ class Upstreams:
 
 
 async def chat_completions(request: Request) -> Response:
-    started = time.perf_counter()
+    record = RequestRecord(request_id_of(request))
+    metrics.IN_FLIGHT.inc()
+    try:
+        return await _chat(request, record)
+    except BaseException as exc:
+        record.failed(exc)
+        _done(record)
+        raise
+
+
+def _done(record: RequestRecord) -> None:
+    if not record.done:
+        metrics.IN_FLIGHT.dec()
+        record.finish()
+
+
+async def _chat(request: Request, record: RequestRecord) -> Response:
     state = request.app.state
     gw: Gateway = state.gateway
     runtime = state.runtime
     principal: Principal = request.scope[PRINCIPAL]
-    request_id = request_id_of(request)
+    record.principal = principal
     body = await read_body(request, gw.settings.server.max_body_bytes)
     req, options = parse_request(body)
     target = gw.target(req.model)
     if not principal.may_use(req.model):
         raise ModelNotFound(f"The model '{req.model}' does not exist or you do not have "
                             f"access to it.", param="model")
+    record.model, record.kind, record.stream = target.name, target.kind, bool(req.stream)
     prompt_tokens = estimate_prompt_tokens(req)
     output_tokens = estimate_output_tokens(req)
     admission = await runtime.admit(principal, req.model, prompt_tokens + output_tokens,
                                     gw.estimate_cost_usd(target, prompt_tokens, output_tokens))
     upstreams = Upstreams(gw, runtime, admission)
     events = _flag(options.get("events")) or _flag(request.headers.get("x-tako-events"))
-    ctx = RunContext(principal=principal, request_id=request_id, provider=upstreams,
+    ctx = RunContext(principal=principal, request_id=record.request_id, provider=upstreams,
                      tools=gw.tools, emit_events=events,
                      trace=[] if _flag(options.get("trace")) else None)
-    headers = {"x-request-id": request_id, **admission.headers}
+    headers = {"x-request-id": record.request_id, **admission.headers}
+    span = start_run_span(state.tracer, target.kind, principal)
     if not req.stream:
         try:
-            response = await target.orchestrator.complete(ctx, req)
+            with use_span(span):
+                response = await target.orchestrator.complete(ctx, req)
         finally:
             await runtime.release(admission)
+            end_span(span, ctx.usage)
         body_out = response.to_openai(req.model)
         if ctx.trace is not None:
             body_out["tako_trace"] = ctx.trace
-        _finish_headers(headers, upstreams, admission, started)
+        _finish_headers(headers, upstreams, admission, record)
+        record.usage = ctx.usage
+        _done(record)
         return Response(orjson.dumps(body_out), media_type="application/json",
                         headers=headers)
     items = target.orchestrator.stream(ctx, req)
     try:
-        first = await anext(aiter(items))
+        with use_span(span):
+            first = await anext(aiter(items))
     except StopAsyncIteration:
         await runtime.release(admission)
+        end_span(span, ctx.usage)
         raise InternalError("the orchestrator produced no output") from None
     except BaseException:
         await runtime.release(admission)
+        end_span(span, ctx.usage)
         raise
     if isinstance(first, ChunkError):
         await _close(items, runtime, admission)
+        end_span(span, ctx.usage)
         raise first.error
-    _finish_headers(headers, upstreams, admission, started)
+    record.first_token()
+    _finish_headers(headers, upstreams, admission, record)
     renderer = ChunkRenderer(f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), req.model)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    frames = sse_frames(first, items, renderer, include_usage, events, runtime, admission)
-    return EventSourceResponse(frames, headers=headers, sep="\n", ping=15)
+    stream = StreamState(renderer, include_usage, events, runtime, admission, record, span,
+                         ctx)
+    return EventSourceResponse(sse_frames(first, items, stream), headers=headers, sep="\n",
+                               ping=15)
 
 
 def _finish_headers(headers: dict[str, str], upstreams: Upstreams, admission: Any,
-                    started: float) -> None:
-    elapsed = time.perf_counter() - started
-    overhead = max(0.0, elapsed - getattr(admission, "upstream_seconds", 0.0))
+                    record: RequestRecord) -> None:
+    elapsed = time.perf_counter() - record.started
+    record.upstream_s = admission.upstream_seconds
+    overhead = max(0.0, elapsed - record.upstream_s)
     headers["x-tako-overhead-ms"] = f"{overhead * 1000:.3f}"
     answered = upstreams.answered_by()
     if answered:
         headers["x-tako-deployment"] = answered
+        record.deployment = answered
 
 
 async def _close(items: AsyncIterator[StreamItem], runtime: Any, admission: Any) -> None:
@@ -171,12 +206,24 @@ async def _close(items: AsyncIterator[StreamItem], runtime: Any, admission: Any)
         await runtime.release(admission)
 
 
+@dataclass(slots=True)
+class StreamState:
+    renderer: ChunkRenderer
+    include_usage: bool
+    events: bool
+    runtime: Any
+    admission: Any
+    record: RequestRecord
+    span: Any
+    ctx: RunContext
+
+
 async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
-                     renderer: ChunkRenderer, include_usage: bool, events: bool,
-                     runtime: Any, admission: Any) -> AsyncIterator[bytes]:
+                     st: StreamState) -> AsyncIterator[bytes]:
     """Render stream items as SSE frames. A failure after the first byte becomes an error
     frame; ``[DONE]`` always ends the stream; the upstream is closed (and the spend
     reconciled) also when the client goes away."""
+    renderer = st.renderer
     failed = False
     try:
         item: StreamItem | None = first
@@ -185,25 +232,39 @@ async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
             if isinstance(item, Delta):
                 yield renderer.delta(item)
             elif isinstance(item, OrchEvent):
-                if events:
+                if st.events:
                     yield renderer.event(item)
             elif isinstance(item, ChunkError):
                 failed = True
+                st.record.failed(item.error)
                 yield renderer.error(item.error)
             elif isinstance(item, End):
                 if not failed:
                     yield renderer.finish(item.finish_reason)
-                    if include_usage:
+                    if st.include_usage:
                         yield renderer.usage(item.usage)
                 break
             try:
-                item = await anext(iterator)
+                with use_span(st.span):
+                    item = await anext(iterator)
             except StopAsyncIteration:
                 item = None
             except Exception as exc:  # noqa: BLE001 - any failure becomes an error frame
                 failed = True
-                yield renderer.error(as_tako_error(exc))
+                error = as_tako_error(exc)
+                st.record.failed(error)
+                yield renderer.error(error)
                 item = None
         yield DONE
+    except BaseException as exc:
+        if not isinstance(exc, GeneratorExit | anyio.get_cancelled_exc_class()):
+            st.record.failed(exc)
+        else:
+            st.record.status, st.record.error_type = 499, "client_disconnected"
+        raise
     finally:
-        await _close(items, runtime, admission)
+        await _close(items, st.runtime, st.admission)
+        st.record.usage = st.ctx.usage
+        st.record.upstream_s = st.admission.upstream_seconds
+        end_span(st.span, st.ctx.usage)
+        _done(st.record)

@@ -1,0 +1,48 @@
+"""A pure ASGI shortcut for the hot route.
+
+``POST /v1/chat/completions`` is dispatched straight to its endpoint, skipping the
+framework's routing and middleware layers (they cost more than the endpoint's own work on
+a fast upstream); every other path, and the hot route when tracing wraps the framework,
+goes through FastAPI as usual. Errors render exactly as the framework's handlers do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.errors import error_response
+from core.errors import InternalError, TakoError
+
+log = logging.getLogger("tako.app")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class FastPath:
+    def __init__(self, app: ASGIApp, framework_app: object,
+                 routes: dict[str, Endpoint]) -> None:
+        self.app = app
+        self.framework_app = framework_app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.routes.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self.framework_app
+                try:
+                    response = await endpoint(Request(scope, receive))
+                except TakoError as exc:
+                    response = error_response(exc)
+                except Exception:
+                    log.exception("unhandled error on POST %s", scope["path"])
+                    response = error_response(
+                        InternalError("the gateway failed to handle the request"))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

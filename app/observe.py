@@ -1,0 +1,93 @@
+"""One record per chat request: Prometheus samples and a structured JSON access log.
+
+The access log carries ids, model, deployment, status, tokens, cost and timings; never a
+key, a token or message content.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+
+import orjson
+
+from app import metrics
+from core.errors import TakoError
+from core.types import Principal, Usage
+
+access_log = logging.getLogger("tako.access")
+
+
+def configure_access_log(enabled: bool) -> None:
+    access_log.propagate = False
+    access_log.setLevel(logging.INFO if enabled else logging.CRITICAL)
+    if enabled and not access_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    principal: Principal | None = None
+    model: str = "unknown"
+    kind: str = "unknown"
+    stream: bool = False
+    status: int = 200
+    error_type: str | None = None
+    deployment: str | None = None
+    usage: Usage | None = None
+    upstream_s: float = 0.0
+    first_token_s: float | None = None
+    done: bool = False
+
+    def failed(self, exc: BaseException) -> None:
+        if isinstance(exc, TakoError):
+            self.status, self.error_type = exc.status, exc.type
+        else:
+            self.status, self.error_type = 500, "server_error"
+
+    def first_token(self) -> None:
+        if self.first_token_s is None:
+            self.first_token_s = time.perf_counter() - self.started
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        duration = time.perf_counter() - self.started
+        overhead = max(0.0, duration - self.upstream_s)
+        metrics.REQUESTS.labels(self.model, str(self.status), self.kind).inc()
+        metrics.DURATION.labels(self.kind).observe(duration)
+        if self.status < 400:
+            metrics.OVERHEAD.observe(overhead)
+        if self.first_token_s is not None:
+            metrics.TTFT.labels(self.model).observe(self.first_token_s)
+        if self.error_type:
+            reason = metrics.rejection_reason(self.error_type)
+            if reason:
+                metrics.REJECTIONS.labels(reason).inc()
+        usage = self.usage
+        if usage is not None:
+            metrics.TOKENS.labels(self.model, "input").inc(usage.prompt_tokens)
+            metrics.TOKENS.labels(self.model, "output").inc(usage.completion_tokens)
+            metrics.COST.labels(self.model).inc(usage.cost_usd)
+        if access_log.isEnabledFor(logging.INFO):
+            p = self.principal
+            access_log.info(orjson.dumps({
+                "ts": round(time.time(), 3), "event": "chat", "request_id": self.request_id,
+                "tenant_id": p.tenant_id if p else None, "user_id": p.user_id if p else None,
+                "key_id": p.key_id if p else None, "model": self.model, "kind": self.kind,
+                "deployment": self.deployment, "stream": self.stream, "status": self.status,
+                "error_type": self.error_type,
+                "prompt_tokens": usage.prompt_tokens if usage else 0,
+                "completion_tokens": usage.completion_tokens if usage else 0,
+                "cost_usd": round(usage.cost_usd, 8) if usage else 0.0,
+                "duration_ms": round(duration * 1000, 3),
+                "overhead_ms": round(overhead * 1000, 3),
+                "ttft_ms": round(self.first_token_s * 1000, 3) if self.first_token_s else None,
+            }).decode())

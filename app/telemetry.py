@@ -1,0 +1,171 @@
+"""OpenTelemetry: the tako span names, tracer setup and traced wrappers.
+
+Spans: ``tako.orchestrator.run`` per request; ``tako.provider.chat`` per upstream attempt
+(with gen_ai.* semantic-convention attributes); ``tako.tool.invoke`` per server-side tool
+call; ``tako.policy.evaluate`` per policy stage. With tracing off no wrapper is installed
+and these helpers cost a branch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
+
+from core.errors import TakoError
+from core.protocols import LlmProvider, RunContext, Tool
+from core.types import ChatChunk, ChatRequest, ChatResponse, End, Principal, Usage
+
+VENDOR_SYSTEMS = {"openai": "openai", "azure-openai": "az.ai.openai", "anthropic": "anthropic",
+                  "bedrock": "aws.bedrock", "vertex": "gcp.vertex_ai", "mistral": "mistral_ai",
+                  "ollama": "ollama", "http-generic": "openai", "echo": "tako.echo"}
+
+
+def build_tracer_provider(service_name: str, otlp_endpoint: str | None) -> TracerProvider:
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        endpoint = otlp_endpoint.rstrip("/")
+        if not endpoint.endswith("/v1/traces"):
+            endpoint += "/v1/traces"
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    return provider
+
+
+def start_run_span(tracer: Tracer | None, kind: str, principal: Principal) -> Span | None:
+    if tracer is None:
+        return None
+    return tracer.start_span("tako.orchestrator.run", attributes={
+        "tako.orchestrator.kind": kind,
+        "tako.principal.tenant_id": principal.tenant_id,
+        "tako.principal.user_id": principal.user_id,
+    })
+
+
+@contextmanager
+def use_span(span: Span | None) -> Iterator[None]:
+    if span is None:
+        yield
+        return
+    with trace.use_span(span, end_on_exit=False, record_exception=False,
+                        set_status_on_exception=False):
+        yield
+
+
+def end_span(span: Span | None, usage: Usage) -> None:
+    if span is None or not span.is_recording():
+        return
+    span.set_attribute("tako.tokens.input", usage.prompt_tokens)
+    span.set_attribute("tako.tokens.output", usage.completion_tokens)
+    span.set_attribute("tako.cost.usd", usage.cost_usd)
+    span.end()
+
+
+def _record_error(span: Span, exc: BaseException) -> None:
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+    if isinstance(exc, TakoError):
+        span.set_attribute("error.type", exc.code or exc.type)
+
+
+def _usage_attributes(span: Span, usage: Usage) -> None:
+    span.set_attribute("tako.tokens.input", usage.prompt_tokens)
+    span.set_attribute("tako.tokens.output", usage.completion_tokens)
+    span.set_attribute("tako.cost.usd", usage.cost_usd)
+    span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+    span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+
+
+class TracedProvider:
+    """A deployment whose every call is a ``tako.provider.chat`` span."""
+
+    def __init__(self, inner: LlmProvider, kind: str, tracer: Tracer) -> None:
+        self.inner = inner
+        self.id = inner.id
+        self.model = inner.model
+        self.tracer = tracer
+        self.system = VENDOR_SYSTEMS.get(kind, kind)
+
+    def estimate_cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return self.inner.estimate_cost_usd(prompt_tokens, completion_tokens)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def _start(self, req: ChatRequest, streaming: bool) -> Span:
+        attributes: dict[str, Any] = {
+            "tako.provider.id": self.id, "tako.provider.model": self.model,
+            "gen_ai.operation.name": "chat", "gen_ai.system": self.system,
+            "gen_ai.request.model": self.model, "tako.stream": streaming,
+        }
+        if req.temperature is not None:
+            attributes["gen_ai.request.temperature"] = req.temperature
+        if req.output_limit() is not None:
+            attributes["gen_ai.request.max_tokens"] = req.output_limit()
+        return self.tracer.start_span("tako.provider.chat", attributes=attributes)
+
+    async def chat(self, req: ChatRequest) -> ChatResponse:
+        span = self._start(req, False)
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False,
+                                set_status_on_exception=False):
+                response = await self.inner.chat(req)
+        except BaseException as exc:
+            _record_error(span, exc)
+            span.end()
+            raise
+        _usage_attributes(span, response.usage)
+        span.set_attribute("gen_ai.response.model", response.model or self.model)
+        span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])
+        span.end()
+        return response
+
+    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        span = self._start(req, True)
+        upstream = self.inner.stream(req)
+        try:
+            while True:
+                with trace.use_span(span, end_on_exit=False, record_exception=False,
+                                    set_status_on_exception=False):
+                    try:
+                        item = await anext(upstream)
+                    except StopAsyncIteration:
+                        break
+                if isinstance(item, End):
+                    _usage_attributes(span, item.usage)
+                    span.set_attribute("gen_ai.response.finish_reasons", [item.finish_reason])
+                yield item
+        except BaseException as exc:
+            _record_error(span, exc)
+            raise
+        finally:
+            await upstream.aclose()  # type: ignore[attr-defined]
+            span.end()
+
+
+class TracedTool:
+    """A server-side tool whose every call is a ``tako.tool.invoke`` span."""
+
+    def __init__(self, inner: Tool, tracer: Tracer) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.spec = inner.spec
+        self.tracer = tracer
+
+    async def invoke(self, arguments: dict[str, Any], ctx: RunContext) -> str:
+        started = time.perf_counter()
+        with self.tracer.start_as_current_span("tako.tool.invoke",
+                                               attributes={"tako.tool.name": self.name}) as span:
+            try:
+                return await self.inner.invoke(arguments, ctx)
+            finally:
+                span.set_attribute("tako.tool.duration_ms",
+                                   (time.perf_counter() - started) * 1000)
