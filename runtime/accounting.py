@@ -138,17 +138,27 @@ class Accountant:
                       est_usd: float) -> Reservation:
         """Budget for one more upstream call of an admitted request."""
         self._check_request_budget(admission, admission.plan, est_usd, est_tokens)
+        # held before awaiting, so concurrent calls of one request see each other
+        admission.request_usd += est_usd
+        admission.request_tokens += est_tokens
         try:
             _, reservation = await self._hold(admission.plan, [], est_usd, est_tokens, 0)
         except BackendUnreachable as exc:
             if not self.fail_open:
+                self._unhold(admission, est_usd, est_tokens)
                 raise self._unreachable(exc, "reserving budget for an upstream call") from exc
             self.outage.warn("calling upstream without a budget reservation "
                              "(runtime.failure_mode is fail_open)", str(exc))
             reservation = Reservation(to_nano(est_usd), est_tokens, [], 0, unaccounted=True)
-        admission.request_usd += est_usd
-        admission.request_tokens += est_tokens
+        except BaseException:
+            self._unhold(admission, est_usd, est_tokens)
+            raise
         return reservation
+
+    @staticmethod
+    def _unhold(admission: Admission, usd: float, tokens: int) -> None:
+        admission.request_usd -= usd
+        admission.request_tokens -= tokens
 
     async def settle(self, admission: Admission, reservation: Reservation, usd: float,
                      tokens: int) -> None:

@@ -177,3 +177,49 @@ async def test_two_processes_share_one_budget_exactly(redis_proc):
     assert [p.returncode for p in procs] == [0, 0]
     counts = [int(out.strip()) for out, _ in outputs]
     assert sum(counts) == 76
+
+
+async def test_concurrent_calls_of_one_request_respect_the_request_budget(make_runtime):
+    runtime = await make_runtime(budgets=[{"scope": "key", "period": "request", "usd": 0.5},
+                                          {"scope": "key", "period": "day", "usd": 100}])
+    admission = await runtime.admit(ALICE, "m", 108, 0.108)
+    worker = ScriptedProvider("w", repeat=Reply(usd=0.108), price_per_token=1e-3)
+    guarded = runtime.guard(admission, "a", [worker])
+
+    async def call() -> bool:
+        try:
+            await guarded.chat(request(max_tokens=100))
+            return True
+        except QuotaExceeded:
+            return False
+
+    results = await asyncio.gather(*(call() for _ in range(10)))
+    # every call holds 0.108 before it starts: four fit in 0.5, a fifth would not
+    assert sum(results) == worker.calls == 4
+    assert admission.cost_usd <= 0.5 + 1e-9
+
+
+async def test_lua_month_ids_match_the_utc_calendar(redis_proc):
+    """admit.lua derives month ids from the server clock; check its calendar arithmetic
+    against Python's over a century of days."""
+    import datetime as dt
+
+    from redis.asyncio import Redis
+
+    source = (ROOT / "runtime" / "admit.lua").read_text()
+    start = source.index("local function month_of")
+    body = source[start:source.index("local month = month_of(day)")]
+    script = body + (
+        "local out = {}\n"
+        "for i = 1, #ARGV do out[i] = month_of(tonumber(ARGV[i])) end\n"
+        "return out\n")
+    days = list(range(0, 60000, 13)) + [10956, 11016, 11017, 11045, 11046, 19782, 19783]
+    client = Redis.from_url(redis_proc.url)
+    try:
+        months = await client.eval(script, 0, *days)
+    finally:
+        await client.aclose()
+    epoch = dt.date(1970, 1, 1)
+    expected = [(epoch + dt.timedelta(days=d)).year * 100 + (epoch + dt.timedelta(days=d)).month
+                for d in days]
+    assert [int(m) for m in months] == expected
