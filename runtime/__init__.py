@@ -1,5 +1,41 @@
 """tako runtime: budgets, rate limits, circuit breakers, retry and fallback, with the
-same semantics in memory (one process) and on Redis (every replica)."""
+same semantics in memory (one process) and on Redis (every replica).
+
+One request::
+
+    tokens, usd = estimate_request(req, deployments)      # conservative
+    admission = await runtime.admit(principal, req.model, tokens, usd)
+    try:                                                   # RateLimited / QuotaExceeded /
+        provider = runtime.guard(admission, alias, deployments)   # Unavailable above
+        ... orchestrator calls provider.chat() / provider.stream() ...
+        response headers: admission.headers (x-ratelimit-*), overhead from
+        admission.upstream_seconds, the answering deployment from provider.answered_by
+    finally:
+        await runtime.release(admission)  # no-op once an upstream call took the reservation
+
+Decisions an operator may want to know:
+
+- Rate limits are GCRA over one minute: a burst of ``rpm`` requests is allowed at once,
+  then one request per ``60/rpm`` seconds. ``tpm`` is charged the admission's token
+  estimate and corrected to the tokens actually used when each call settles. The
+  ``x-ratelimit-*`` headers report the tightest limit of each kind; ``reset`` is the
+  time until that bucket is full again.
+- Budgets hold the estimate of each upstream call before it starts and replace it with
+  the actual cost after (an upstream call that fails is not billed; a call cancelled or a
+  stream closed before its end keeps at least the estimate). Periods are UTC days and
+  calendar months on the Redis server's clock. USD is counted in integer nano-dollars so
+  concurrent reservations add up exactly.
+- A principal's ``metadata["rate_limits"]`` / ``metadata["budgets"]`` entries replace
+  configured entries of the same scope (and period) and add to the others.
+- Circuit breakers count failures of upstream origin (5xx, timeouts, 429s, connection
+  errors; never the client's invalid requests). While open, the deployment is skipped;
+  after ``open_s`` exactly one probe call is let through across all replicas.
+- Redis unreachable: ``fail_closed`` answers 503 naming Redis; ``fail_open`` admits
+  without limits, reports the spend through ``RuntimeEvents.unaccounted_spend`` and warns
+  on ``tako.runtime`` (at most every 5 s). Connections and scripts recover on their own.
+- On Redis Cluster every admission script touches one slot (the tenant's hash tag); the
+  budget counters' period suffix is added inside the script, within that slot.
+"""
 
 from runtime.admission import Admission
 from runtime.events import NoEvents, RuntimeEvents

@@ -103,9 +103,9 @@ class Accountant:
                          f"x-ratelimit-remaining-{name}": "0",
                          f"x-ratelimit-reset-{name}": duration(result.retry_after_ms)})
         if result.denied == "budget":
-            item, amount = budgets[result.index]
+            budget, amount = budgets[result.index]
             self.events.rejected("budget")
-            raise _budget_error(item, result.spent, amount)
+            raise _budget_error(budget, result.spent, amount)
         counters = [(b.base + str(result.period_ids[b.period]), b.unit,
                      DAY_TTL_S if b.period == "day" else MONTH_TTL_S) for b in plan.budgets]
         return result, Reservation(nano, tokens, counters, tpm_tokens)

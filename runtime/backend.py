@@ -49,7 +49,8 @@ class CounterDelta:
 
 
 class Backend(Protocol):
-    state_store: StateStore
+    @property
+    def state_store(self) -> StateStore: ...
 
     async def start(self) -> None: ...
 

@@ -8,6 +8,7 @@ gateway recovers when Redis comes back without a restart.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -51,7 +52,7 @@ class RedisBackend:
         scripts = (admit_script.SCRIPT, reconcile_script.SCRIPT, spend_script.SCRIPT,
                    breaker_script.SCRIPT, watermark.SCRIPT)
         for script in scripts:
-            await self._call(lambda s=script: s.load(self.client))  # type: ignore[misc]
+            await self._call(partial(script.load, self.client))
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -59,7 +60,7 @@ class RedisBackend:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.client.ping())  # type: ignore[misc]
+            return bool(await self.client.ping())
         except UNREACHABLE:
             return False
 
