@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import ipaddress
 import json
 import re
@@ -25,11 +26,14 @@ class Detector:
     priority: int  # breaks ties between overlapping matches that start together
     validate: Callable[[str], bool] = lambda value: True
     group: int | str = 0  # the part of the match that is sensitive
+    # A match of this shape that fails validation still claims its text, so that no
+    # weaker detector reads part of it (an IBAN with a typo is not a phone number).
+    claims_when_invalid: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    kind: str
+    kind: str  # "" for a claim: text held by an invalid match, left unchanged
     start: int  # sensitive value
     end: int
     match_start: int  # whole regex match (labels included)
@@ -207,17 +211,19 @@ DETECTORS: tuple[Detector, ...] = (
         44,
         6,
         _iban_ok,
+        claims_when_invalid=True,
     ),
     Detector(
         "credit_card",
         re.compile(
-            r"(?<![\w.-])(?:\d{4}(?P<sep>[ -]?)\d{4}(?P=sep)\d{4}(?P=sep)\d{4}(?:(?P=sep)\d{3})?"
+            r"(?<![\w.+-])(?:\d{4}(?P<sep>[ -]?)\d{4}(?P=sep)\d{4}(?P=sep)\d{4}(?:(?P=sep)\d{3})?"
             r"|\d{4}(?P<asep>[ -]?)\d{6}(?P=asep)\d{5}|\d{13,19})(?![\w]|[.-]\d)"
         ),
         DIGITS | _chars(" -"),
         23,
         7,
         _card_ok,
+        claims_when_invalid=True,
     ),
     Detector(
         "us_ssn",
@@ -287,24 +293,31 @@ def candidates(
         for match in detector.pattern.finditer(text, pos):
             spans.append(match.span())
             value = match.group(detector.group)
-            if value and detector.validate(value):
+            valid = bool(value) and detector.validate(value)
+            if valid or detector.claims_when_invalid:
                 start, end = match.span(detector.group)
                 found.append(
-                    Candidate(detector.kind, start, end, match.start(), match.end(),
-                              detector.priority)
+                    Candidate(detector.kind if valid else "", start, end, match.start(),
+                              match.end(), detector.priority)
                 )
     return found, spans
 
 
 def select(found: list[Candidate]) -> list[Candidate]:
-    """Non-overlapping findings: leftmost first, then longest, then by detector priority."""
+    """Non-overlapping findings, left to right. Where candidates overlap, the stronger
+    detector wins (a secret over an email it looks like the start of), then the longer
+    match, then the leftmost. Claims take part but are not returned."""
+    starts: list[int] = []  # chosen spans, sorted and disjoint
+    ends: list[int] = []
     chosen: list[Candidate] = []
-    last_end = -1
-    for cand in sorted(found, key=lambda c: (c.start, c.start - c.end, c.priority)):
-        if cand.start >= last_end:
-            chosen.append(cand)
-            last_end = cand.end
-    return chosen
+    for cand in sorted(found, key=lambda c: (c.priority, c.start - c.end, c.start)):
+        i = bisect.bisect_right(starts, cand.start)
+        if (i > 0 and ends[i - 1] > cand.start) or (i < len(starts) and starts[i] < cand.end):
+            continue
+        starts.insert(i, cand.start)
+        ends.insert(i, cand.end)
+        chosen.append(cand)
+    return sorted((c for c in chosen if c.kind), key=lambda c: c.start)
 
 
 def stream_hold_start(detector: Detector, text: str, base: int) -> int:
