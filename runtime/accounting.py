@@ -61,8 +61,9 @@ class Accountant:
     def _unreachable(self, exc: BackendUnreachable, what: str) -> Unavailable:
         self.events.rejected("unavailable")
         return Unavailable(
-            f"the gateway cannot reach Redis, where rate limits and budgets are kept, so it "
-            f"refuses requests (runtime.failure_mode is fail_closed) while {what}",
+            f"Redis, where the gateway keeps rate limits and budgets, is unreachable or "
+            f"failing, so requests are refused (runtime.failure_mode is fail_closed); this "
+            f"happened while {what}",
             details={"cause": str(exc)},
         )
 

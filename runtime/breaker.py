@@ -23,8 +23,8 @@ class Breakers:
     def _unreachable(self, exc: BackendUnreachable) -> Unavailable:
         self.events.rejected("unavailable")
         return Unavailable(
-            "the gateway cannot reach Redis, where circuit breaker state is kept, so it "
-            "refuses upstream calls (runtime.failure_mode is fail_closed)",
+            "Redis, where the gateway keeps circuit breaker state, is unreachable or failing, "
+            "so upstream calls are refused (runtime.failure_mode is fail_closed)",
             details={"cause": str(exc)})
 
     async def acquire(self, deployment: str) -> str:

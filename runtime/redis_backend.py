@@ -1,6 +1,6 @@
 """Redis backend: every replica pointed at the same Redis enforces the same numbers.
 
-Each operation is one EVALSHA. Connection failures surface as ``BackendUnreachable``;
+Each operation is one EVALSHA. Redis failures surface as ``BackendUnreachable``;
 the client reconnects on the next call, and scripts are reloaded on NOSCRIPT, so the
 gateway recovers when Redis comes back without a restart.
 """
@@ -15,7 +15,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from runtime import admit_script, breaker_script, reconcile_script, spend_script, watermark
 from runtime.backend import AdmitResult, BackendUnreachable, CounterDelta, TpmDelta
@@ -24,7 +24,9 @@ from runtime.settings import BreakerSettings
 
 T = TypeVar("T")
 
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# Connection loss, timeouts, and a server that cannot serve (loading, read-only replica
+# after a failover, out of memory) all follow the configured failure mode.
+UNREACHABLE = (RedisError, OSError)
 
 
 class RedisBackend:

@@ -4,8 +4,7 @@ compares and sets atomically, so concurrent writers from any replica cannot lowe
 from __future__ import annotations
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from core.errors import Unavailable
 from runtime import keys
@@ -22,7 +21,7 @@ class RedisStateStore:
     async def get(self, key: str) -> float | None:
         try:
             value = await self.client.get(keys.watermark_key(self.prefix, key))
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except (RedisError, OSError) as exc:
             raise Unavailable(f"state store (Redis) unreachable: {type(exc).__name__}") from exc
         return None if value is None else float(value)
 
@@ -30,6 +29,6 @@ class RedisStateStore:
         try:
             reply = await SCRIPT.run(self.client, [keys.watermark_key(self.prefix, key)],
                                      [repr(float(value))])
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except (RedisError, OSError) as exc:
             raise Unavailable(f"state store (Redis) unreachable: {type(exc).__name__}") from exc
         return float(reply)
