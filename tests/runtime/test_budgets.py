@@ -160,6 +160,7 @@ async def test_two_processes_share_one_budget_exactly(redis_proc):
         "        budgets=[{'scope': 'tenant', 'period': 'day', 'usd': 1.0}])\n"
         "    rt = Runtime.from_settings(s); await rt.start()\n"
         "    p = Principal('acme', 'alice', 'key-a')\n"
+        "    print('ready', flush=True); sys.stdin.readline()\n"
         "    async def one():\n"
         "        try:\n"
         "            await rt.admit(p, 'm', 10, 0.013); return 1\n"
@@ -171,9 +172,12 @@ async def test_two_processes_share_one_budget_exactly(redis_proc):
     )
     env = {**os.environ, "PYTHONPATH": str(root)}
     procs = [await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, redis_proc.url, stdout=asyncio.subprocess.PIPE, env=env,
-        cwd=root) for _ in range(2)]
-    outputs = [await p.communicate() for p in procs]
+        sys.executable, "-c", code, redis_proc.url, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, env=env, cwd=root) for _ in range(2)]
+    for p in procs:  # both connected: let them admit together
+        assert p.stdout is not None
+        assert (await asyncio.wait_for(p.stdout.readline(), 30)).strip() == b"ready"
+    outputs = await asyncio.gather(*(p.communicate(b"go\n") for p in procs))
     assert [p.returncode for p in procs] == [0, 0]
     counts = [int(out.strip()) for out, _ in outputs]
     assert sum(counts) == 76
