@@ -2,11 +2,11 @@
 
 The policy modules and data are compiled into a bundle once per worker thread (a few
 milliseconds) and every evaluation then runs the bundle's precompiled plan for the stage:
-a fraction of a millisecond for a typical chat request, against several milliseconds for
-an uncompiled ``query``. Evaluations run on a small thread pool (regopy calls into C with
-the GIL released), so a large conversation never stalls the event loop. Each thread owns
-its interpreter and bundle: a regopy interpreter holds the current input and is not
-shared between threads.
+under a millisecond for a typical chat request, against several milliseconds for an
+uncompiled ``query``. Large inputs (long conversations) run on a small thread pool;
+regopy calls into C with the GIL released, so the event loop keeps running meanwhile.
+Each thread owns its interpreter and bundle: a regopy interpreter holds the current
+input and is not shared between threads.
 """
 
 from __future__ import annotations
@@ -46,7 +46,11 @@ class CompiledPolicy:
 
     def evaluate_result(self, stage: str, data: dict[str, Any]) -> Any:
         """The raw decision document, or None when the rule is undefined."""
-        self._interpreter.set_input_term(orjson.dumps(data).decode())
+        return self.evaluate_json(stage, orjson.dumps(data).decode())
+
+    def evaluate_json(self, stage: str, input_json: str) -> Any:
+        """Like ``evaluate_result`` with the input already serialised to JSON."""
+        self._interpreter.set_input_term(input_json)
         impl = rego_bundle_query_entrypoint(
             self._interpreter._impl, self._bundle._impl, self._entrypoints[stage]
         )
@@ -68,36 +72,49 @@ class CompiledPolicy:
         expressions = output.get("expressions") or [None]
         return expressions[0]
 
-    def evaluate(self, stage: str, data: dict[str, Any]) -> PolicyDecision:
+    def evaluate(self, stage: str, input_json: str) -> PolicyDecision:
         check_stage(stage)
-        return decision_from_result(stage, self.evaluate_result(stage, data))
+        return decision_from_result(stage, self.evaluate_json(stage, input_json))
 
 
 class EmbeddedRegoEngine:
-    """PolicyEngine evaluating tako's Rego policies in-process."""
+    """PolicyEngine evaluating tako's Rego policies in-process.
+
+    Inputs up to ``inline_max_bytes`` of JSON (a typical chat request) are evaluated on
+    the calling thread: under a millisecond, less than a hop to a worker thread costs.
+    Larger inputs go to a pool of ``threads`` workers so the event loop keeps serving.
+    """
 
     def __init__(
         self,
         data: dict[str, Any] | None = None,
         *,
         policy_dir: Path | None = None,
-        threads: int = 2,
+        threads: int = 1,
+        inline_max_bytes: int = 16384,
     ) -> None:
         self._modules = load_modules(policy_dir)
         self._data = policy_data(dict(data or {}))
-        # Compiling here surfaces a broken policy at startup rather than on a request.
-        self._inline = CompiledPolicy(self._modules, self._data)
         self._local = threading.local()
+        self._inline_max_bytes = inline_max_bytes
+        # Compiling here surfaces a broken policy at startup rather than on a request.
+        self._compiled()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tako-rego")
 
     def evaluate_sync(self, stage: str, data: dict[str, Any]) -> PolicyDecision:
-        """Evaluate on the calling thread (one thread at a time per engine thread-local)."""
-        return self._compiled().evaluate(stage, data)
+        """Evaluate on the calling thread, with that thread's compiled policy."""
+        return self._compiled().evaluate(stage, orjson.dumps(data).decode())
 
     async def evaluate(self, stage: str, data: dict[str, Any]) -> PolicyDecision:
         check_stage(stage)
+        input_json = orjson.dumps(data).decode()
+        if len(input_json) <= self._inline_max_bytes:
+            return self._compiled().evaluate(stage, input_json)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.evaluate_sync, stage, data)
+        return await loop.run_in_executor(self._pool, self._evaluate_json, stage, input_json)
+
+    def _evaluate_json(self, stage: str, input_json: str) -> PolicyDecision:
+        return self._compiled().evaluate(stage, input_json)
 
     def _compiled(self) -> CompiledPolicy:
         compiled: CompiledPolicy | None = getattr(self._local, "compiled", None)

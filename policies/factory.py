@@ -33,5 +33,8 @@ def build_policy_engine(settings: PolicySettings) -> PolicyEngine:
             package=settings.opa_package,
         )
     return EmbeddedRegoEngine(
-        settings.data, policy_dir=settings.policy_dir, threads=settings.embedded_threads
+        settings.data,
+        policy_dir=settings.policy_dir,
+        threads=settings.embedded_threads,
+        inline_max_bytes=settings.embedded_inline_max_bytes,
     )

@@ -71,7 +71,9 @@ class PolicySettings(BaseModel):
     everything. ``data`` is the policy data (``data.tako.config`` in Rego): the keys the
     shipped policies read are listed in policies/README.md and each .rego file.
     ``fail_mode`` says what an unreachable or slow OPA means: ``fail_closed`` rejects the
-    request with 503, ``fail_open`` allows it and logs a warning.
+    request with 503, ``fail_open`` allows it and logs a warning. The embedded engine
+    evaluates inputs up to ``embedded_inline_max_bytes`` of JSON on the event loop (well
+    under a millisecond) and larger ones on ``embedded_threads`` worker threads.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -83,5 +85,6 @@ class PolicySettings(BaseModel):
     fail_mode: Literal["fail_closed", "fail_open"] = "fail_closed"
     data: dict[str, Any] = Field(default_factory=dict)
     policy_dir: Path | None = None
-    embedded_threads: int = Field(default=2, ge=1)
+    embedded_threads: int = Field(default=1, ge=1)
+    embedded_inline_max_bytes: int = Field(default=16384, ge=0)
     pii: PiiSettings = Field(default_factory=PiiSettings)

@@ -19,7 +19,7 @@ from policies import (
     build_policy_engine,
 )
 from policies.decision import decision_to_result
-from tests.policies.cases import CASES, POLICY_DATA, pre_chat, pre_tool
+from tests.policies.cases import CASES, POLICY_DATA, pre_chat, pre_tool, user
 from tests.policies.opa_compat import OpaCompatibleApp
 from tests.support.net import free_port, serve_asgi
 
@@ -85,11 +85,18 @@ async def test_opa_request_is_the_data_api_shape(opa_url: str) -> None:
     assert app.requests == [{"input": pre_tool("shell")}]
 
 
-async def test_concurrent_embedded_evaluations_keep_inputs_apart(
-    embedded: EmbeddedRegoEngine,
-) -> None:
-    inputs = [pre_chat(model="gpt-4o") if i % 2 else pre_chat() for i in range(40)]
-    decisions = await asyncio.gather(*(embedded.evaluate("pre_chat", d) for d in inputs))
+@pytest.mark.parametrize("inline_max_bytes", [0, 16384], ids=["worker-threads", "inline"])
+async def test_concurrent_embedded_evaluations_keep_inputs_apart(inline_max_bytes: int) -> None:
+    engine = EmbeddedRegoEngine(POLICY_DATA, threads=2, inline_max_bytes=inline_max_bytes)
+    long_text = "lorem ipsum " * 3000  # past the inline limit: goes to a worker thread
+    inputs = [
+        pre_chat(model="gpt-4o") if i % 2 else pre_chat(messages=[user(long_text + str(i))])
+        for i in range(40)
+    ]
+    try:
+        decisions = await asyncio.gather(*(engine.evaluate("pre_chat", d) for d in inputs))
+    finally:
+        await engine.aclose()
     assert [d.action for d in decisions] == ["deny" if i % 2 else "allow" for i in range(40)]
 
 
