@@ -59,6 +59,8 @@ class GuardedProvider:
                  retry: RetrySettings, events: RuntimeEvents, rng: random.Random) -> None:
         if not providers:
             raise ValueError(f"alias {alias!r} has no deployments")
+        if weights is not None and len(weights) != len(providers):
+            raise ValueError(f"alias {alias!r}: one weight per deployment is needed")
         self.admission = admission
         self.id = alias
         self.model = providers[0].model

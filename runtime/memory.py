@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 from runtime import gcra
 from runtime.backend import AdmitResult, CounterDelta, RateState, TpmDelta
-from runtime.periods import day_id, month_id
+from runtime.periods import DAY_TTL_S, MONTH_TTL_S, day_id, month_id
 from runtime.plan import BudgetItem, RateItem
 from runtime.settings import BreakerSettings
+
+PRUNE_EVERY_S = 60.0
 
 
 class MemoryStateStore:
@@ -46,7 +48,25 @@ class MemoryBackend:
         self.state_store = MemoryStateStore()
         self._tat: dict[str, float] = {}
         self._counters: dict[str, int] = {}
+        self._expires: dict[str, float] = {}
         self._breakers: dict[str, _Breaker] = {}
+        self._next_prune = 0.0
+
+    def _prune(self, now_s: float) -> None:
+        """Forget what Redis would have expired: full buckets and past periods."""
+        if now_s < self._next_prune:
+            return
+        self._next_prune = now_s + PRUNE_EVERY_S
+        now_ms = now_s * 1000.0
+        for key in [k for k, tat in self._tat.items() if tat <= now_ms]:
+            del self._tat[key]
+        for key in [k for k, at in self._expires.items() if at <= now_s]:
+            del self._expires[key]
+            self._counters.pop(key, None)
+
+    def _add(self, key: str, delta: int, ttl_s: int, now_s: float) -> None:
+        self._counters[key] = max(0, self._counters.get(key, 0) + delta)
+        self._expires.setdefault(key, now_s + ttl_s)
 
     async def start(self) -> None:
         return None
@@ -60,6 +80,7 @@ class MemoryBackend:
     async def admit(self, rates: list[tuple[RateItem, int]],
                     budgets: list[tuple[BudgetItem, int]]) -> AdmitResult:
         now_s = self.clock()
+        self._prune(now_s)
         now_ms = now_s * 1000.0
         periods = {"day": day_id(now_s), "month": month_id(now_s)}
         result = AdmitResult(period_ids=periods)
@@ -79,14 +100,15 @@ class MemoryBackend:
             self._tat[item.key] = tat
             result.rates.append(RateState(gcra.remaining(tat, now_ms, item.limit), tat - now_ms))
         for budget, amount in budgets:
-            key = budget.base + str(periods[budget.period])
-            self._counters[key] = self._counters.get(key, 0) + amount
+            ttl = DAY_TTL_S if budget.period == "day" else MONTH_TTL_S
+            self._add(budget.base + str(periods[budget.period]), amount, ttl, now_s)
         return result
 
     async def reconcile(self, counters: list[CounterDelta], tpm: list[TpmDelta]) -> None:
+        now_s = self.clock()
         for c in counters:
-            self._counters[c.key] = max(0, self._counters.get(c.key, 0) + c.delta)
-        now_ms = self.clock() * 1000.0
+            self._add(c.key, c.delta, c.ttl_s, now_s)
+        now_ms = now_s * 1000.0
         for t in tpm:
             tat = gcra.adjust(self._tat.get(t.key), now_ms, t.limit, t.tokens)
             if tat is not None:

@@ -107,3 +107,21 @@ async def test_a_denial_changes_no_counter(make_runtime):
         await runtime.admit(Principal("acme", "xi", "key-a"), "m", 1, 1.0)
     assert "key" in denied.value.message
     assert await runtime.spend("key", "key-a", "day", "acme") == pytest.approx(3.0)
+
+
+async def test_memory_backend_forgets_full_buckets_and_past_periods():
+    from runtime.memory import PRUNE_EVERY_S, MemoryBackend
+    from runtime.plan import build_plan
+    from runtime.settings import RuntimeSettings
+
+    now = [1_700_000_000.0]
+    backend = MemoryBackend(clock=lambda: now[0])
+    settings = RuntimeSettings(rate_limits=[{"scope": "key", "rpm": 60}],  # type: ignore[list-item]
+                               budgets=[{"scope": "key", "period": "day", "usd": 1}])  # type: ignore[list-item]
+    plan = build_plan(settings, ALICE, "m")
+    assert (await backend.admit([(plan.rates[0], 1)], [(plan.budgets[0], 5)])).denied is None
+    base = plan.budgets[0].base
+    assert await backend.spend(base, "day") == 5
+    now[0] += 3 * 86400 + PRUNE_EVERY_S
+    await backend.admit([], [])
+    assert backend._tat == {} and backend._counters == {}
