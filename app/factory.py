@@ -15,11 +15,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
 from app import errors
+from app.admin import admin_key_digest, admin_router
 from app.auth import AuthMiddleware, StaticKeyResolver
 from app.config import DEMO_KEY, Settings, load_settings
 from app.fastpath import FastPath
 from app.gateway import Gateway
 from app.health import healthz, readyz
+from app.identity import ChainResolver, build_identity
 from app.metrics import RuntimeMetrics, metrics_endpoint
 from app.observe import configure_access_log
 from app.routes_chat import chat_completions
@@ -47,14 +49,18 @@ def create_app(settings: Settings | None = None, *, resolver: AuthResolver | Non
     front: ASGIApp = app
     if not tracing:
         front = FastPath(app, app, {"/v1/chat/completions": chat_completions})
-    return AuthMiddleware(front, resolver=resolver or StaticKeyResolver(settings.auth.keys),
-                          enabled=settings.auth.enabled)
+    if resolver is None:
+        static_keys = StaticKeyResolver(settings.auth.keys)
+        resolver = ChainResolver([static_keys, *app.state.identity.resolvers])
+    return AuthMiddleware(front, resolver=resolver, enabled=settings.auth.enabled)
 
 
 def create_fastapi_app(settings: Settings,
                        tracer_provider: TracerProvider | None = None) -> FastAPI:
     gateway = Gateway.from_settings(settings)
     runtime = Runtime.from_settings(settings.runtime, events=RuntimeMetrics())
+    identity = build_identity(settings.auth, redis_url=settings.runtime.redis_url,
+                              key_prefix=f"{settings.runtime.key_prefix}:{{keys}}")
     configure_access_log(settings.server.access_log)
     if settings.embedded_default:
         log.warning("running the embedded default: the demo key %s... is accepted; "
@@ -63,10 +69,12 @@ def create_fastapi_app(settings: Settings,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        await identity.start()
         try:
             yield
         finally:
             await gateway.aclose()
+            await identity.aclose()
             await runtime.aclose()
             if tracer_provider is not None:
                 tracer_provider.shutdown()
@@ -76,6 +84,7 @@ def create_fastapi_app(settings: Settings,
     app.state.settings = settings
     app.state.gateway = gateway
     app.state.runtime = runtime
+    app.state.identity = identity
     app.state.started_at = int(time.time())
     app.state.tracer = None
     readiness: dict[str, Callable[[], Awaitable[bool]]] = {"runtime": runtime.ready}
@@ -93,6 +102,8 @@ def create_fastapi_app(settings: Settings,
     app.add_route("/v1/models/{model_id:path}", get_model, methods=["GET"])
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/readyz", readyz, methods=["GET"])
+    app.include_router(admin_router(identity.store, admin_key_digest(settings.auth),
+                                    runtime.spend))
     if settings.telemetry.metrics:
         app.add_route("/metrics", metrics_endpoint, methods=["GET"])
     return app
