@@ -1,0 +1,231 @@
+"""Every vendor adapter end to end: the official openai SDK talks to a real ``tako serve``
+process with one deployment per vendor, and each deployment talks to that vendor's loopback
+fake in the vendor's own wire format (Anthropic Messages, Bedrock Converse event streams
+signed with SigV4, Vertex Gemini with service-account tokens, Ollama NDJSON, Azure,
+Mistral, OpenAI and an OpenAI-compatible server)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
+from tests.support.openai_schema import validate_chunk, validate_completion, validate_error
+from tests.support.vendors import (
+    PNG_DATA_URL,
+    BedrockVendor,
+    Vendor,
+    VertexVendor,
+    aws_env,
+    names,
+    serve_vendors,
+)
+
+VENDORS = list(names())
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather for a city",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "kelvin"]},
+        "days": {"type": "integer"}}, "required": ["city"]}}}]
+
+
+@pytest.fixture(scope="module")
+def vendors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Vendor]]:
+    with ExitStack() as stack:
+        yield serve_vendors(stack, tmp_path_factory.mktemp("vendors"))
+
+
+@pytest.fixture(scope="module")
+def gw(vendors: dict[str, Vendor], tmp_path_factory: pytest.TempPathFactory
+       ) -> Iterator[Gateway]:
+    config = basic_config()
+    config["deployments"] = [v.deployment() for v in vendors.values()]
+    config["profiles"] = []
+    config["runtime"] = {"retry": {"max_attempts": 1}}
+    with gateway(config, env=aws_env(tmp_path_factory.mktemp("aws"))) as g:
+        yield g
+
+
+@pytest.fixture(params=VENDORS)
+def vendor(request: pytest.FixtureRequest, vendors: dict[str, Vendor]) -> Vendor:
+    chosen = vendors[request.param]
+    chosen.reset()
+    return chosen
+
+
+@pytest.fixture
+def client(gw: Gateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0)
+
+
+def cost_total(gw: Gateway, model: str) -> float:
+    text = httpx.get(gw.url + "/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "tako_cost_usd_total" and sample.labels.get("model") == model:
+                return float(sample.value)
+    return 0.0
+
+
+def sse_frames(gw: Gateway, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The raw ``data:`` payloads of a streamed answer, each checked against OpenAI's
+    chunk schema; the stream must end with ``[DONE]``."""
+    with httpx.stream("POST", gw.base_url + "/chat/completions", json=body, timeout=10,
+                      headers={"authorization": f"Bearer {TEST_KEY}"}) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        payloads = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert payloads[-1] == "[DONE]"
+    frames = [orjson.loads(p) for p in payloads[:-1]]
+    for frame in frames:
+        validate_chunk(frame)
+    return frames
+
+
+def test_chat_non_streaming(vendor: Vendor, client: openai.OpenAI, gw: Gateway) -> None:
+    text = f"Paris is the capital of France, says {vendor.name}."
+    vendor.push_text(text, stream=False)
+    spent_before = cost_total(gw, vendor.name)
+    raw = client.chat.completions.with_raw_response.create(
+        model=vendor.name, max_tokens=64, temperature=0.3,
+        messages=[{"role": "system", "content": "Answer in one sentence."},
+                  {"role": "user", "content": "What is the capital of France?"}])
+    validate_completion(orjson.loads(raw.content))
+    assert raw.headers["x-tako-deployment"] == vendor.name
+    completion = raw.parse()
+    assert completion.model == vendor.name
+    assert completion.choices[0].message.content == text
+    assert completion.choices[0].finish_reason == "stop"
+    usage = completion.usage
+    assert usage is not None
+    scripted = vendor.usage
+    assert (usage.prompt_tokens, usage.completion_tokens) == (scripted.prompt,
+                                                              scripted.completion)
+    assert usage.total_tokens == scripted.prompt + scripted.completion
+    assert usage.prompt_tokens_details and (
+        usage.prompt_tokens_details.cached_tokens == scripted.cached)
+    spent = cost_total(gw, vendor.name) - spent_before
+    expected = vendor.price().cost(scripted.prompt, scripted.completion, scripted.cached)
+    assert expected > 0
+    assert spent == pytest.approx(expected, rel=1e-6)
+    if isinstance(vendor, BedrockVendor):
+        assert vendor.signed()
+    if isinstance(vendor, VertexVendor):
+        assert vendor.fake.requests[-1].headers["authorization"][7:] in vendor.fake.issued
+
+
+def test_chat_streaming(vendor: Vendor, client: openai.OpenAI, gw: Gateway) -> None:
+    text = f"Streaming through {vendor.name} word by word."
+    request = {"model": vendor.name, "stream": True,
+               "stream_options": {"include_usage": True},
+               "messages": [{"role": "user", "content": "Say something."}]}
+    vendor.push_text(text, stream=True)
+    frames = sse_frames(gw, request)
+    assert frames[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(f["choices"][0]["delta"].get("content") or "" for f in frames
+                   if f["choices"]) == text
+    assert frames[-1]["choices"] == []
+    assert frames[-1]["usage"]["prompt_tokens"] == vendor.usage.prompt
+    assert frames[-1]["usage"]["completion_tokens"] == vendor.usage.completion
+
+    vendor.push_text(text, stream=True)
+    chunks = list(client.chat.completions.create(**request))
+    deltas = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert len([d for d in deltas if d]) > 1, "the answer should arrive in several deltas"
+    assert "".join(deltas) == text
+    finishes = [c.choices[0].finish_reason for c in chunks
+                if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == vendor.usage.prompt + vendor.usage.completion
+
+
+def test_client_side_tool_call_round_trip(vendor: Vendor, client: openai.OpenAI) -> None:
+    args = {"city": "Paris", "unit": "celsius"}
+    messages: list[Any] = [{"role": "user", "content": "What's the weather in Paris?"}]
+    vendor.push_tool_call("get_weather", args, stream=False)
+    raw = client.chat.completions.with_raw_response.create(
+        model=vendor.name, messages=messages, tools=TOOLS)
+    validate_completion(orjson.loads(raw.content))
+    first = raw.parse()
+    assert first.choices[0].finish_reason == "tool_calls"
+    [call] = first.choices[0].message.tool_calls or []
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert orjson.loads(call.function.arguments) == args
+    assert call.id and (vendor.tool_call_id is None or call.id == vendor.tool_call_id)
+
+    messages += [first.choices[0].message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"}]
+    vendor.push_text("It is sunny and 21C in Paris.", stream=False)
+    second = client.chat.completions.create(model=vendor.name, messages=messages, tools=TOOLS)
+    assert second.choices[0].message.content == "It is sunny and 21C in Paris."
+    vendor.tool_result_sent(call.id, "get_weather", args, "sunny, 21C")
+
+
+def test_streamed_tool_call_reassembles(vendor: Vendor, client: openai.OpenAI,
+                                        gw: Gateway) -> None:
+    args = {"city": "Oslo", "unit": "kelvin", "days": 3}
+    request = {"model": vendor.name, "stream": True, "tools": TOOLS,
+               "messages": [{"role": "user", "content": "Weather in Oslo for 3 days?"}]}
+    vendor.push_tool_call("get_weather", args, stream=True)
+    frames = sse_frames(gw, request)
+    assert any(f["choices"] and f["choices"][0]["delta"].get("tool_calls") for f in frames)
+
+    vendor.push_tool_call("get_weather", args, stream=True)
+    calls: dict[int, dict[str, str]] = {}
+    finish = None
+    for chunk in client.chat.completions.create(**request):
+        if not chunk.choices:
+            continue
+        for tc in chunk.choices[0].delta.tool_calls or ():
+            entry = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+            entry["id"] += tc.id or ""
+            if tc.function:
+                entry["name"] += tc.function.name or ""
+                entry["arguments"] += tc.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert finish == "tool_calls"
+    assert list(calls) == [0]
+    assert calls[0]["name"] == "get_weather"
+    assert orjson.loads(calls[0]["arguments"]) == args
+    assert calls[0]["id"] and (vendor.tool_call_id is None
+                               or calls[0]["id"] == vendor.tool_call_id)
+
+
+def test_image_data_url_reaches_the_vendor(vendor: Vendor, client: openai.OpenAI) -> None:
+    vendor.push_text("A tiny black square.", stream=False)
+    answer = client.chat.completions.create(model=vendor.name, messages=[
+        {"role": "user", "content": [
+            {"type": "text", "text": "What is in this picture?"},
+            {"type": "image_url", "image_url": {"url": PNG_DATA_URL}}]}])
+    assert answer.choices[0].message.content == "A tiny black square."
+    vendor.image_sent()
+
+
+def test_vendor_error_surfaces_with_vendor_status(vendor: Vendor, client: openai.OpenAI,
+                                                 gw: Gateway) -> None:
+    vendor.push_error()
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model=vendor.name,
+                                       messages=[{"role": "user", "content": "hello"}])
+    error = info.value
+    if vendor.error_status == 429:
+        assert isinstance(error, openai.RateLimitError)
+        assert error.status_code == 429
+    else:
+        assert isinstance(error, openai.InternalServerError)
+        assert error.status_code == 502
+    body = error.body
+    assert isinstance(body, dict)
+    assert body["details"]["status"] == vendor.error_status
+    assert body["details"]["provider"] == vendor.name
+    assert f"provider {vendor.name}" in body["message"]
+    validate_error(orjson.loads(error.response.content))
+    assert len(vendor.fake.requests) == 1, "one attempt per deployment in this gateway"

@@ -1,0 +1,500 @@
+"""Every vendor fake behind one interface, for end-to-end tests through a real gateway.
+
+A ``Vendor`` knows how to serve its fake on loopback, the deployment entry that points tako
+at it, how to script a text answer, a tool call and an error in that vendor's own wire
+format, and where in the vendor-shaped request tako's translation of a tool result or an
+image ends up.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from core.specs import DeploymentSpec, Price
+from providers.pricing import price_for
+from tests.fakes import anthropic as fake_anthropic
+from tests.fakes import azure as fake_azure
+from tests.fakes import bedrock as fake_bedrock
+from tests.fakes import mistral as fake_mistral
+from tests.fakes import ollama as fake_ollama
+from tests.fakes import openai as fake_openai
+from tests.fakes import vertex as fake_vertex
+from tests.support.net import serve_asgi
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 17
+PNG_B64 = base64.b64encode(PNG).decode()
+PNG_DATA_URL = "data:image/png;base64," + PNG_B64
+
+AWS_ACCESS_KEY = "AKIDTAKOE2E"
+AWS_SECRET_KEY = "e2e/secret+key/for/the/loopback/bedrock"
+AWS_REGION = "eu-west-3"
+VERTEX_PROJECT = "tako-proj"
+VERTEX_LOCATION = "europe-west4"
+OLLAMA_PRICE = {"input": 0.5, "output": 1.5}
+
+
+@dataclass(frozen=True)
+class Scripted:
+    """Token counts the fake reports for a scripted text answer."""
+
+    prompt: int
+    completion: int
+    cached: int = 0
+
+
+def pieces(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+def split_json(args: dict[str, Any]) -> list[str]:
+    raw = orjson.dumps(args).decode()
+    third = max(1, len(raw) // 3)
+    return [raw[:third], raw[third : 2 * third], raw[2 * third :]]
+
+
+class Vendor:
+    """One vendor: its fake's controller, base URL and tako deployment."""
+
+    name: str
+    provider: str
+    model: str
+    usage: Scripted
+    error_status: int = 429
+    #: The id the vendor gives a scripted tool call (None: tako makes one up).
+    tool_call_id: str | None = "call_e2e0000001"
+
+    def __init__(self, fake: Any, url: str) -> None:
+        self.fake = fake
+        self.url = url
+
+    # ---- configuration ----
+
+    def deployment(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def price(self) -> Price:
+        return price_for(DeploymentSpec(**self.deployment()))
+
+    # ---- scripting ----
+
+    def reset(self) -> None:
+        self.fake.requests.clear()
+        self.fake.replies.clear()
+
+    def push_text(self, text: str, *, stream: bool) -> None:
+        raise NotImplementedError
+
+    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
+        raise NotImplementedError
+
+    def push_error(self) -> None:
+        """An error in the vendor's own format with status ``error_status``."""
+        raise NotImplementedError
+
+    # ---- what tako sent ----
+
+    def last_body(self) -> dict[str, Any]:
+        return dict(self.fake.requests[-1].body)
+
+    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
+                         result: str) -> None:
+        """Assert the last request carries the assistant's call and the tool's answer,
+        shaped as this vendor expects them."""
+        raise NotImplementedError
+
+    def image_sent(self) -> None:
+        """Assert the last request's user message carries ``PNG`` in the vendor's shape."""
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------- OpenAI-shaped vendors
+
+
+def _openai_tool_history(messages: list[dict[str, Any]], call_id: str, name: str,
+                         args: dict[str, Any], result: str) -> None:
+    assistant, tool = messages[-2], messages[-1]
+    assert assistant["role"] == "assistant"
+    [call] = assistant["tool_calls"]
+    assert call["id"] == call_id and call["type"] == "function"
+    assert call["function"]["name"] == name
+    assert orjson.loads(call["function"]["arguments"]) == args
+    assert tool == {"role": "tool", "tool_call_id": call_id, "content": result}
+
+
+def _openai_image(messages: list[dict[str, Any]]) -> None:
+    parts = messages[-1]["content"]
+    assert {"type": "image_url", "image_url": {"url": PNG_DATA_URL}} in [
+        {"type": p["type"], "image_url": {"url": p["image_url"]["url"]}}
+        for p in parts if p["type"] == "image_url"]
+
+
+class OpenAIVendor(Vendor):
+    name = "openai"
+    provider = "openai"
+    model = "gpt-4o-mini"
+    usage = Scripted(12, 5, cached=2)
+
+    def deployment(self) -> dict[str, Any]:
+        return {"name": self.name, "provider": self.provider, "model": self.model,
+                "base_url": self.url + "/v1", "api_key": "sk-openai-e2e"}
+
+    def push_text(self, text: str, *, stream: bool) -> None:
+        self.fake.push(fake_openai.Reply(text=text))
+
+    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
+        assert self.tool_call_id
+        self.fake.push(fake_openai.Reply(tool_calls=[{
+            "id": self.tool_call_id, "type": "function",
+            "function": {"name": name, "arguments": orjson.dumps(args).decode()}}]))
+
+    def push_error(self) -> None:
+        self.fake.push(fake_openai.Reply(status=429, body={"error": {
+            "message": "Rate limit reached for gpt-4o-mini on requests per min (RPM)",
+            "type": "requests", "param": None, "code": "rate_limit_exceeded"}}))
+
+    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
+                         result: str) -> None:
+        body = self.last_body()
+        assert self.fake.requests[-1].headers["authorization"] == "Bearer sk-openai-e2e"
+        _openai_tool_history(body["messages"], call_id, name, args, result)
+
+    def image_sent(self) -> None:
+        _openai_image(self.last_body()["messages"])
+
+
+class GenericVendor(OpenAIVendor):
+    """``http-generic``: an OpenAI-compatible server (vLLM, llama.cpp) without a key."""
+
+    name = "http-generic"
+    provider = "http-generic"
+    model = "served-llama"
+    error_status = 500
+
+    def deployment(self) -> dict[str, Any]:
+        return {"name": self.name, "provider": self.provider, "model": self.model,
+                "base_url": self.url + "/v1", "price": {"input": 0.2, "output": 0.4}}
+
+    def push_error(self) -> None:
+        self.fake.push(fake_openai.Reply(status=500, body={"object": "error",
+                                                           "message": "CUDA out of memory",
+                                                           "type": "InternalServerError",
+                                                           "code": 500}))
+
+    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
+                         result: str) -> None:
+        assert "authorization" not in self.fake.requests[-1].headers
+        _openai_tool_history(self.last_body()["messages"], call_id, name, args, result)
+
+
+class AzureVendor(Vendor):
+    name = "azure-openai"
+    provider = "azure-openai"
+    model = "gpt-4o"
+    usage = Scripted(19, 10)
+    deployment_name = "gpt-4o"
+
+    def deployment(self) -> dict[str, Any]:
+        return {"name": self.name, "provider": self.provider, "model": self.model,
+                "base_url": self.url, "api_key": "azure-test-key",
+                "options": {"deployment": self.deployment_name, "api_version": "2024-10-21"}}
+
+    def push_text(self, text: str, *, stream: bool) -> None:
+        if stream:
+            self.fake.push(fake_azure.Reply(chunks=fake_azure.text_stream(pieces(text))))
+        else:
+            self.fake.push(fake_azure.Reply(body=fake_azure.completion(text)))
+
+    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
+        assert self.tool_call_id
+        if stream:
+            self.fake.push(fake_azure.Reply(chunks=fake_azure.tool_stream(
+                [(self.tool_call_id, name, split_json(args))])))
+        else:
+            self.fake.push(fake_azure.Reply(body=fake_azure.completion(
+                None, tool_calls=[(self.tool_call_id, name, orjson.dumps(args).decode())])))
+
+    def push_error(self) -> None:
+        self.fake.push(fake_azure.error(
+            429, "429", "Requests to the ChatCompletions_Create Operation under Azure OpenAI "
+            "API version 2024-10-21 have exceeded token rate limit of your current "
+            "OpenAI S0 pricing tier. Please retry after 1 second.",
+            headers={"retry-after": "1"}))
+
+    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
+                         result: str) -> None:
+        received = self.fake.requests[-1]
+        assert received.path == f"/openai/deployments/{self.deployment_name}/chat/completions"
+        assert received.query["api-version"] == "2024-10-21"
+        assert received.headers["api-key"] == "azure-test-key"
+        _openai_tool_history(received.body["messages"], call_id, name, args, result)
+
+    def image_sent(self) -> None:
+        _openai_image(self.last_body()["messages"])
+
+
+class MistralVendor(Vendor):
+    name = "mistral"
+    provider = "mistral"
+    model = "mistral-small-latest"
+    usage = Scripted(16, 8)
+    tool_call_id = "D681PevKs"
+
+    def deployment(self) -> dict[str, Any]:
+        return {"name": self.name, "provider": self.provider, "model": self.model,
+                "base_url": self.url + "/v1", "api_key": "mistral-test-key"}
+
+    def push_text(self, text: str, *, stream: bool) -> None:
+        if stream:
+            self.fake.push(fake_mistral.Reply(chunks=fake_mistral.text_stream(pieces(text))))
+        else:
+            self.fake.push(fake_mistral.Reply(body=fake_mistral.completion(text)))
+
+    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
+        assert self.tool_call_id
+        call = (self.tool_call_id, name, orjson.dumps(args).decode())
+        if stream:
+            self.fake.push(fake_mistral.Reply(chunks=fake_mistral.tool_stream([call])))
+        else:
+            self.fake.push(fake_mistral.Reply(body=fake_mistral.completion(
+                "", tool_calls=[call])))
+
+    def push_error(self) -> None:
+        self.fake.push(fake_mistral.error(429, "Requests rate limit exceeded", "rate_limited",
+                                          "1300"))
+
+    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
+                         result: str) -> None:
+        messages = self.last_body()["messages"]
+        assert messages[-1]["tool_call_id"] == call_id
+        _openai_tool_history(messages, call_id, name, args, result)
+
+    def image_sent(self) -> None:
+        _openai_image(self.last_body()["messages"])
+
+
+# ---------------------------------------------------------------- native formats
+
+
+class AnthropicVendor(Vendor):
+    name = "anthropic"
+    provider = "anthropic"
+    model = "claude-haiku-4-5"
+    usage = Scripted(12, 6)
+    tool_call_id = "toolu_01A09q90qw90lq917835lq9"
+
+    def deployment(self) -> dict[str, Any]:
+        return {"name": self.name, "provider": self.provider, "model": self.model,
+                "base_url": self.url, "api_key": "sk-ant-test",
+                "options": {"default_max_tokens": 512}}
+
+    def push_text(self, text: str, *, stream: bool) -> None:
+        if stream:
+            self.fake.push(fake_anthropic.Reply(events=fake_anthropic.text_stream(pieces(text))))
+        else:
+            self.fake.push(fake_anthropic.Reply(body=fake_anthropic.message(text)))
+
+    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
+        assert self.tool_call_id
+        if stream:
+            self.fake.push(fake_anthropic.Reply(events=[
+                fake_anthropic.message_start(),
+                *fake_anthropic.tool_block(0, self.tool_call_id, name, split_json(args)),
+                *fake_anthropic.message_end("tool_use", 21),
+            ]))
+        else:
+            self.fake.push(fake_anthropic.Reply(body=fake_anthropic.message(
+                None, tool_uses=[(self.tool_call_id, name, args)])))
+
+    def push_error(self) -> None:
+        self.fake.push(fake_anthropic.error(
+            429, "rate_limit_error",
+            "This request would exceed the rate limit for your organization of 50 input "
+            "tokens per minute.", headers={"retry-after": "1"}))
+
+    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
+                         result: str) -> None:
+        received = self.fake.requests[-1]
+        assert received.headers["x-api-key"] == "sk-ant-test"
+        assert received.headers["anthropic-version"]
+        messages = received.body["messages"]
+        assert messages[-2] == {"role": "assistant", "content": [
+            {"type": "tool_use", "id": call_id, "name": name, "input": args}]}
+        assert messages[-1] == {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": call_id,
+             "content": [{"type": "text", "text": result}]}]}
+
+    def image_sent(self) -> None:
+        content = self.last_body()["messages"][-1]["content"]
+        assert {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                            "data": PNG_B64}} in content
+
+
+class BedrockVendor(Vendor):
+    name = "bedrock"
+    provider = "bedrock"
+    model = "anthropic.claude-3-haiku-20240307-v1:0"
+    usage = Scripted(12, 7)
+    tool_call_id = "tooluse_kZJMlvQmRJ6eAyJE5GIl7Q"
+
+    def deployment(self) -> dict[str, Any]:
+        return {"name": self.name, "provider": self.provider, "model": self.model,
+                "options": {"endpoint_url": self.url, "region": AWS_REGION}}
+
+    def push_text(self, text: str, *, stream: bool) -> None:
+        self.fake.push(fake_bedrock.Turn(text=text, usage={
+            "inputTokens": self.usage.prompt, "outputTokens": self.usage.completion,
+            "totalTokens": self.usage.prompt + self.usage.completion}))
+
+    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
+        assert self.tool_call_id
+        self.fake.push(fake_bedrock.Turn(tool_calls=[(self.tool_call_id, name, args)]))
+
+    def push_error(self) -> None:
+        self.fake.push(fake_bedrock.Failure(429, "ThrottlingException",
+                                            "Too many requests, please wait before trying "
+                                            "again."))
+
+    def signed(self) -> bool:
+        return fake_bedrock.signature_ok(self.fake.requests[-1], AWS_SECRET_KEY, AWS_REGION)
+
+    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
+                         result: str) -> None:
+        assert self.signed()
+        messages = self.last_body()["messages"]
+        assert messages[-2] == {"role": "assistant", "content": [
+            {"toolUse": {"toolUseId": call_id, "name": name, "input": args}}]}
+        assert messages[-1] == {"role": "user", "content": [
+            {"toolResult": {"toolUseId": call_id, "content": [{"text": result}],
+                            "status": "success"}}]}
+
+    def image_sent(self) -> None:
+        content = self.last_body()["messages"][-1]["content"]
+        assert {"image": {"format": "png", "source": {"bytes": PNG_B64}}} in content
+
+
+class VertexVendor(Vendor):
+    name = "vertex"
+    provider = "vertex"
+    model = "gemini-2.0-flash"
+    usage = Scripted(11, 6)
+    tool_call_id = None  # Gemini calls carry no id; tako names them
+
+    def __init__(self, fake: Any, url: str, credentials_file: Path) -> None:
+        super().__init__(fake, url)
+        self.credentials_file = credentials_file
+
+    def deployment(self) -> dict[str, Any]:
+        return {"name": self.name, "provider": self.provider, "model": self.model,
+                "base_url": self.url,
+                "options": {"credentials_file": str(self.credentials_file),
+                            "project": VERTEX_PROJECT, "location": VERTEX_LOCATION}}
+
+    def push_text(self, text: str, *, stream: bool) -> None:
+        self.fake.push(fake_vertex.Turn(text=text))
+
+    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
+        self.fake.push(fake_vertex.Turn(tool_calls=[(name, args)], response_id="resp-e2e"))
+
+    def push_error(self) -> None:
+        self.fake.push(fake_vertex.Failure(
+            429, "RESOURCE_EXHAUSTED",
+            "Quota exceeded for aiplatform.googleapis.com/generate_content_requests_per_"
+            "minute_per_project_per_base_model with base model: gemini-2.0-flash."))
+
+    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
+                         result: str) -> None:
+        received = self.fake.requests[-1]
+        assert (received.project, received.location, received.model) == (
+            VERTEX_PROJECT, VERTEX_LOCATION, self.model)
+        assert received.headers["authorization"].startswith("Bearer ya29.fake-")
+        contents = received.body["contents"]
+        assert contents[-2] == {"role": "model", "parts": [
+            {"functionCall": {"name": name, "args": args}}]}
+        assert contents[-1] == {"role": "user", "parts": [
+            {"functionResponse": {"name": name, "response": {"content": result}}}]}
+
+    def image_sent(self) -> None:
+        parts = self.last_body()["contents"][-1]["parts"]
+        assert {"inlineData": {"mimeType": "image/png", "data": PNG_B64}} in parts
+
+
+class OllamaVendor(Vendor):
+    name = "ollama"
+    provider = "ollama"
+    model = "llama3.2"
+    usage = Scripted(26, 12)
+    tool_call_id = None  # Ollama calls carry no id; tako derives one
+    error_status = 500
+
+    def deployment(self) -> dict[str, Any]:
+        return {"name": self.name, "provider": self.provider, "model": self.model,
+                "base_url": self.url, "price": OLLAMA_PRICE}
+
+    def push_text(self, text: str, *, stream: bool) -> None:
+        self.fake.push(fake_ollama.text(*pieces(text), prompt=self.usage.prompt,
+                                        completion=self.usage.completion))
+
+    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
+        self.fake.push(fake_ollama.tool_calls((name, args)))
+
+    def push_error(self) -> None:
+        self.fake.push(fake_ollama.error(500, "llama runner process has terminated: "
+                                              "signal: killed"))
+
+    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
+                         result: str) -> None:
+        messages = self.last_body()["messages"]
+        assert messages[-2]["role"] == "assistant"
+        assert messages[-2]["tool_calls"] == [{"function": {"name": name, "arguments": args}}]
+        assert messages[-1] == {"role": "tool", "content": result, "tool_name": name}
+
+    def image_sent(self) -> None:
+        assert self.last_body()["messages"][-1]["images"] == [PNG_B64]
+
+
+def serve_vendors(stack: ExitStack, workdir: Path) -> dict[str, Vendor]:
+    """Serve every vendor fake on loopback (closed with ``stack``); the vendors by name."""
+
+    def serve(app: Any) -> str:
+        return stack.enter_context(serve_asgi(app))
+
+    vendors: list[Vendor] = []
+    for cls in (OpenAIVendor, GenericVendor):
+        app, fake = fake_openai.make_app()
+        vendors.append(cls(fake, serve(app)))
+    app, fake = fake_azure.make_app()
+    vendors.append(AzureVendor(fake, serve(app)))
+    app, fake = fake_mistral.make_app()
+    vendors.append(MistralVendor(fake, serve(app)))
+    app, fake = fake_anthropic.make_app()
+    vendors.append(AnthropicVendor(fake, serve(app)))
+    app, fake = fake_bedrock.make_app()
+    vendors.append(BedrockVendor(fake, serve(app)))
+    app, fake = fake_vertex.make_app()
+    url = serve(app)
+    credentials = fake.service_account_file(workdir / "vertex-sa.json", url, VERTEX_PROJECT)
+    vendors.append(VertexVendor(fake, url, credentials))
+    app, fake = fake_ollama.make_app()
+    vendors.append(OllamaVendor(fake, serve(app)))
+    return {v.name: v for v in vendors}
+
+
+def aws_env(workdir: Path) -> dict[str, str]:
+    """Static AWS credentials for the gateway process, isolated from any real AWS setup."""
+    missing = str(workdir / "no-such-aws-file")
+    return {"AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": AWS_SECRET_KEY,
+            "AWS_SHARED_CREDENTIALS_FILE": missing, "AWS_CONFIG_FILE": missing,
+            "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def names() -> Iterator[str]:
+    yield from ("openai", "http-generic", "azure-openai", "mistral", "anthropic", "bedrock",
+                "vertex", "ollama")
