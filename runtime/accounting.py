@@ -10,7 +10,7 @@ from runtime.backend import AdmitResult, Backend, BackendUnreachable, CounterDel
 from runtime.events import RuntimeEvents
 from runtime.outage import OutageLog
 from runtime.periods import DAY_TTL_S, MONTH_TTL_S
-from runtime.plan import NANO_PER_USD, BudgetItem, Plan, RateItem, build_plan, to_nano
+from runtime.plan import NANO_PER_USD, BudgetItem, Plan, PlanCache, RateItem, to_nano
 from runtime.settings import RuntimeSettings
 
 _UNIT_NAMES = {"rpm": "requests", "tpm": "tokens"}
@@ -57,6 +57,7 @@ class Accountant:
         self.events = events
         self.outage = outage
         self.fail_open = settings.failure_mode == "fail_open"
+        self.plans = PlanCache(settings)
 
     def _unreachable(self, exc: BackendUnreachable, what: str) -> Unavailable:
         self.events.rejected("unavailable")
@@ -113,7 +114,7 @@ class Accountant:
 
     async def admit(self, principal: Principal, model: str, est_tokens: int,
                     est_usd: float) -> Admission:
-        plan = build_plan(self.settings, principal, model)
+        plan = self.plans.get(principal, model)
         self._check_request_budget(None, plan, est_usd, est_tokens)
         rates = [(r, 1 if r.unit == "rpm" else est_tokens) for r in plan.rates]
         admission = Admission(principal, model, est_tokens, est_usd, plan)

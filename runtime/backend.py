@@ -49,6 +49,9 @@ class CounterDelta:
 
 
 class Backend(Protocol):
+    #: operations complete without yielding to the event loop (nothing to cancel)
+    in_process: bool
+
     @property
     def state_store(self) -> StateStore: ...
 

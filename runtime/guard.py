@@ -91,7 +91,11 @@ class GuardedProvider:
                                              self.estimate_cost_usd(prompt, output))
 
     async def _settle(self, reservation: Reservation, usd: float, tokens: int) -> None:
-        await _shielded(self.accountant.settle(self.admission, reservation, usd, tokens))
+        work = self.accountant.settle(self.admission, reservation, usd, tokens)
+        if self.accountant.backend.in_process:
+            await work  # never suspends, so it cannot be cut short
+        else:
+            await _shielded(work)
 
     # ---- the cascade ----
 

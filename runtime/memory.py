@@ -43,6 +43,8 @@ class _Breaker:
 
 
 class MemoryBackend:
+    in_process = True
+
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self.state_store = MemoryStateStore()

@@ -83,6 +83,26 @@ def _min(values: Iterable[Any]) -> Any:
     return min(present) if present else None
 
 
+class PlanCache:
+    """Plans per (principal, model, overrides); bounded, cleared when full."""
+
+    def __init__(self, settings: RuntimeSettings, size: int = 4096) -> None:
+        self.settings = settings
+        self.size = size
+        self._plans: dict[tuple[Any, ...], Plan] = {}
+
+    def get(self, principal: Principal, model: str) -> Plan:
+        meta = principal.metadata
+        overrides = (repr(meta.get("rate_limits")), repr(meta.get("budgets"))) if meta else None
+        key = (principal.tenant_id, principal.user_id, principal.key_id, model, overrides)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= self.size:
+                self._plans.clear()
+            plan = self._plans[key] = build_plan(self.settings, principal, model)
+        return plan
+
+
 def build_plan(settings: RuntimeSettings, principal: Principal, model: str) -> Plan:
     prefix = settings.key_prefix
     tenant = principal.tenant_id

@@ -30,6 +30,8 @@ UNREACHABLE = (RedisError, OSError)
 
 
 class RedisBackend:
+    in_process = False
+
     def __init__(self, url: str, prefix: str, timeout_s: float, max_connections: int = 64,
                  pool_timeout_s: float = 2.0) -> None:
         self.prefix = prefix

@@ -125,3 +125,13 @@ async def test_memory_backend_forgets_full_buckets_and_past_periods():
     now[0] += 3 * 86400 + PRUNE_EVERY_S
     await backend.admit([], [])
     assert backend._tat == {} and backend._counters == {}
+
+
+async def test_changed_overrides_take_effect_for_the_same_key(make_runtime):
+    runtime = await make_runtime(rate_limits=[{"scope": "key", "rpm": 100}])
+    before = await runtime.admit(ALICE, "m", 1, 0.0)
+    assert before.headers["x-ratelimit-limit-requests"] == "100"
+    tightened = Principal("acme", "alice", "key-a",
+                          metadata={"rate_limits": [{"scope": "key", "rpm": 7}]})
+    after = await runtime.admit(tightened, "m", 1, 0.0)
+    assert after.headers["x-ratelimit-limit-requests"] == "7"
