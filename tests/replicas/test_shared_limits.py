@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import httpx
@@ -31,6 +31,7 @@ def config(redis_url: str, prefix: str, **runtime: Any) -> dict[str, Any]:
     }
 
 
+@contextmanager
 def replicas(cfg: dict[str, Any], n: int = 2) -> Iterator[list[Gateway]]:
     with ExitStack() as stack:
         yield [stack.enter_context(gateway(cfg)) for _ in range(n)]
@@ -62,7 +63,7 @@ def test_budget_holds_across_replicas(redis_proc: RedisProcess, key_prefix: str)
     budget = 0.25
     cfg = config(redis_proc.url, key_prefix,
                  budgets=[{"scope": "tenant", "period": "day", "usd": budget}])
-    for gws in replicas(cfg):
+    with replicas(cfg) as gws:
         responses = asyncio.run(flood(gws, 120, BODY))
         ok = [r for r in responses if r.status_code == 200]
         rejected = [r for r in responses if r.status_code != 200]
@@ -83,7 +84,7 @@ def test_budget_holds_across_replicas(redis_proc: RedisProcess, key_prefix: str)
 def test_rpm_limit_is_exact_across_replicas(redis_proc: RedisProcess, key_prefix: str) -> None:
     limit = 20
     cfg = config(redis_proc.url, key_prefix, rate_limits=[{"scope": "key", "rpm": limit}])
-    for gws in replicas(cfg):
+    with replicas(cfg) as gws:
         responses = asyncio.run(flood(gws, 60, BODY))
         ok = [r for r in responses if r.status_code == 200]
         limited = [r for r in responses if r.status_code == 429]
@@ -114,7 +115,7 @@ def test_breaker_opened_by_one_replica_is_skipped_by_the_other(
     cfg["deployments"].append({"name": "flaky", "provider": "http-generic", "model": "m",
                                "base_url": url + "/v1"})
     cfg["aliases"] = {"smart": {"targets": ["flaky", "echo"]}}
-    for gws in replicas(cfg):
+    with replicas(cfg) as gws:
         a, b = (openai.OpenAI(base_url=g.base_url, api_key=TEST_KEY, max_retries=0)
                 for g in gws)
 
@@ -129,7 +130,7 @@ def test_breaker_opened_by_one_replica_is_skipped_by_the_other(
         assert len(fake.requests) == 3, "replica B skipped the open deployment"
         time.sleep(2.3)
 
-        async def burst() -> list[str]:
+        async def burst(gws: list[Gateway] = gws) -> list[str]:
             clients = [openai.AsyncOpenAI(base_url=g.base_url, api_key=TEST_KEY,
                                           max_retries=0) for g in gws]
             results = await asyncio.gather(*(
