@@ -130,9 +130,11 @@ class GuardedProvider:
                     result = await attempt(provider, probe, deadline)
                 except TakoError as error:
                     last = error
+                    # a deployment that answered a bad request is up: that ends a probe well
+                    counts = counts_against_breaker(error)
                     opened = None
-                    if counts_against_breaker(error):
-                        opened = await self.breakers.record(provider.id, False, probe)
+                    if counts or probe:
+                        opened = await self.breakers.record(provider.id, not counts, probe)
                     if not may_fall_back(error):
                         raise
                     if probe or opened == "open" or not is_transient(error):

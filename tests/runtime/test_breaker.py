@@ -144,3 +144,17 @@ async def test_the_guard_is_an_llm_provider(make_runtime):
     assert isinstance(guarded, LlmProvider)
     assert guarded.estimate_cost_usd(100, 100) == pytest.approx(6e-4)  # the dearer one
     assert guarded.answered_by is None
+
+
+async def test_a_probe_answered_with_a_client_error_closes_the_circuit(make_runtime):
+    from core.errors import InvalidRequest
+
+    runtime = await make_runtime(breaker=BREAKER, retry=ONE_TRY)
+    flaky = ScriptedProvider("flaky", [FAIL, FAIL, FAIL, InvalidRequest("bad schema")])
+    for _ in range(3):
+        with pytest.raises(UpstreamTransient):
+            await _call(runtime, [flaky])
+    await asyncio.sleep(0.35)
+    with pytest.raises(InvalidRequest):
+        await _call(runtime, [flaky])
+    assert await runtime.breakers.acquire("flaky") == "closed"
