@@ -48,7 +48,8 @@ def gw(vendors: dict[str, Vendor], tmp_path_factory: pytest.TempPathFactory
     config = basic_config()
     config["deployments"] = [v.deployment() for v in vendors.values()]
     config["profiles"] = []
-    config["runtime"] = {"retry": {"max_attempts": 1}}
+    # One attempt per deployment, and no breaker opening on the failures scripted here.
+    config["runtime"] = {"retry": {"max_attempts": 1}, "breaker": {"failure_threshold": 100}}
     with gateway(config, env=aws_env(tmp_path_factory.mktemp("aws"))) as g:
         yield g
 
@@ -209,12 +210,15 @@ def test_image_data_url_reaches_the_vendor(vendor: Vendor, client: openai.OpenAI
     vendor.image_sent()
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_vendor_error_surfaces_with_vendor_status(vendor: Vendor, client: openai.OpenAI,
-                                                 gw: Gateway) -> None:
+                                                 gw: Gateway, stream: bool) -> None:
     vendor.push_error()
     with pytest.raises(openai.APIStatusError) as info:
-        client.chat.completions.create(model=vendor.name,
-                                       messages=[{"role": "user", "content": "hello"}])
+        answer = client.chat.completions.create(
+            model=vendor.name, stream=stream, messages=[{"role": "user", "content": "hello"}])
+        if stream:
+            list(answer)  # type: ignore[arg-type]
     error = info.value
     if vendor.error_status == 429:
         assert isinstance(error, openai.RateLimitError)
@@ -229,3 +233,38 @@ def test_vendor_error_surfaces_with_vendor_status(vendor: Vendor, client: openai
     assert f"provider {vendor.name}" in body["message"]
     validate_error(orjson.loads(error.response.content))
     assert len(vendor.fake.requests) == 1, "one attempt per deployment in this gateway"
+
+
+@pytest.mark.parametrize("dropped", [False, True], ids=["vendor_error_event", "dropped"])
+def test_failure_mid_stream_ends_with_error_frame(vendor: Vendor, client: openai.OpenAI,
+                                                  gw: Gateway, dropped: bool) -> None:
+    text = "one two three four five six seven eight"
+    request = {"model": vendor.name, "stream": True,
+               "messages": [{"role": "user", "content": "Count to eight."}]}
+    vendor.push_broken_stream(text, dropped=dropped)
+    with httpx.stream("POST", gw.base_url + "/chat/completions", json=request, timeout=10,
+                      headers={"authorization": f"Bearer {TEST_KEY}"}) as response:
+        assert response.status_code == 200
+        payloads = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert payloads[-1] == "[DONE]"
+    error = orjson.loads(payloads[-2])
+    validate_error(error)
+    details = error["error"].get("details") or {}
+    assert details.get("provider") == vendor.name
+    if dropped:
+        assert error["error"]["code"] == "upstream_connection_error"
+    else:
+        assert details["status"] >= 500 and details["body"], "the vendor's error is kept"
+    chunks = [orjson.loads(p) for p in payloads[:-2]]
+    for chunk in chunks:
+        validate_chunk(chunk)
+    received = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert received and text.startswith(received) and received != text
+    assert not any(c["choices"][0]["finish_reason"] for c in chunks)
+
+    vendor.push_broken_stream(text, dropped=dropped)
+    seen = ""
+    with pytest.raises(openai.APIError):
+        for chunk in client.chat.completions.create(**request):
+            seen += chunk.choices[0].delta.content or "" if chunk.choices else ""
+    assert seen == received

@@ -99,6 +99,11 @@ class Vendor:
         """An error in the vendor's own format with status ``error_status``."""
         raise NotImplementedError
 
+    def push_broken_stream(self, text: str, *, dropped: bool) -> None:
+        """A stream that sends the first words of ``text`` and then either an error event in
+        the vendor's format or (``dropped``) closes the connection mid-stream."""
+        raise NotImplementedError
+
     # ---- what tako sent ----
 
     def last_body(self) -> dict[str, Any]:
@@ -159,6 +164,14 @@ class OpenAIVendor(Vendor):
         self.fake.push(fake_openai.Reply(status=429, body={"error": {
             "message": "Rate limit reached for gpt-4o-mini on requests per min (RPM)",
             "type": "requests", "param": None, "code": "rate_limit_exceeded"}}))
+
+    def push_broken_stream(self, text: str, *, dropped: bool) -> None:
+        if dropped:
+            self.fake.push(fake_openai.Reply(text=text, drop_after=3))
+        else:
+            self.fake.push(fake_openai.Reply(text=text, stream_error={
+                "message": "The server had an error while processing your request.",
+                "type": "server_error", "param": None, "code": None}))
 
     def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
                          result: str) -> None:
@@ -228,6 +241,14 @@ class AzureVendor(Vendor):
             "OpenAI S0 pricing tier. Please retry after 1 second.",
             headers={"retry-after": "1"}))
 
+    def push_broken_stream(self, text: str, *, dropped: bool) -> None:
+        chunks = fake_azure.text_stream(pieces(text))
+        if dropped:
+            self.fake.push(fake_azure.Reply(chunks=chunks, drop_after=4))
+        else:
+            self.fake.push(fake_azure.Reply(chunks=[*chunks[:4], fake_azure.error_body(
+                "server_error", "The server had an error while processing your request.")]))
+
     def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
                          result: str) -> None:
         received = self.fake.requests[-1]
@@ -269,6 +290,14 @@ class MistralVendor(Vendor):
     def push_error(self) -> None:
         self.fake.push(fake_mistral.error(429, "Requests rate limit exceeded", "rate_limited",
                                           "1300"))
+
+    def push_broken_stream(self, text: str, *, dropped: bool) -> None:
+        chunks = fake_mistral.text_stream(pieces(text))
+        if dropped:
+            self.fake.push(fake_mistral.Reply(chunks=chunks, drop_after=3))
+        else:
+            self.fake.push(fake_mistral.Reply(chunks=[*chunks[:3], fake_mistral.error_body(
+                "Service unavailable.", "service_unavailable", "3000")]))
 
     def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
                          result: str) -> None:
@@ -319,6 +348,14 @@ class AnthropicVendor(Vendor):
             "This request would exceed the rate limit for your organization of 50 input "
             "tokens per minute.", headers={"retry-after": "1"}))
 
+    def push_broken_stream(self, text: str, *, dropped: bool) -> None:
+        events = fake_anthropic.text_stream(pieces(text))
+        if dropped:
+            self.fake.push(fake_anthropic.Reply(events=events, drop_after=5))
+        else:
+            self.fake.push(fake_anthropic.Reply(
+                events=[*events[:5], fake_anthropic.stream_error_event()]))
+
     def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
                          result: str) -> None:
         received = self.fake.requests[-1]
@@ -361,6 +398,12 @@ class BedrockVendor(Vendor):
         self.fake.push(fake_bedrock.Failure(429, "ThrottlingException",
                                             "Too many requests, please wait before trying "
                                             "again."))
+
+    def push_broken_stream(self, text: str, *, dropped: bool) -> None:
+        if dropped:
+            self.fake.push(fake_bedrock.Turn(text=text, drop_after=2))
+        else:
+            self.fake.push(fake_bedrock.Turn(text=text, exception_after=2))
 
     def signed(self) -> bool:
         return fake_bedrock.signature_ok(self.fake.requests[-1], AWS_SECRET_KEY, AWS_REGION)
@@ -409,6 +452,12 @@ class VertexVendor(Vendor):
             "Quota exceeded for aiplatform.googleapis.com/generate_content_requests_per_"
             "minute_per_project_per_base_model with base model: gemini-2.0-flash."))
 
+    def push_broken_stream(self, text: str, *, dropped: bool) -> None:
+        if dropped:
+            self.fake.push(fake_vertex.Turn(text=text, drop_after=1))
+        else:
+            self.fake.push(fake_vertex.Turn(text=text, error_after=1))
+
     def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
                          result: str) -> None:
         received = self.fake.requests[-1]
@@ -449,6 +498,18 @@ class OllamaVendor(Vendor):
         self.fake.push(fake_ollama.error(500, "llama runner process has terminated: "
                                               "signal: killed"))
 
+    def push_broken_stream(self, text: str, *, dropped: bool) -> None:
+        reply = fake_ollama.text(*pieces(text))
+        if dropped:
+            reply.drop_after = 2
+        else:
+            reply.lines = [
+                {"model": self.model, "created_at": fake_ollama.CREATED_AT, "done": False,
+                 "message": {"role": "assistant", "content": piece}}
+                for piece in pieces(text)[:2]
+            ] + [{"error": "an error was encountered while running the model: unexpected EOF"}]
+        self.fake.push(reply)
+
     def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
                          result: str) -> None:
         messages = self.last_body()["messages"]
@@ -468,22 +529,23 @@ def serve_vendors(stack: ExitStack, workdir: Path) -> dict[str, Vendor]:
 
     vendors: list[Vendor] = []
     for cls in (OpenAIVendor, GenericVendor):
-        app, fake = fake_openai.make_app()
-        vendors.append(cls(fake, serve(app)))
-    app, fake = fake_azure.make_app()
-    vendors.append(AzureVendor(fake, serve(app)))
-    app, fake = fake_mistral.make_app()
-    vendors.append(MistralVendor(fake, serve(app)))
-    app, fake = fake_anthropic.make_app()
-    vendors.append(AnthropicVendor(fake, serve(app)))
-    app, fake = fake_bedrock.make_app()
-    vendors.append(BedrockVendor(fake, serve(app)))
-    app, fake = fake_vertex.make_app()
-    url = serve(app)
-    credentials = fake.service_account_file(workdir / "vertex-sa.json", url, VERTEX_PROJECT)
-    vendors.append(VertexVendor(fake, url, credentials))
-    app, fake = fake_ollama.make_app()
-    vendors.append(OllamaVendor(fake, serve(app)))
+        openai_app, openai_fake = fake_openai.make_app()
+        vendors.append(cls(openai_fake, serve(openai_app)))
+    azure_app, azure_fake = fake_azure.make_app()
+    vendors.append(AzureVendor(azure_fake, serve(azure_app)))
+    mistral_app, mistral_fake = fake_mistral.make_app()
+    vendors.append(MistralVendor(mistral_fake, serve(mistral_app)))
+    anthropic_app, anthropic_fake = fake_anthropic.make_app()
+    vendors.append(AnthropicVendor(anthropic_fake, serve(anthropic_app)))
+    bedrock_app, bedrock_fake = fake_bedrock.make_app()
+    vendors.append(BedrockVendor(bedrock_fake, serve(bedrock_app)))
+    vertex_app, vertex_fake = fake_vertex.make_app()
+    vertex_url = serve(vertex_app)
+    credentials = vertex_fake.service_account_file(workdir / "vertex-sa.json", vertex_url,
+                                                   VERTEX_PROJECT)
+    vendors.append(VertexVendor(vertex_fake, vertex_url, credentials))
+    ollama_app, ollama_fake = fake_ollama.make_app()
+    vendors.append(OllamaVendor(ollama_fake, serve(ollama_app)))
     return {v.name: v for v in vendors}
 
 
