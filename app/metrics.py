@@ -46,9 +46,10 @@ RETRIES = Counter("tako_upstream_retries", "Upstream retries by deployment", ["d
 
 BREAKER_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 
+# Rejections the app itself decides. Rate-limit, budget and unavailable rejections are
+# counted by the runtime through RuntimeMetrics when it refuses; counting their errors here
+# too would count each twice (and would count a vendor's own 429 as a gateway rejection).
 REJECTION_REASONS = {
-    "rate_limit_exceeded": "rate_limit",
-    "insufficient_quota": "budget",
     "policy_denied": "policy",
     "authentication_error": "auth",
 }

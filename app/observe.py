@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import orjson
@@ -18,6 +19,7 @@ from core.errors import TakoError
 from core.types import Principal, Usage
 
 access_log = logging.getLogger("tako.access")
+CHAT_PATH = "/v1/chat/completions"
 
 
 def configure_access_log(enabled: bool) -> None:
@@ -91,3 +93,17 @@ class RequestRecord:
                 "overhead_ms": round(overhead * 1000, 3),
                 "ttft_ms": round(self.first_token_s * 1000, 3) if self.first_token_s else None,
             }).decode())
+
+
+def record_refused(path: str, exc: TakoError, request_id: str | None = None) -> None:
+    """A request refused before any route ran (the auth middleware's 401). On the chat
+    route it counts as a chat request, with its rejection and access-log line; elsewhere
+    only the rejection is counted."""
+    if path == CHAT_PATH:
+        record = RequestRecord(request_id or uuid.uuid4().hex)
+        record.failed(exc)
+        record.finish()
+        return
+    reason = metrics.rejection_reason(exc.type)
+    if reason:
+        metrics.REJECTIONS.labels(reason).inc()
