@@ -29,6 +29,12 @@ class Detector:
     # A match of this shape that fails validation still claims its text, so that no
     # weaker detector reads part of it (an IBAN with a typo is not a phone number).
     claims_when_invalid: bool = False
+    # Every match starts with one of these: a stream only holds back from one of them.
+    prefixes: tuple[str, ...] = ()
+    chars: str = ""  # ``charset`` as a string, for str.rstrip
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chars", "".join(sorted(self.charset)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +50,7 @@ class Candidate:
 def _chars(*ranges: str) -> frozenset[str]:
     out: set[str] = set()
     for item in ranges:
-        if len(item) == 3 and item[1] == "-":
+        if len(item) == 3 and item[1] == "-" and item[0].isalnum() and item[2].isalnum():
             out.update(chr(c) for c in range(ord(item[0]), ord(item[2]) + 1))
         else:
             out.update(item)
@@ -156,13 +162,14 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "jwt",
         re.compile(
-            r"(?<![\w-])eyJ[A-Za-z0-9_-]{2,4093}\.[A-Za-z0-9_-]{2,8192}\.[A-Za-z0-9_-]{0,4096}"
+            r"(?<![\w-])eyJ[A-Za-z0-9_-]{2,2000}\.[A-Za-z0-9_-]{2,6000}\.[A-Za-z0-9_-]{0,2000}"
             r"(?![\w-])"
         ),
         ALNUM | _chars("_-."),
-        16400,
+        10010,
         1,
         _jwt_ok,
+        prefixes=("eyJ",),
     ),
     Detector(
         "aws_secret_access_key",
@@ -193,6 +200,7 @@ DETECTORS: tuple[Detector, ...] = (
         265,
         4,
         _openai_ok,
+        prefixes=("sk-",),
     ),
     Detector(
         "github_token",
@@ -200,6 +208,7 @@ DETECTORS: tuple[Detector, ...] = (
         ALNUM | _chars("_"),
         255,
         5,
+        prefixes=("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
     ),
     Detector(
         "iban",
@@ -323,14 +332,49 @@ def select(found: list[Candidate]) -> list[Candidate]:
 def stream_hold_start(detector: Detector, text: str, base: int) -> int:
     """The earliest index of ``text`` (>= base) from which a match of ``detector`` could
     still grow when more text arrives; ``len(text)`` when none can."""
-    end = len(text)
     if detector.kind == "private_key":
         return _private_key_hold_start(text, base)
-    limit = max(base, end - detector.max_len + 1)
-    i = end
-    while i > limit and text[i - 1] in detector.charset:
-        i -= 1
-    return i
+    run_start = _charset_run_start(detector, text, base)
+    if detector.kind == "email":
+        return _email_hold_start(text, run_start)
+    if detector.prefixes:
+        return _prefix_hold_start(detector.prefixes, text, run_start)
+    return run_start
+
+
+def _charset_run_start(detector: Detector, text: str, base: int) -> int:
+    """Start of the trailing run of characters a match can consist of (at most one match
+    long): a match still growing at the end of ``text`` lies inside it."""
+    limit = max(base, len(text) - detector.max_len + 1)
+    return limit + len(text[limit:].rstrip(detector.chars))
+
+
+def _prefix_hold_start(prefixes: tuple[str, ...], text: str, run_start: int) -> int:
+    end = len(text)
+    hold = end
+    for prefix in prefixes:
+        found = text.find(prefix, run_start)
+        if found != -1:
+            hold = min(hold, found)
+        for k in range(1, len(prefix)):  # the prefix cut off by the end of the text
+            if end - k >= run_start and text.endswith(prefix[:k]):
+                hold = min(hold, end - k)
+    return hold
+
+
+EMAIL_LOCAL_MAX = 64
+EMAIL_DOMAIN_MAX = 6 * 64 + 25
+
+
+def _email_hold_start(text: str, run_start: int) -> int:
+    """A growing address has its '@' at most EMAIL_DOMAIN_MAX characters before the end
+    and its start at most EMAIL_LOCAL_MAX characters before its '@' (or before the end
+    while the '@' has yet to come)."""
+    end = len(text)
+    at = text.find("@", max(run_start, end - EMAIL_DOMAIN_MAX))
+    if at == -1:
+        return max(run_start, end - EMAIL_LOCAL_MAX)
+    return max(run_start, at - EMAIL_LOCAL_MAX)
 
 
 def _private_key_hold_start(text: str, base: int) -> int:

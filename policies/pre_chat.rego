@@ -40,11 +40,18 @@ tool_name(tool) := tool.function.name if {
 	is_string(tool)
 }
 
-redacted_messages := [object.union(m, {"content": lib.redact_content(object.get(m, "content", null))}) |
-	some m in input.messages
-]
+redact_message(m) := object.union(m, {"content": lib.redact_content(m.content)}) if {
+	is_string(m.content)
+} else := object.union(m, {"content": lib.redact_content(m.content)}) if {
+	is_array(m.content)
+} else := m
 
-messages_changed if redacted_messages != input.messages
+redacted_messages := [redact_message(m) | some m in input.messages]
+
+messages_changed if {
+	is_array(input.messages)
+	redacted_messages != input.messages
+}
 
 forced := lib.forced_model if lib.forced_model != input.model
 

@@ -96,6 +96,19 @@ def test_only_a_short_tail_is_held_back() -> None:
     assert "".join(emitted) + stream.flush() == prose + "\n"
 
 
+def test_long_token_like_runs_are_not_held_whole() -> None:
+    rng = random.Random(3)
+    blob = "".join(rng.choice("0123456789abcdef_-") for _ in range(5000))
+    stream = guard("redact").stream()
+    emitted = []
+    held_max = 0
+    for i in range(0, len(blob), 3):
+        emitted.append(stream.feed(blob[i:i + 3]))
+        held_max = max(held_max, stream.held)
+    assert held_max <= 80
+    assert "".join(emitted) + stream.flush() == blob
+
+
 def test_text_without_findings_passes_through_promptly() -> None:
     stream = guard("redact").stream()
     assert stream.feed("Hello there, how are you today?\n") == "Hello there, how are you today?\n"

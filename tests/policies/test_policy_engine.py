@@ -100,6 +100,35 @@ async def test_concurrent_embedded_evaluations_keep_inputs_apart(inline_max_byte
     assert [d.action for d in decisions] == ["deny" if i % 2 else "allow" for i in range(40)]
 
 
+@pytest.mark.parametrize(
+    ("stage", "data"),
+    [
+        ("pre_chat", {"principal": {}, "model": "m", "messages": None, "tools": None}),
+        ("pre_chat", {"model": None}),
+        (
+            "pre_chat",
+            {
+                "principal": {"tenant_id": None},
+                "model": 3,
+                "messages": [
+                    {"role": "user", "content": None},
+                    {"role": "user"},
+                    {"role": "user", "content": [{"type": "text"}, {"type": "image_url"}, "x"]},
+                ],
+                "tools": [None, 3, {"function": None}],
+            },
+        ),
+        ("pre_tool", {}),
+        ("pre_tool", {"tool": None, "arguments": None}),
+        ("post_chat", {"response": None}),
+    ],
+)
+async def test_odd_inputs_are_allowed_not_crashed(
+    embedded: EmbeddedRegoEngine, stage: str, data: dict[str, Any]
+) -> None:
+    assert decision_to_result(await embedded.evaluate(stage, data)) == {"action": "allow"}
+
+
 async def test_unknown_stage_is_rejected(embedded: EmbeddedRegoEngine) -> None:
     with pytest.raises(ValueError, match="unknown policy stage"):
         await embedded.evaluate("pre_flight", pre_chat())
