@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from app.config import load_settings
 from tests.deploy.nginx_conf import localize, nginx_command
 from tests.deploy.repo_files import COMPOSE_GATEWAY_CONFIG, NGINX_CONF
+from tests.support.openai_schema import validate_error
 
 
 def _directive(name: str, conf: str) -> list[str]:
@@ -73,3 +75,15 @@ def test_only_unsent_requests_move_to_another_replica() -> None:
     assert upstream
     servers = re.findall(r"^\s*server\s+\S+\s+([^;]*);", upstream.group(1), re.M)
     assert servers and all("max_fails=" in s and "fail_timeout=" in s for s in servers)
+
+
+def test_load_balancer_errors_are_openai_shaped() -> None:
+    conf = NGINX_CONF.read_text()
+    pages = dict(v.split() for v in _directive("error_page", conf))
+    for status, location in pages.items():
+        pattern = re.escape(f"location {location}") + r"\s*\{[^']*?return\s+(\d+)\s+'([^']*)';"
+        returned = re.search(pattern, conf, re.S)
+        assert returned, location
+        assert returned.group(1) == status
+        validate_error(json.loads(returned.group(2)))
+    assert {"502", "504"} <= set(pages)

@@ -24,7 +24,7 @@ from tests.deploy.repo_files import DOCKERFILE
 from tests.deploy.topology import API_KEY, Topology, topology
 from tests.fakes.openai import FakeOpenAI, Reply, make_app
 from tests.support.net import serve_asgi
-from tests.support.openai_schema import validate_chunk, validate_completion
+from tests.support.openai_schema import validate_chunk, validate_completion, validate_error
 from tests.support.redis_server import redis_server
 
 
@@ -59,7 +59,7 @@ def test_the_image_healthcheck_passes_against_a_running_replica(topo: Topology) 
 
 def test_chat_through_nginx_reaches_every_replica(topo: Topology) -> None:
     client = _client(topo)
-    before = len(topo.upstreams_in_log())
+    before = topo.log_size()
     for i in range(12):
         raw = client.chat.completions.with_raw_response.create(
             model="echo", messages=[{"role": "user", "content": f"hello {i}"}])
@@ -67,12 +67,13 @@ def test_chat_through_nginx_reaches_every_replica(topo: Topology) -> None:
         validate_completion(body)
         assert body["choices"][0]["message"]["content"] == f"echo: hello {i}"
         assert raw.headers["x-request-id"]
-    served = {attempts[-1] for attempts in topo.upstreams_in_log()[before:]}
+    served = {attempts[-1] for attempts in topo.upstreams_in_log(before, 12)}
     assert served == {r.upstream for r in topo.replicas}
 
 
 def test_request_ids_cross_the_load_balancer(topo: Topology) -> None:
     client = _client(topo)
+    before = topo.log_size()
     raw = client.chat.completions.with_raw_response.create(
         model="echo", messages=[{"role": "user", "content": "id"}],
         extra_headers={"x-request-id": "client-chosen-id-42"})
@@ -81,7 +82,9 @@ def test_request_ids_cross_the_load_balancer(topo: Topology) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model="echo", messages=[{"role": "user", "content": "id"}])
     minted = raw.headers["x-request-id"]
-    assert f"rid={minted}" in topo.access_log.read_text()
+    first, second = topo.logged(before, 2)[:2]
+    assert first.endswith("rid=client-chosen-id-42")
+    assert second.endswith(f"rid={minted}")
 
 
 def test_models_listing_through_nginx(topo: Topology) -> None:
@@ -123,6 +126,8 @@ class Outcome:
     started: float
     ended: float
     error: str | None
+    status: int | None = None
+    body: object = None
 
 
 def test_sigkill_of_one_replica_fails_only_requests_in_flight(topo: Topology) -> None:
@@ -141,20 +146,24 @@ def test_sigkill_of_one_replica_fails_only_requests_in_flight(topo: Topology) ->
             if i is None:
                 return
             start = time.monotonic()
-            error = None
+            outcome = Outcome(start, 0.0, None)
             try:
                 reply = client.chat.completions.create(
                     model="echo", messages=[{"role": "user", "content": f"n{i}"}])
                 assert reply.choices[0].message.content == f"echo: n{i}"
+            except openai.APIStatusError as exc:
+                outcome.error, outcome.status = repr(exc), exc.status_code
+                outcome.body = exc.response.json()
             except (openai.APIError, AssertionError) as exc:
-                error = repr(exc)
+                outcome.error = repr(exc)
+            outcome.ended = time.monotonic()
             with lock:
-                outcomes.append(Outcome(start, time.monotonic(), error))
+                outcomes.append(outcome)
                 if len(outcomes) == kill_after:
                     killed_at.append(time.monotonic())
                     victim.kill(signal.SIGKILL)
 
-    log_before = len(topo.upstreams_in_log())
+    log_before = topo.log_size()
     threads = [threading.Thread(target=work) for _ in range(workers)]
     try:
         for t in threads:
@@ -170,8 +179,12 @@ def test_sigkill_of_one_replica_fails_only_requests_in_flight(topo: Topology) ->
         # Only requests that were already running when the replica died may fail.
         assert all(o.started <= kill_time for o in failed), [o.error for o in failed]
         assert len(failed) <= workers
+        # Those reach the SDK as OpenAI-shaped errors, not nginx's HTML page.
+        for outcome in failed:
+            assert outcome.status == 502, outcome.error
+            validate_error(outcome.body)
         # Requests nginx sent to the dead replica were moved to a live one.
-        attempts = topo.upstreams_in_log()[log_before:]
+        attempts = topo.upstreams_in_log(log_before, total)
         moved = [a for a in attempts if len(a) > 1 and a[0] == victim.upstream]
         assert moved, "no request was retried past the dead replica"
         assert all(a[-1] != victim.upstream for a in moved)

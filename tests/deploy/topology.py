@@ -71,10 +71,23 @@ class Topology:
     workdir: Path
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def upstreams_in_log(self) -> list[list[str]]:
+    def logged(self, since: int, count: int, timeout: float = 5.0) -> list[str]:
+        """Access-log lines after the first ``since``, once ``count`` of them are there
+        (nginx logs a request just after its last byte reaches the client)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.access_log.read_text().splitlines()[since:]
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.02)
+
+    def log_size(self) -> int:
+        return len(self.access_log.read_text().splitlines())
+
+    def upstreams_in_log(self, since: int = 0, count: int = 0) -> list[list[str]]:
         """For each request nginx logged, the replicas it tried, in order."""
         attempts = []
-        for line in self.access_log.read_text().splitlines():
+        for line in self.logged(since, count):
             marker = line.split(" upstream=", 1)
             if len(marker) == 2:
                 addresses = marker[1].split(" rid=", 1)[0]
