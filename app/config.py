@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.specs import DeploymentSpec, ProfileSpec
+from policies.settings import PolicySettings
 from runtime.settings import RuntimeSettings
 
 DEMO_KEY = "sk-tako-demo"
@@ -115,7 +116,7 @@ class Settings(BaseSettings):
     profiles: list[ProfileSpec] = Field(default_factory=list)
     tools: ToolSettings = Field(default_factory=ToolSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
-    policy: dict[str, Any] = Field(default_factory=dict)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     embedded_default: bool = False
 

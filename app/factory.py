@@ -24,6 +24,7 @@ from app.health import healthz, readyz
 from app.identity import ChainResolver, build_identity
 from app.metrics import RuntimeMetrics, metrics_endpoint
 from app.observe import configure_access_log
+from app.policy_gate import PolicyGate
 from app.routes_chat import chat_completions
 from app.routes_models import get_model, list_models
 from app.telemetry import TracedProvider, TracedTool, build_tracer_provider
@@ -74,6 +75,7 @@ def create_fastapi_app(settings: Settings,
             yield
         finally:
             await gateway.aclose()
+            await app.state.policy.aclose()
             await identity.aclose()
             await runtime.aclose()
             if tracer_provider is not None:
@@ -87,7 +89,10 @@ def create_fastapi_app(settings: Settings,
     app.state.identity = identity
     app.state.started_at = int(time.time())
     app.state.tracer = None
+    app.state.policy = PolicyGate(settings.policy)
     readiness: dict[str, Callable[[], Awaitable[bool]]] = {"runtime": runtime.ready}
+    if settings.policy.mode == "opa":
+        readiness["policy"] = app.state.policy.ready
     app.state.readiness = readiness
     if tracer_provider is not None:
         _instrument(app, gateway, tracer_provider)
@@ -115,6 +120,7 @@ def _instrument(app: FastAPI, gateway: Gateway, tracer_provider: TracerProvider)
 
     tracer = tracer_provider.get_tracer("tako")
     app.state.tracer = tracer
+    app.state.policy.tracer = tracer
     kinds = {d.name: d.provider for d in gateway.settings.deployments}
     for name, provider in list(gateway.deployments.items()):
         client: Any = getattr(provider, "client", None)

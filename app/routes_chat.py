@@ -22,9 +22,17 @@ from app.auth import PRINCIPAL
 from app.errors import validation_error
 from app.gateway import Gateway
 from app.observe import RequestRecord
+from app.policy_gate import PolicyGate, StreamFilter
 from app.sse import DONE, ChunkRenderer
 from app.telemetry import end_span, start_run_span, use_span
-from core.errors import InternalError, InvalidRequest, ModelNotFound, PayloadTooLarge, TakoError
+from core.errors import (
+    InternalError,
+    InvalidRequest,
+    ModelNotFound,
+    PayloadTooLarge,
+    PolicyDenied,
+    TakoError,
+)
 from core.protocols import LlmProvider, RunContext, StreamItem
 from core.tokens import estimate_output_tokens, estimate_prompt_tokens
 from core.types import ChatRequest, ChunkError, Delta, End, OrchEvent, Principal
@@ -133,6 +141,11 @@ async def _chat(request: Request, record: RequestRecord) -> Response:
     if not principal.may_use(req.model):
         raise ModelNotFound(f"The model '{req.model}' does not exist or you do not have "
                             f"access to it.", param="model")
+    gate: PolicyGate = state.policy
+    requested = req.model
+    req = await gate.before_chat(principal, req)
+    if req.model != requested:
+        target = gw.target(req.model)
     record.model, record.kind, record.stream = target.name, target.kind, bool(req.stream)
     prompt_tokens = estimate_prompt_tokens(req)
     output_tokens = estimate_output_tokens(req)
@@ -141,7 +154,7 @@ async def _chat(request: Request, record: RequestRecord) -> Response:
     upstreams = Upstreams(gw, runtime, admission)
     events = _flag(options.get("events")) or _flag(request.headers.get("x-tako-events"))
     ctx = RunContext(principal=principal, request_id=record.request_id, provider=upstreams,
-                     tools=gw.tools, emit_events=events,
+                     tools=gate.tools(gw.tools, principal, req.model), emit_events=events,
                      trace=[] if _flag(options.get("trace")) else None)
     headers = {"x-request-id": record.request_id, **admission.headers}
     span = start_run_span(state.tracer, target.kind, principal)
@@ -152,7 +165,8 @@ async def _chat(request: Request, record: RequestRecord) -> Response:
         finally:
             await runtime.release(admission)
             end_span(span, ctx.usage)
-        body_out = response.to_openai(req.model)
+        await gate.after_chat(principal, req.model, response)
+        body_out = response.to_openai(requested)
         if ctx.trace is not None:
             body_out["tako_trace"] = ctx.trace
         _finish_headers(headers, upstreams, admission, record)
@@ -178,10 +192,10 @@ async def _chat(request: Request, record: RequestRecord) -> Response:
         raise first.error
     record.first_token()
     _finish_headers(headers, upstreams, admission, record)
-    renderer = ChunkRenderer(f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), req.model)
+    renderer = ChunkRenderer(f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), requested)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     stream = StreamState(renderer, include_usage, events, runtime, admission, record, span,
-                         ctx)
+                         ctx, gate.stream_filter(principal, req.model))
     return EventSourceResponse(sse_frames(first, items, stream), headers=headers, sep="\n",
                                ping=15)
 
@@ -216,6 +230,7 @@ class StreamState:
     record: RequestRecord
     span: Any
     ctx: RunContext
+    guard: StreamFilter | None
 
 
 async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
@@ -230,7 +245,12 @@ async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
         iterator = aiter(items)
         while item is not None:
             if isinstance(item, Delta):
-                yield renderer.delta(item)
+                if st.guard is not None and item.content:
+                    item = Delta(st.guard.feed(item.content), item.tool_calls, item.role)
+                    if not item.content and not item.tool_calls and renderer.role_sent:
+                        item = None
+                if item is not None:
+                    yield renderer.delta(item)
             elif isinstance(item, OrchEvent):
                 if st.events:
                     yield renderer.event(item)
@@ -239,6 +259,15 @@ async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
                 st.record.failed(item.error)
                 yield renderer.error(item.error)
             elif isinstance(item, End):
+                if not failed and st.guard is not None:
+                    try:
+                        tail = await st.guard.finish()
+                        if tail:
+                            yield renderer.delta(Delta(content=tail))
+                    except PolicyDenied as exc:
+                        failed = True
+                        st.record.failed(exc)
+                        yield renderer.error(exc)
                 if not failed:
                     yield renderer.finish(item.finish_reason)
                     if st.include_usage:

@@ -34,6 +34,7 @@ class Reply:
     chunk_delay_s: float = 0.0
     usage: dict[str, Any] | None = None
     stream_error: dict[str, Any] | None = None
+    chunks: list[str] | None = None  # exact content pieces of a stream (else word by word)
 
 
 @dataclass
@@ -95,7 +96,9 @@ class FakeOpenAI:
             return b"data: " + orjson.dumps(payload) + b"\n\n"
 
         frames = [chunk({"role": "assistant", "content": ""})]
-        if text:
+        if reply.chunks is not None:
+            frames += [chunk({"content": piece}) for piece in reply.chunks]
+        elif text:
             frames += [chunk({"content": w if i == 0 else " " + w})
                        for i, w in enumerate(text.split(" "))]
         for i, call in enumerate(reply.tool_calls or ()):

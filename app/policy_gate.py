@@ -1,0 +1,187 @@
+"""Policy and PII guards around one chat request.
+
+Stages: ``pre_chat`` (deny, force a model, redact messages), ``pre_tool`` for server-side
+tool calls (deny: the model is told the call was refused; require approval: the request
+ends with 403 ``approval_required``, there being no approval channel in a chat call), and
+``post_chat`` (deny, redact the answer). PII guards rewrite requests before the policy sees
+them and answers before the client does, streamed answers included (a value split across
+chunks is held back until it can be judged). A streamed answer cannot be recalled: a
+``post_chat`` deny there ends the stream with an error frame instead of the finish chunk.
+
+The shipped Rego policies are all driven by ``policy.data``; with no data and no custom
+``policy_dir`` every decision is ``allow``, so the engine is not consulted at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from opentelemetry.trace import Tracer
+
+from core.errors import PolicyDenied
+from core.protocols import PolicyDecision, RunContext, Tool, ToolLookup
+from core.types import ChatRequest, ChatResponse, Message, Principal, ToolSpec
+from policies.factory import build_policy_engine
+from policies.pii import PiiGuard
+from policies.pii_stream import StreamRedactor
+from policies.settings import PolicySettings
+
+
+def principal_input(p: Principal) -> dict[str, Any]:
+    return {"tenant_id": p.tenant_id, "user_id": p.user_id, "key_id": p.key_id,
+            "scopes": sorted(p.scopes)}
+
+
+class PolicyGate:
+    def __init__(self, settings: PolicySettings, tracer: Tracer | None = None) -> None:
+        self.settings = settings
+        self.engine = build_policy_engine(settings)
+        self.active = settings.mode == "opa" or (
+            settings.mode == "embedded" and bool(settings.data or settings.policy_dir))
+        self.request_pii = PiiGuard.for_request(settings.pii)
+        self.response_pii = PiiGuard.for_response(settings.pii)
+        self.tracer = tracer
+
+    async def ready(self) -> bool:
+        """The OPA server answers its health check (OPA mode only)."""
+        if self.settings.mode != "opa":
+            return True
+        url = self.settings.opa_url.rstrip("/") + "/health"
+        try:
+            async with httpx.AsyncClient(timeout=max(self.settings.timeout_s, 1.0)) as client:
+                return (await client.get(url)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def aclose(self) -> None:
+        close = getattr(self.engine, "aclose", None)
+        if close is not None:
+            await close()
+
+    @property
+    def inspects_responses(self) -> bool:
+        return self.active or self.response_pii.enabled
+
+    async def evaluate(self, stage: str, data: dict[str, Any]) -> PolicyDecision:
+        if self.tracer is None:
+            return await self.engine.evaluate(stage, data)
+        with self.tracer.start_as_current_span("tako.policy.evaluate",
+                                               attributes={"tako.policy.stage": stage}) as span:
+            decision = await self.engine.evaluate(stage, data)
+            span.set_attribute("tako.policy.decision", decision.action)
+            return decision
+
+    async def before_chat(self, principal: Principal, req: ChatRequest) -> ChatRequest:
+        if not (self.active or self.request_pii.enabled):
+            return req
+        messages = [m.model_dump(exclude_none=True) for m in req.messages]
+        if self.request_pii.enabled:
+            messages = self.request_pii.apply_messages(messages)
+        update: dict[str, Any] = {}
+        if self.active:
+            decision = await self.evaluate("pre_chat", {
+                "principal": principal_input(principal), "model": req.model,
+                "messages": messages,
+                "tools": [t.model_dump(exclude_none=True) for t in req.tools or ()],
+                "metadata": {},
+            })
+            if decision.action == "deny":
+                raise PolicyDenied(f"request denied by policy: {decision.reason}")
+            if decision.model:
+                update["model"] = decision.model
+            if decision.messages is not None:
+                messages = decision.messages
+        update["messages"] = [Message.model_validate(m) for m in messages]
+        return req.model_copy(update=update)
+
+    async def after_chat(self, principal: Principal, model: str,
+                         response: ChatResponse) -> None:
+        if response.content is None or not self.inspects_responses:
+            return
+        response.content = await self.check_answer(principal, model, response.content)
+
+    async def check_answer(self, principal: Principal, model: str, text: str) -> str:
+        """The answer as the client may see it; raises PolicyDenied."""
+        if self.active:
+            decision = await self.evaluate("post_chat", {
+                "principal": principal_input(principal), "model": model, "response": text})
+            if decision.action == "deny":
+                raise PolicyDenied(f"response withheld by policy: {decision.reason}")
+            if decision.response is not None:
+                text = decision.response
+        return self.response_pii.apply(text)
+
+    def stream_filter(self, principal: Principal, model: str) -> StreamFilter | None:
+        if not self.inspects_responses:
+            return None
+        return StreamFilter(self, principal, model)
+
+    def tools(self, tools: ToolLookup, principal: Principal, model: str) -> ToolLookup:
+        if not self.active:
+            return tools
+        return PolicyTools(tools, self, principal, model)
+
+
+class StreamFilter:
+    """PII redaction chunk by chunk; the post_chat policy on the whole answer at the end."""
+
+    def __init__(self, gate: PolicyGate, principal: Principal, model: str) -> None:
+        self.gate = gate
+        self.principal = principal
+        self.model = model
+        self.redactor = StreamRedactor(gate.response_pii)
+        self.parts: list[str] = []
+
+    def feed(self, text: str) -> str:
+        self.parts.append(text)
+        return self.redactor.feed(text)
+
+    async def finish(self) -> str:
+        """The held-back tail; raises PolicyDenied when post_chat denies the answer."""
+        tail = self.redactor.flush()
+        if self.gate.active:
+            decision = await self.gate.evaluate("post_chat", {
+                "principal": principal_input(self.principal), "model": self.model,
+                "response": "".join(self.parts)})
+            if decision.action == "deny":
+                raise PolicyDenied(f"response withheld by policy: {decision.reason}")
+        return tail
+
+
+class PolicyTools:
+    """Server-side tools behind the pre_tool stage."""
+
+    def __init__(self, inner: ToolLookup, gate: PolicyGate, principal: Principal,
+                 model: str) -> None:
+        self.inner = inner
+        self.gate = gate
+        self.principal = principal
+        self.model = model
+
+    def specs(self, names: list[str] | None = None) -> list[ToolSpec]:
+        return self.inner.specs(names)
+
+    def get(self, name: str) -> Tool | None:
+        tool = self.inner.get(name)
+        return None if tool is None else GuardedTool(tool, self)
+
+
+class GuardedTool:
+    def __init__(self, inner: Tool, owner: PolicyTools) -> None:
+        self.inner = inner
+        self.owner = owner
+        self.name = inner.name
+        self.spec = inner.spec
+
+    async def invoke(self, arguments: dict[str, Any], ctx: RunContext) -> str:
+        owner = self.owner
+        decision = await owner.gate.evaluate("pre_tool", {
+            "principal": principal_input(owner.principal), "model": owner.model,
+            "tool": self.name, "arguments": arguments})
+        if decision.action == "deny":
+            return f"error: the call to {self.name} was refused by policy: {decision.reason}"
+        if decision.action == "require_approval":
+            raise PolicyDenied(f"the call to {self.name} requires approval: {decision.reason}",
+                               code="approval_required")
+        return await self.inner.invoke(arguments, ctx)

@@ -1,0 +1,182 @@
+"""Policy and PII guards through the HTTP surface, on the embedded engine and on an
+OPA-compatible REST server answering from the same policies (parity)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from tests.fakes.openai import FakeOpenAI, Reply, make_app
+from tests.policies.opa_compat import OpaCompatibleApp
+from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
+from tests.support.net import serve_asgi
+from tests.support.openai_schema import validate_chunk, validate_error
+
+POLICY_DATA: dict[str, Any] = {
+    "denied_models": {"acme": ["echo-slow"]},
+    "forced_models": {"forced-co": "echo-b"},
+    "blocked_phrases": ["project bluebird"],
+    "denied_phrases": ["launch codes"],
+    "blocked_tools": ["calculator"],
+    "approval_tools": {"*": ["current_time"]},
+    "redaction_text": "[REDACTED]",
+}
+PII = {"request": {"mode": "redact", "kinds": ["email"]},
+       "response": {"mode": "mask", "kinds": ["aws_access_key_id", "credit_card"]}}
+
+
+class WithHealth:
+    """The OPA-compatible app plus OPA's ``/health``."""
+
+    def __init__(self, inner: OpaCompatibleApp) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/health":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+            return
+        await self.inner(scope, receive, send)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[str, FakeOpenAI]]:
+    app, fake = make_app()
+    with serve_asgi(app) as url:
+        yield url, fake
+
+
+@pytest.fixture(scope="module", params=["embedded", "opa"])
+def gw(request: pytest.FixtureRequest, upstream: tuple[str, FakeOpenAI]) -> Iterator[Gateway]:
+    cfg = basic_config()
+    cfg["auth"]["keys"].append({"key": "sk-test-forced", "key_id": "forced",
+                                "tenant_id": "forced-co", "user_id": "fay"})
+    cfg["deployments"] += [
+        {"name": "echo-b", "provider": "echo", "model": "echo-b"},
+        {"name": "scripted", "provider": "http-generic", "model": "m",
+         "base_url": upstream[0] + "/v1"},
+    ]
+    cfg["profiles"].append({"name": "echo-time", "kind": "single",
+                            "params": {"deployment": "echo", "tools": ["current_time"]}})
+    policy: dict[str, Any] = {"data": POLICY_DATA, "pii": PII}
+    if request.param == "embedded":
+        cfg["policy"] = {"mode": "embedded", **policy}
+        with gateway(cfg) as g:
+            yield g
+        return
+    opa = WithHealth(OpaCompatibleApp(POLICY_DATA))
+    with serve_asgi(opa) as opa_url:
+        cfg["policy"] = {"mode": "opa", "opa_url": opa_url, "timeout_s": 2.0, "pii": PII}
+        with gateway(cfg) as g:
+            yield g
+
+
+@pytest.fixture
+def fake(upstream: tuple[str, FakeOpenAI]) -> FakeOpenAI:
+    upstream[1].requests.clear()
+    upstream[1].replies.clear()
+    return upstream[1]
+
+
+@pytest.fixture
+def client(gw: Gateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0)
+
+
+def ask(client: openai.OpenAI, text: str, model: str = "echo") -> str:
+    reply = client.chat.completions.create(model=model,
+                                           messages=[{"role": "user", "content": text}])
+    return reply.choices[0].message.content or ""
+
+
+def test_pre_chat_deny_is_403_policy_denied(client: openai.OpenAI, gw: Gateway) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        ask(client, "hello", model="echo-slow")
+    assert info.value.body["type"] == "policy_denied"  # type: ignore[index]
+    resp = httpx.post(gw.base_url + "/chat/completions",
+                      headers={"authorization": f"Bearer {TEST_KEY}"},
+                      json={"model": "echo", "messages": [
+                          {"role": "user", "content": "tell me the launch codes"}]})
+    assert resp.status_code == 403
+    validate_error(resp.json())
+    assert "launch codes" in resp.json()["error"]["message"]
+
+
+def test_pre_chat_force_model(gw: Gateway) -> None:
+    forced = openai.OpenAI(base_url=gw.base_url, api_key="sk-test-forced", max_retries=0)
+    raw = forced.chat.completions.with_raw_response.create(
+        model="echo", messages=[{"role": "user", "content": "hi"}])
+    assert raw.headers["x-tako-deployment"] == "echo-b"
+    assert raw.parse().model == "echo", "the client sees the model name it asked for"
+
+
+def test_pre_chat_redacts_messages(client: openai.OpenAI, fake: FakeOpenAI) -> None:
+    assert ask(client, "status of project bluebird?") == "echo: status of [REDACTED]?"
+
+
+def test_request_pii_redacted_before_the_provider(client: openai.OpenAI,
+                                                  fake: FakeOpenAI) -> None:
+    ask(client, "mail ann@example.com please", model="scripted")
+    sent = fake.requests[-1].body["messages"][0]["content"]
+    assert "ann@example.com" not in sent and "<EMAIL>" in sent
+
+
+def test_pre_tool_deny_tells_the_model(client: openai.OpenAI) -> None:
+    answer = ask(client, "calculator: 1+1", model="echo-tools")
+    assert answer.startswith("tool calculator returned: error: the call to calculator was "
+                             "refused by policy")
+
+
+def test_pre_tool_require_approval_is_403(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        ask(client, "current_time: now", model="echo-time")
+    assert info.value.code == "approval_required"
+
+
+def test_post_chat_deny_and_redact(client: openai.OpenAI, fake: FakeOpenAI) -> None:
+    fake.push(Reply(text="here are the launch codes: 0000"))
+    with pytest.raises(openai.PermissionDeniedError):
+        ask(client, "anything", model="scripted")
+    fake.push(Reply(text="project bluebird ships friday"))
+    assert ask(client, "anything", model="scripted") == "[REDACTED] ships friday"
+
+
+def test_response_pii_masked_also_when_split_across_chunks(gw: Gateway,
+                                                            fake: FakeOpenAI) -> None:
+    fake.push(Reply(text="key AKIAIOSFODNN7EXAMPLE ok"))
+    client = openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0)
+    plain = ask(client, "x", model="scripted")
+    assert "AKIAIOSFODNN7EXAMPLE" not in plain and plain.endswith(" ok")
+    fake.push(Reply(chunks=["card 4111 11", "11 1111 ", "1111 and key AKIAIOSF", "ODNN7EXAMPLE",
+                            " done"]))
+    resp = httpx.post(gw.base_url + "/chat/completions", timeout=10,
+                      headers={"authorization": f"Bearer {TEST_KEY}"},
+                      json={"model": "scripted", "stream": True,
+                            "messages": [{"role": "user", "content": "x"}]})
+    frames = [line[6:] for line in resp.text.splitlines() if line.startswith("data: ")]
+    assert frames[-1] == "[DONE]"
+    chunks = [orjson.loads(f) for f in frames[:-1]]
+    for chunk in chunks:
+        validate_chunk(chunk)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
+                   if c["choices"])
+    assert "4111" not in text.replace("****1111", "") and "AKIAIOSFODNN7EXAMPLE" not in text
+    assert text.startswith("card ") and text.endswith(" done")
+
+
+def test_post_chat_deny_mid_stream_ends_with_error_frame(gw: Gateway, fake: FakeOpenAI) -> None:
+    fake.push(Reply(text="the launch codes are secret"))
+    resp = httpx.post(gw.base_url + "/chat/completions", timeout=10,
+                      headers={"authorization": f"Bearer {TEST_KEY}"},
+                      json={"model": "scripted", "stream": True,
+                            "messages": [{"role": "user", "content": "x"}]})
+    frames = [line[6:] for line in resp.text.splitlines() if line.startswith("data: ")]
+    assert frames[-1] == "[DONE]"
+    error = orjson.loads(frames[-2])
+    validate_error(error)
+    assert error["error"]["type"] == "policy_denied"
