@@ -129,9 +129,9 @@ def _openai_ok(value: str) -> bool:
 # Private key blocks: the body is any text up to the END line, at most this long; a block
 # whose END line never comes is redacted up to that length (or the end of the text).
 PRIVATE_KEY_BODY_MAX = 16384
-PRIVATE_KEY_HEADER = r"-----BEGIN (?:[A-Z0-9]+ ){0,4}PRIVATE KEY(?: BLOCK)?-----"
-PRIVATE_KEY_FOOTER = r"-----END (?:[A-Z0-9]+ ){0,4}PRIVATE KEY(?: BLOCK)?-----"
-PRIVATE_KEY_MARKER_MAX = 80
+PRIVATE_KEY_HEADER = r"-----BEGIN (?:[A-Z0-9]{1,12} ){0,4}PRIVATE KEY(?: BLOCK)?-----"
+PRIVATE_KEY_FOOTER = r"-----END (?:[A-Z0-9]{1,12} ){0,4}PRIVATE KEY(?: BLOCK)?-----"
+PRIVATE_KEY_MARKER_MAX = 100  # longer than any header or footer line
 PRIVATE_KEY_RE = re.compile(
     PRIVATE_KEY_HEADER
     + rf"(?:[\s\S]{{0,{PRIVATE_KEY_BODY_MAX}}}?(?P<footer>{PRIVATE_KEY_FOOTER})"
@@ -262,7 +262,7 @@ DETECTORS: tuple[Detector, ...] = (
             r"(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?![\w:]|\.\d)"
         ),
         _chars("0-9", "a-f", "A-F", ":."),
-        45,
+        56,
         10,
         _ipv6_ok,
     ),

@@ -133,3 +133,24 @@ def test_block_mode_stream_raises_without_leaking_the_secret() -> None:
         emitted += stream.feed(secret[25:] + " done")
         emitted += stream.flush()
     assert secret[:5] not in emitted
+
+
+def test_random_mixtures_of_secrets_and_punctuation_in_random_chunks() -> None:
+    g = guard("hash")
+    alphabet = "0123456789 -.:@+()/_=abcdefABCDEFXYZeyJsk\n\"'"
+    values = [e["value"] for r in POSITIVES for e in r["expected"]]
+    rng = random.Random(11)
+    for _ in range(300):
+        parts = [
+            rng.choice(values)
+            if rng.random() < 0.5
+            else "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+            for _ in range(rng.randint(1, 6))
+        ]
+        text = "".join(parts)
+        chunks, pos = [], 0
+        while pos < len(text):
+            size = rng.randint(1, 10)
+            chunks.append(text[pos:pos + size])
+            pos += size
+        assert run_stream(g, chunks) == g.apply(text), text
