@@ -20,7 +20,9 @@ from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
 from tests.support.openai_schema import validate_chunk, validate_completion, validate_error
 from tests.support.vendors import (
     PNG_DATA_URL,
+    Answered,
     BedrockVendor,
+    Call,
     Vendor,
     VertexVendor,
     aws_env,
@@ -148,56 +150,70 @@ def test_chat_streaming(vendor: Vendor, client: openai.OpenAI, gw: Gateway) -> N
     assert chunks[-1].usage.total_tokens == vendor.usage.prompt + vendor.usage.completion
 
 
-def test_client_side_tool_call_round_trip(vendor: Vendor, client: openai.OpenAI) -> None:
-    args = {"city": "Paris", "unit": "celsius"}
+CALLS = {
+    "one_call": [("get_weather", {"city": "Paris", "unit": "celsius"})],
+    "parallel_calls": [("get_weather", {"city": "Paris", "unit": "celsius"}),
+                       ("get_weather", {"city": "Tokyo", "unit": "kelvin", "days": 2})],
+}
+
+
+@pytest.mark.parametrize("calls", list(CALLS.values()), ids=list(CALLS))
+def test_client_side_tool_call_round_trip(vendor: Vendor, client: openai.OpenAI,
+                                          calls: list[Call]) -> None:
     messages: list[Any] = [{"role": "user", "content": "What's the weather in Paris?"}]
-    vendor.push_tool_call("get_weather", args, stream=False)
+    vendor.push_tool_calls(calls, stream=False)
     raw = client.chat.completions.with_raw_response.create(
         model=vendor.name, messages=messages, tools=TOOLS)
     validate_completion(orjson.loads(raw.content))
     first = raw.parse()
     assert first.choices[0].finish_reason == "tool_calls"
-    [call] = first.choices[0].message.tool_calls or []
-    assert call.type == "function" and call.function.name == "get_weather"
-    assert orjson.loads(call.function.arguments) == args
-    assert call.id and (vendor.tool_call_id is None or call.id == vendor.tool_call_id)
+    got = first.choices[0].message.tool_calls or []
+    assert [(c.type, c.function.name, orjson.loads(c.function.arguments)) for c in got] == [
+        ("function", name, args) for name, args in calls]
+    ids = [c.id for c in got]
+    assert all(ids) and len(set(ids)) == len(ids)
+    assert vendor.call_ids(len(calls)) in (None, ids)
 
+    answered = [Answered(c.id, c.function.name, orjson.loads(c.function.arguments),
+                         f"sunny, {20 + i}C") for i, c in enumerate(got)]
     messages += [first.choices[0].message.model_dump(exclude_none=True),
-                 {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"}]
-    vendor.push_text("It is sunny and 21C in Paris.", stream=False)
+                 *({"role": "tool", "tool_call_id": a.id, "content": a.result}
+                   for a in answered)]
+    vendor.push_text("It is sunny.", stream=False)
     second = client.chat.completions.create(model=vendor.name, messages=messages, tools=TOOLS)
-    assert second.choices[0].message.content == "It is sunny and 21C in Paris."
-    vendor.tool_result_sent(call.id, "get_weather", args, "sunny, 21C")
+    assert second.choices[0].message.content == "It is sunny."
+    vendor.tool_results_sent(answered)
 
 
-def test_streamed_tool_call_reassembles(vendor: Vendor, client: openai.OpenAI,
-                                        gw: Gateway) -> None:
-    args = {"city": "Oslo", "unit": "kelvin", "days": 3}
+@pytest.mark.parametrize("calls", list(CALLS.values()), ids=list(CALLS))
+def test_streamed_tool_calls_reassemble(vendor: Vendor, client: openai.OpenAI, gw: Gateway,
+                                        calls: list[Call]) -> None:
     request = {"model": vendor.name, "stream": True, "tools": TOOLS,
-               "messages": [{"role": "user", "content": "Weather in Oslo for 3 days?"}]}
-    vendor.push_tool_call("get_weather", args, stream=True)
+               "messages": [{"role": "user", "content": "Weather in Paris and Tokyo?"}]}
+    vendor.push_tool_calls(calls, stream=True)
     frames = sse_frames(gw, request)
     assert any(f["choices"] and f["choices"][0]["delta"].get("tool_calls") for f in frames)
 
-    vendor.push_tool_call("get_weather", args, stream=True)
-    calls: dict[int, dict[str, str]] = {}
+    vendor.push_tool_calls(calls, stream=True)
+    assembled: dict[int, dict[str, str]] = {}
     finish = None
     for chunk in client.chat.completions.create(**request):
         if not chunk.choices:
             continue
         for tc in chunk.choices[0].delta.tool_calls or ():
-            entry = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+            entry = assembled.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
             entry["id"] += tc.id or ""
             if tc.function:
                 entry["name"] += tc.function.name or ""
                 entry["arguments"] += tc.function.arguments or ""
         finish = chunk.choices[0].finish_reason or finish
     assert finish == "tool_calls"
-    assert list(calls) == [0]
-    assert calls[0]["name"] == "get_weather"
-    assert orjson.loads(calls[0]["arguments"]) == args
-    assert calls[0]["id"] and (vendor.tool_call_id is None
-                               or calls[0]["id"] == vendor.tool_call_id)
+    assert sorted(assembled) == list(range(len(calls)))
+    got = [assembled[i] for i in range(len(calls))]
+    assert [(c["name"], orjson.loads(c["arguments"])) for c in got] == calls
+    ids = [c["id"] for c in got]
+    assert all(ids) and len(set(ids)) == len(ids)
+    assert vendor.call_ids(len(calls)) in (None, ids)
 
 
 def test_image_data_url_reaches_the_vendor(vendor: Vendor, client: openai.OpenAI) -> None:

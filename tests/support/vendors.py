@@ -40,6 +40,19 @@ VERTEX_LOCATION = "europe-west4"
 OLLAMA_PRICE = {"input": 0.5, "output": 1.5}
 
 
+Call = tuple[str, dict[str, Any]]  # (function name, arguments)
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A tool call as the client saw it and the result the client sent back."""
+
+    id: str
+    name: str
+    args: dict[str, Any]
+    result: str
+
+
 @dataclass(frozen=True)
 class Scripted:
     """Token counts the fake reports for a scripted text answer."""
@@ -68,8 +81,19 @@ class Vendor:
     model: str
     usage: Scripted
     error_status: int = 429
-    #: The id the vendor gives a scripted tool call (None: tako makes one up).
-    tool_call_id: str | None = "call_e2e0000001"
+    #: Ids the vendor gives scripted tool calls, by position (None: tako makes them up).
+    call_id_prefix: str | None = "call_e2e000000"
+
+    def call_ids(self, count: int) -> list[str] | None:
+        if self.call_id_prefix is None:
+            return None
+        return [f"{self.call_id_prefix}{i}" for i in range(count)]
+
+    def with_ids(self, calls: list[Call]) -> list[tuple[str, str, dict[str, Any]]]:
+        """(id, name, arguments) for each scripted call."""
+        ids = self.call_ids(len(calls))
+        assert ids is not None
+        return [(cid, name, args) for cid, (name, args) in zip(ids, calls, strict=True)]
 
     def __init__(self, fake: Any, url: str) -> None:
         self.fake = fake
@@ -92,7 +116,8 @@ class Vendor:
     def push_text(self, text: str, *, stream: bool) -> None:
         raise NotImplementedError
 
-    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
+    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
+        """An answer that calls these tools, in the vendor's format (streamed or not)."""
         raise NotImplementedError
 
     def push_error(self) -> None:
@@ -109,9 +134,8 @@ class Vendor:
     def last_body(self) -> dict[str, Any]:
         return dict(self.fake.requests[-1].body)
 
-    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
-                         result: str) -> None:
-        """Assert the last request carries the assistant's call and the tool's answer,
+    def tool_results_sent(self, answered: list[Answered]) -> None:
+        """Assert the last request ends with the assistant's calls and the tools' answers,
         shaped as this vendor expects them."""
         raise NotImplementedError
 
@@ -123,15 +147,20 @@ class Vendor:
 # ---------------------------------------------------------------- OpenAI-shaped vendors
 
 
-def _openai_tool_history(messages: list[dict[str, Any]], call_id: str, name: str,
-                         args: dict[str, Any], result: str) -> None:
-    assistant, tool = messages[-2], messages[-1]
+def _openai_tool_history(messages: list[dict[str, Any]], answered: list[Answered]) -> None:
+    assistant, tools = messages[-1 - len(answered)], messages[-len(answered):]
     assert assistant["role"] == "assistant"
-    [call] = assistant["tool_calls"]
-    assert call["id"] == call_id and call["type"] == "function"
-    assert call["function"]["name"] == name
-    assert orjson.loads(call["function"]["arguments"]) == args
-    assert tool == {"role": "tool", "tool_call_id": call_id, "content": result}
+    assert [(c["id"], c["type"], c["function"]["name"], orjson.loads(c["function"]["arguments"]))
+            for c in assistant["tool_calls"]] == [
+        (a.id, "function", a.name, a.args) for a in answered]
+    assert tools == [{"role": "tool", "tool_call_id": a.id, "content": a.result}
+                     for a in answered]
+
+
+def _openai_calls(calls: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [{"id": cid, "type": "function",
+             "function": {"name": name, "arguments": orjson.dumps(args).decode()}}
+            for cid, name, args in calls]
 
 
 def _openai_image(messages: list[dict[str, Any]]) -> None:
@@ -154,11 +183,8 @@ class OpenAIVendor(Vendor):
     def push_text(self, text: str, *, stream: bool) -> None:
         self.fake.push(fake_openai.Reply(text=text))
 
-    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
-        assert self.tool_call_id
-        self.fake.push(fake_openai.Reply(tool_calls=[{
-            "id": self.tool_call_id, "type": "function",
-            "function": {"name": name, "arguments": orjson.dumps(args).decode()}}]))
+    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
+        self.fake.push(fake_openai.Reply(tool_calls=_openai_calls(self.with_ids(calls))))
 
     def push_error(self) -> None:
         self.fake.push(fake_openai.Reply(status=429, body={"error": {
@@ -173,11 +199,9 @@ class OpenAIVendor(Vendor):
                 "message": "The server had an error while processing your request.",
                 "type": "server_error", "param": None, "code": None}))
 
-    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
-                         result: str) -> None:
-        body = self.last_body()
+    def tool_results_sent(self, answered: list[Answered]) -> None:
         assert self.fake.requests[-1].headers["authorization"] == "Bearer sk-openai-e2e"
-        _openai_tool_history(body["messages"], call_id, name, args, result)
+        _openai_tool_history(self.last_body()["messages"], answered)
 
     def image_sent(self) -> None:
         _openai_image(self.last_body()["messages"])
@@ -201,10 +225,9 @@ class GenericVendor(OpenAIVendor):
                                                            "type": "InternalServerError",
                                                            "code": 500}))
 
-    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
-                         result: str) -> None:
+    def tool_results_sent(self, answered: list[Answered]) -> None:
         assert "authorization" not in self.fake.requests[-1].headers
-        _openai_tool_history(self.last_body()["messages"], call_id, name, args, result)
+        _openai_tool_history(self.last_body()["messages"], answered)
 
 
 class AzureVendor(Vendor):
@@ -225,14 +248,14 @@ class AzureVendor(Vendor):
         else:
             self.fake.push(fake_azure.Reply(body=fake_azure.completion(text)))
 
-    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
-        assert self.tool_call_id
+    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
         if stream:
             self.fake.push(fake_azure.Reply(chunks=fake_azure.tool_stream(
-                [(self.tool_call_id, name, split_json(args))])))
+                [(cid, name, split_json(args)) for cid, name, args in self.with_ids(calls)])))
         else:
-            self.fake.push(fake_azure.Reply(body=fake_azure.completion(
-                None, tool_calls=[(self.tool_call_id, name, orjson.dumps(args).decode())])))
+            self.fake.push(fake_azure.Reply(body=fake_azure.completion(None, tool_calls=[
+                (cid, name, orjson.dumps(args).decode())
+                for cid, name, args in self.with_ids(calls)])))
 
     def push_error(self) -> None:
         self.fake.push(fake_azure.error(
@@ -249,13 +272,12 @@ class AzureVendor(Vendor):
             self.fake.push(fake_azure.Reply(chunks=[*chunks[:4], fake_azure.error_body(
                 "server_error", "The server had an error while processing your request.")]))
 
-    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
-                         result: str) -> None:
+    def tool_results_sent(self, answered: list[Answered]) -> None:
         received = self.fake.requests[-1]
         assert received.path == f"/openai/deployments/{self.deployment_name}/chat/completions"
         assert received.query["api-version"] == "2024-10-21"
         assert received.headers["api-key"] == "azure-test-key"
-        _openai_tool_history(received.body["messages"], call_id, name, args, result)
+        _openai_tool_history(received.body["messages"], answered)
 
     def image_sent(self) -> None:
         _openai_image(self.last_body()["messages"])
@@ -266,7 +288,7 @@ class MistralVendor(Vendor):
     provider = "mistral"
     model = "mistral-small-latest"
     usage = Scripted(16, 8)
-    tool_call_id = "D681PevKs"
+    call_id_prefix = "D681PevK"  # Mistral ids are nine letters and digits
 
     def deployment(self) -> dict[str, Any]:
         return {"name": self.name, "provider": self.provider, "model": self.model,
@@ -278,14 +300,13 @@ class MistralVendor(Vendor):
         else:
             self.fake.push(fake_mistral.Reply(body=fake_mistral.completion(text)))
 
-    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
-        assert self.tool_call_id
-        call = (self.tool_call_id, name, orjson.dumps(args).decode())
+    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
+        wire = [(cid, name, orjson.dumps(args).decode())
+                for cid, name, args in self.with_ids(calls)]
         if stream:
-            self.fake.push(fake_mistral.Reply(chunks=fake_mistral.tool_stream([call])))
+            self.fake.push(fake_mistral.Reply(chunks=fake_mistral.tool_stream(wire)))
         else:
-            self.fake.push(fake_mistral.Reply(body=fake_mistral.completion(
-                "", tool_calls=[call])))
+            self.fake.push(fake_mistral.Reply(body=fake_mistral.completion("", tool_calls=wire)))
 
     def push_error(self) -> None:
         self.fake.push(fake_mistral.error(429, "Requests rate limit exceeded", "rate_limited",
@@ -299,11 +320,8 @@ class MistralVendor(Vendor):
             self.fake.push(fake_mistral.Reply(chunks=[*chunks[:3], fake_mistral.error_body(
                 "Service unavailable.", "service_unavailable", "3000")]))
 
-    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
-                         result: str) -> None:
-        messages = self.last_body()["messages"]
-        assert messages[-1]["tool_call_id"] == call_id
-        _openai_tool_history(messages, call_id, name, args, result)
+    def tool_results_sent(self, answered: list[Answered]) -> None:
+        _openai_tool_history(self.last_body()["messages"], answered)
 
     def image_sent(self) -> None:
         _openai_image(self.last_body()["messages"])
@@ -317,7 +335,7 @@ class AnthropicVendor(Vendor):
     provider = "anthropic"
     model = "claude-haiku-4-5"
     usage = Scripted(12, 6)
-    tool_call_id = "toolu_01A09q90qw90lq917835lq9"
+    call_id_prefix = "toolu_01A09q90qw90lq917835lq"
 
     def deployment(self) -> dict[str, Any]:
         return {"name": self.name, "provider": self.provider, "model": self.model,
@@ -330,17 +348,16 @@ class AnthropicVendor(Vendor):
         else:
             self.fake.push(fake_anthropic.Reply(body=fake_anthropic.message(text)))
 
-    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
-        assert self.tool_call_id
+    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
         if stream:
+            blocks = [event for index, (cid, name, args) in enumerate(self.with_ids(calls))
+                      for event in fake_anthropic.tool_block(index, cid, name, split_json(args))]
             self.fake.push(fake_anthropic.Reply(events=[
-                fake_anthropic.message_start(),
-                *fake_anthropic.tool_block(0, self.tool_call_id, name, split_json(args)),
-                *fake_anthropic.message_end("tool_use", 21),
-            ]))
+                fake_anthropic.message_start(), *blocks,
+                *fake_anthropic.message_end("tool_use", 21)]))
         else:
             self.fake.push(fake_anthropic.Reply(body=fake_anthropic.message(
-                None, tool_uses=[(self.tool_call_id, name, args)])))
+                None, tool_uses=self.with_ids(calls))))
 
     def push_error(self) -> None:
         self.fake.push(fake_anthropic.error(
@@ -356,17 +373,18 @@ class AnthropicVendor(Vendor):
             self.fake.push(fake_anthropic.Reply(
                 events=[*events[:5], fake_anthropic.stream_error_event()]))
 
-    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
-                         result: str) -> None:
+    def tool_results_sent(self, answered: list[Answered]) -> None:
         received = self.fake.requests[-1]
         assert received.headers["x-api-key"] == "sk-ant-test"
         assert received.headers["anthropic-version"]
         messages = received.body["messages"]
         assert messages[-2] == {"role": "assistant", "content": [
-            {"type": "tool_use", "id": call_id, "name": name, "input": args}]}
+            {"type": "tool_use", "id": a.id, "name": a.name, "input": a.args}
+            for a in answered]}
+        # every result of one assistant turn goes back in one user turn
         assert messages[-1] == {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": call_id,
-             "content": [{"type": "text", "text": result}]}]}
+            {"type": "tool_result", "tool_use_id": a.id,
+             "content": [{"type": "text", "text": a.result}]} for a in answered]}
 
     def image_sent(self) -> None:
         content = self.last_body()["messages"][-1]["content"]
@@ -379,7 +397,7 @@ class BedrockVendor(Vendor):
     provider = "bedrock"
     model = "anthropic.claude-3-haiku-20240307-v1:0"
     usage = Scripted(12, 7)
-    tool_call_id = "tooluse_kZJMlvQmRJ6eAyJE5GIl7Q"
+    call_id_prefix = "tooluse_kZJMlvQmRJ6eAyJE5GIl7"
 
     def deployment(self) -> dict[str, Any]:
         return {"name": self.name, "provider": self.provider, "model": self.model,
@@ -390,9 +408,8 @@ class BedrockVendor(Vendor):
             "inputTokens": self.usage.prompt, "outputTokens": self.usage.completion,
             "totalTokens": self.usage.prompt + self.usage.completion}))
 
-    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
-        assert self.tool_call_id
-        self.fake.push(fake_bedrock.Turn(tool_calls=[(self.tool_call_id, name, args)]))
+    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
+        self.fake.push(fake_bedrock.Turn(tool_calls=self.with_ids(calls)))
 
     def push_error(self) -> None:
         self.fake.push(fake_bedrock.Failure(429, "ThrottlingException",
@@ -408,15 +425,15 @@ class BedrockVendor(Vendor):
     def signed(self) -> bool:
         return fake_bedrock.signature_ok(self.fake.requests[-1], AWS_SECRET_KEY, AWS_REGION)
 
-    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
-                         result: str) -> None:
+    def tool_results_sent(self, answered: list[Answered]) -> None:
         assert self.signed()
         messages = self.last_body()["messages"]
         assert messages[-2] == {"role": "assistant", "content": [
-            {"toolUse": {"toolUseId": call_id, "name": name, "input": args}}]}
+            {"toolUse": {"toolUseId": a.id, "name": a.name, "input": a.args}}
+            for a in answered]}
         assert messages[-1] == {"role": "user", "content": [
-            {"toolResult": {"toolUseId": call_id, "content": [{"text": result}],
-                            "status": "success"}}]}
+            {"toolResult": {"toolUseId": a.id, "content": [{"text": a.result}],
+                            "status": "success"}} for a in answered]}
 
     def image_sent(self) -> None:
         content = self.last_body()["messages"][-1]["content"]
@@ -428,7 +445,7 @@ class VertexVendor(Vendor):
     provider = "vertex"
     model = "gemini-2.0-flash"
     usage = Scripted(11, 6)
-    tool_call_id = None  # Gemini calls carry no id; tako names them
+    call_id_prefix = None  # Gemini calls carry no id; tako names them
 
     def __init__(self, fake: Any, url: str, credentials_file: Path) -> None:
         super().__init__(fake, url)
@@ -443,8 +460,8 @@ class VertexVendor(Vendor):
     def push_text(self, text: str, *, stream: bool) -> None:
         self.fake.push(fake_vertex.Turn(text=text))
 
-    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
-        self.fake.push(fake_vertex.Turn(tool_calls=[(name, args)], response_id="resp-e2e"))
+    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
+        self.fake.push(fake_vertex.Turn(tool_calls=list(calls), response_id="resp-e2e"))
 
     def push_error(self) -> None:
         self.fake.push(fake_vertex.Failure(
@@ -458,17 +475,17 @@ class VertexVendor(Vendor):
         else:
             self.fake.push(fake_vertex.Turn(text=text, error_after=1))
 
-    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
-                         result: str) -> None:
+    def tool_results_sent(self, answered: list[Answered]) -> None:
         received = self.fake.requests[-1]
         assert (received.project, received.location, received.model) == (
             VERTEX_PROJECT, VERTEX_LOCATION, self.model)
         assert received.headers["authorization"].startswith("Bearer ya29.fake-")
         contents = received.body["contents"]
         assert contents[-2] == {"role": "model", "parts": [
-            {"functionCall": {"name": name, "args": args}}]}
+            {"functionCall": {"name": a.name, "args": a.args}} for a in answered]}
         assert contents[-1] == {"role": "user", "parts": [
-            {"functionResponse": {"name": name, "response": {"content": result}}}]}
+            {"functionResponse": {"name": a.name, "response": {"content": a.result}}}
+            for a in answered]}
 
     def image_sent(self) -> None:
         parts = self.last_body()["contents"][-1]["parts"]
@@ -480,7 +497,7 @@ class OllamaVendor(Vendor):
     provider = "ollama"
     model = "llama3.2"
     usage = Scripted(26, 12)
-    tool_call_id = None  # Ollama calls carry no id; tako derives one
+    call_id_prefix = None  # Ollama calls carry no id; tako derives one
     error_status = 500
 
     def deployment(self) -> dict[str, Any]:
@@ -491,8 +508,8 @@ class OllamaVendor(Vendor):
         self.fake.push(fake_ollama.text(*pieces(text), prompt=self.usage.prompt,
                                         completion=self.usage.completion))
 
-    def push_tool_call(self, name: str, args: dict[str, Any], *, stream: bool) -> None:
-        self.fake.push(fake_ollama.tool_calls((name, args)))
+    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
+        self.fake.push(fake_ollama.tool_calls(*calls))
 
     def push_error(self) -> None:
         self.fake.push(fake_ollama.error(500, "llama runner process has terminated: "
@@ -510,12 +527,14 @@ class OllamaVendor(Vendor):
             ] + [{"error": "an error was encountered while running the model: unexpected EOF"}]
         self.fake.push(reply)
 
-    def tool_result_sent(self, call_id: str, name: str, args: dict[str, Any],
-                         result: str) -> None:
+    def tool_results_sent(self, answered: list[Answered]) -> None:
         messages = self.last_body()["messages"]
-        assert messages[-2]["role"] == "assistant"
-        assert messages[-2]["tool_calls"] == [{"function": {"name": name, "arguments": args}}]
-        assert messages[-1] == {"role": "tool", "content": result, "tool_name": name}
+        assistant = messages[-1 - len(answered)]
+        assert assistant["role"] == "assistant"
+        assert assistant["tool_calls"] == [
+            {"function": {"name": a.name, "arguments": a.args}} for a in answered]
+        assert messages[-len(answered):] == [
+            {"role": "tool", "content": a.result, "tool_name": a.name} for a in answered]
 
     def image_sent(self) -> None:
         assert self.last_body()["messages"][-1]["images"] == [PNG_B64]
