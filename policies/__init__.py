@@ -9,6 +9,8 @@ from policies.decision import ACTIONS, STAGES
 from policies.embedded import EmbeddedRegoEngine
 from policies.factory import AllowAllEngine, build_policy_engine
 from policies.opa_rest import OpaRestEngine
+from policies.pii import Finding, PiiGuard
+from policies.pii_stream import StreamRedactor
 from policies.settings import PiiGuardSettings, PiiSettings, PolicySettings
 
 __all__ = [
@@ -16,9 +18,12 @@ __all__ = [
     "STAGES",
     "AllowAllEngine",
     "EmbeddedRegoEngine",
+    "Finding",
     "OpaRestEngine",
+    "PiiGuard",
     "PiiGuardSettings",
     "PiiSettings",
     "PolicySettings",
+    "StreamRedactor",
     "build_policy_engine",
 ]
