@@ -211,9 +211,14 @@ class GuardedProvider:
         opened: _StreamOpened | None = None
         end: End | None = None
         text_chars = 0
+        refused = False  # every deployment failed before answering
         try:
-            opened = await self._cascade(
-                lambda p, probe, deadline: self._open_stream(req, p, probe, deadline))
+            try:
+                opened = await self._cascade(
+                    lambda p, probe, deadline: self._open_stream(req, p, probe, deadline))
+            except TakoError:
+                refused = True
+                raise
             chunk = opened.first
             while True:
                 if isinstance(chunk, Delta):
@@ -238,12 +243,17 @@ class GuardedProvider:
         finally:
             if opened is not None:
                 await _aclose(opened.upstream)
-            await self._settle_stream(reservation, opened, end, prompt_tokens, text_chars)
+            await self._settle_stream(reservation, opened, end, prompt_tokens, text_chars,
+                                      refused)
 
     async def _settle_stream(self, reservation: Reservation, opened: _StreamOpened | None,
-                             end: End | None, prompt_tokens: int, text_chars: int) -> None:
-        if opened is None:  # no deployment answered: nothing was generated
+                             end: End | None, prompt_tokens: int, text_chars: int,
+                             refused: bool) -> None:
+        if refused:  # no deployment answered: nothing was generated
             await self._settle(reservation, 0.0, 0)
+            return
+        if opened is None:  # cancelled while waiting for the first chunk
+            await self._settle(reservation, reservation.usd_nano / 1e9, reservation.tokens)
             return
         seen_tokens = prompt_tokens + (text_chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
         seen_usd = opened.provider.estimate_cost_usd(prompt_tokens, seen_tokens - prompt_tokens)

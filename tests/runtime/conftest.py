@@ -59,6 +59,8 @@ async def make_runtime(backend: str, request: pytest.FixtureRequest
 
     async def make(events: Any = None, **fields: Any) -> Runtime:
         fields.setdefault("retry", {"base_delay_s": 0.001, "max_delay_s": 0.005})
+        # a loaded test machine can stall the event loop well past the 0.5 s default
+        fields.setdefault("redis_timeout_s", 5.0)
         settings = RuntimeSettings.model_validate(
             {"backend": backend, "redis_url": url, "key_prefix": prefix, **fields})
         runtime = Runtime.from_settings(settings, events)

@@ -157,6 +157,7 @@ async def test_two_processes_share_one_budget_exactly(redis_proc):
         "from runtime import Runtime, RuntimeSettings\n"
         "async def main():\n"
         "    s = RuntimeSettings(backend='redis', redis_url=sys.argv[1], key_prefix='procs',\n"
+        "        redis_timeout_s=5,\n"
         "        budgets=[{'scope': 'tenant', 'period': 'day', 'usd': 1.0}])\n"
         "    rt = Runtime.from_settings(s); await rt.start()\n"
         "    p = Principal('acme', 'alice', 'key-a')\n"
@@ -173,12 +174,13 @@ async def test_two_processes_share_one_budget_exactly(redis_proc):
     env = {**os.environ, "PYTHONPATH": str(root)}
     procs = [await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, redis_proc.url, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, env=env, cwd=root) for _ in range(2)]
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=root)
+        for _ in range(2)]
     for p in procs:  # both connected: let them admit together
         assert p.stdout is not None
         assert (await asyncio.wait_for(p.stdout.readline(), 30)).strip() == b"ready"
     outputs = await asyncio.gather(*(p.communicate(b"go\n") for p in procs))
-    assert [p.returncode for p in procs] == [0, 0]
+    assert [p.returncode for p in procs] == [0, 0], [err.decode()[-2000:] for _, err in outputs]
     counts = [int(out.strip()) for out, _ in outputs]
     assert sum(counts) == 76
 

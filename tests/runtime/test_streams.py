@@ -110,3 +110,21 @@ async def test_later_stream_calls_reserve_their_own_estimate(make_runtime):
     # 0.3 per call; the 4th call would need 0.9 + 0.108
     assert worker.calls == 3
     assert await _spent(runtime) == pytest.approx(0.9)
+
+
+async def test_cancelled_before_the_first_chunk_keeps_the_estimate(make_runtime):
+    runtime = await make_runtime(budgets=BUDGET)
+    admission = await runtime.admit(ALICE, "m", 100, 0.5)
+    slow = ScriptedProvider("d", repeat=Stream(), delay_s=10)
+    guarded = runtime.guard(admission, "a", [slow])
+
+    async def consume() -> None:
+        async for _ in guarded.stream(request()):
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(slow.called.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await _spent(runtime) == pytest.approx(0.5)
