@@ -49,6 +49,7 @@ from runtime.settings import (
     RuntimeSettings,
 )
 from runtime.stack import Runtime, estimate_request
+from runtime.watermark import RedisStateStore
 
 __all__ = [
     "Admission",
@@ -58,6 +59,7 @@ __all__ = [
     "MemoryStateStore",
     "NoEvents",
     "RateLimit",
+    "RedisStateStore",
     "RetrySettings",
     "Runtime",
     "RuntimeEvents",

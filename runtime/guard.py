@@ -237,7 +237,7 @@ class GuardedProvider:
                 try:
                     chunk = await anext(opened.upstream)
                 except StopAsyncIteration:
-                    break
+                    chunk = End("stop", Usage())  # the contract's closing End, made up
                 finally:
                     self.admission.upstream_seconds += time.monotonic() - started
         finally:

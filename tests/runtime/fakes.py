@@ -23,7 +23,8 @@ class Reply:
 @dataclass
 class Stream:
     """Chunks to yield; ``fail_after`` > 0 ends with a ChunkError after that many deltas;
-    ``pause_s`` sleeps between chunks; ``end`` False leaves the End out (never finishes)."""
+    ``pause_s`` sleeps between chunks; ``end`` False leaves the End out, and then the
+    stream hangs (``hang``) or just stops."""
 
     deltas: list[str] = field(default_factory=lambda: ["a", "b", "c"])
     usd: float = 0.01
@@ -32,6 +33,7 @@ class Stream:
     fail_after: int = 0
     pause_s: float = 0.0
     end: bool = True
+    hang: bool = True
 
 
 Step = Reply | Stream | TakoError
@@ -92,7 +94,7 @@ class ScriptedProvider:
         if step.end:
             yield End("stop", Usage(prompt_tokens=step.prompt, completion_tokens=step.completion,
                                     cost_usd=step.usd))
-        else:
+        elif step.hang:
             await asyncio.sleep(3600)
 
 

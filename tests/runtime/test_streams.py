@@ -128,3 +128,15 @@ async def test_cancelled_before_the_first_chunk_keeps_the_estimate(make_runtime)
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await _spent(runtime) == pytest.approx(0.5)
+
+
+async def test_an_upstream_stream_without_end_still_ends_with_one(make_runtime):
+    runtime = await make_runtime(budgets=BUDGET)
+    admission = await runtime.admit(ALICE, "m", 100, 0.5)
+    abrupt = ScriptedProvider("d", repeat=Stream(deltas=["x" * 30], end=False, hang=False),
+                              price_per_token=1e-3)
+    guarded = runtime.guard(admission, "a", [abrupt])
+    chunks = [c async for c in guarded.stream(request())]
+    assert [type(c) for c in chunks] == [Delta, End]
+    # charged what was seen: 8 prompt + 10 completion tokens at 1e-3
+    assert await _spent(runtime) == pytest.approx(0.018)
