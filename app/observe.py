@@ -48,8 +48,11 @@ class RequestRecord:
     done: bool = False
 
     def failed(self, exc: BaseException) -> None:
+        """Note the failure; a TakoError also takes the request id along into its error
+        response, so a client can quote it for a failed request too."""
         if isinstance(exc, TakoError):
             self.status, self.error_type = exc.status, exc.type
+            exc.headers["x-request-id"] = self.request_id
         else:
             self.status, self.error_type = 500, "server_error"
 
