@@ -27,6 +27,10 @@ from tests.support.net import serve_asgi
 from tests.support.openai_schema import validate_chunk, validate_completion, validate_error
 from tests.support.redis_server import redis_server
 
+# One topology per module: under pytest-xdist keep these tests on one worker
+# (--dist loadgroup) instead of starting a second set of processes.
+pytestmark = pytest.mark.xdist_group("deploy-topology")
+
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[tuple[str, FakeOpenAI]]:
@@ -36,9 +40,20 @@ def upstream() -> Iterator[tuple[str, FakeOpenAI]]:
 
 
 @pytest.fixture(scope="module")
-def topo(upstream: tuple[str, FakeOpenAI]) -> Iterator[Topology]:
+def running(upstream: tuple[str, FakeOpenAI]) -> Iterator[Topology]:
     with redis_server() as redis, topology(redis.url, upstream[0]) as running:
         yield running
+
+
+@pytest.fixture
+def topo(running: Topology) -> Topology:
+    """The topology with all replicas up (a test that stopped one leaves it to this)."""
+    stopped = [r for r in running.replicas if r.proc is None or r.proc.poll() is not None]
+    for replica in stopped:
+        replica.start()
+    for replica in stopped:
+        replica.wait_ready()
+    return running
 
 
 def _client(topo: Topology) -> openai.OpenAI:
@@ -189,8 +204,7 @@ def test_sigkill_of_one_replica_fails_only_requests_in_flight(topo: Topology) ->
         assert moved, "no request was retried past the dead replica"
         assert all(a[-1] != victim.upstream for a in moved)
     finally:
-        victim.start()
-        victim.wait_ready()
+        victim.kill()
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -198,8 +212,12 @@ def test_sigkill_of_one_replica_fails_only_requests_in_flight(topo: Topology) ->
     "server.graceful_shutdown_s never applies to streams; the app needs "
     "sse_starlette.sse.AppStatus.disable_automatic_graceful_drain() at startup"))
 def test_sigterm_drains_a_stream_in_flight(
-        topo: Topology, upstream: tuple[str, FakeOpenAI]) -> None:
-    replica = topo.replicas[2]
+        running: Topology, upstream: tuple[str, FakeOpenAI]) -> None:
+    # Talks to one replica directly: the other two need not be up.
+    replica = running.replicas[2]
+    if replica.proc is None or replica.proc.poll() is not None:
+        replica.start()
+        replica.wait_ready()
     words = "a b c d e f g h".split()
     upstream[1].push(Reply(text=" ".join(words), chunk_delay_s=0.15))
     body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "x"}]}
@@ -225,5 +243,3 @@ def test_sigterm_drains_a_stream_in_flight(
         assert replica.proc.wait(timeout=10) in (0, -signal.SIGTERM)
     finally:
         replica.kill()
-        replica.start()
-        replica.wait_ready()
