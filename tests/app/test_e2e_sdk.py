@@ -298,23 +298,26 @@ def test_health_and_readiness(gw: Gateway) -> None:
 
 
 def test_concurrent_requests_do_not_block_the_event_loop(gw: Gateway) -> None:
+    """10 parallel requests to a deployment that takes 200 ms finish in under 1.5x the
+    time of one (connections are opened beforehand so only the gateway is measured)."""
+    body = {"model": "echo-slow", "messages": [{"role": "user", "content": "zzz"}]}
+
     async def run() -> tuple[float, float]:
-        client = openai.AsyncOpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0)
+        async with httpx.AsyncClient(base_url=gw.base_url, timeout=10, headers={
+                "authorization": f"Bearer {TEST_KEY}"}) as client:
+            async def one() -> None:
+                r = await client.post("/chat/completions", json=body)
+                assert r.json()["choices"][0]["message"]["content"] == "echo: zzz"
 
-        async def one() -> None:
-            r = await client.chat.completions.create(
-                model="echo-slow", messages=[{"role": "user", "content": "zzz"}])
-            assert r.choices[0].message.content == "echo: zzz"
-
-        await one()  # warm up the connection
-        t0 = time.perf_counter()
-        await one()
-        single = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(10)))
-        parallel = time.perf_counter() - t0
-        await client.close()
-        return single, parallel
+            await asyncio.gather(*(one() for _ in range(10)))  # open 10 connections
+            singles = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                await one()
+                singles.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one() for _ in range(10)))
+            return sorted(singles)[1], time.perf_counter() - t0
 
     single, parallel = asyncio.run(run())
     assert single >= 0.2
