@@ -6,6 +6,7 @@ Mistral, OpenAI and an OpenAI-compatible server)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -130,13 +131,23 @@ def test_chat_streaming(vendor: Vendor, client: openai.OpenAI, gw: Gateway) -> N
                "stream_options": {"include_usage": True},
                "messages": [{"role": "user", "content": "Say something."}]}
     vendor.push_text(text, stream=True)
+    spent_before = cost_total(gw, vendor.name)
     frames = sse_frames(gw, request)
     assert frames[0]["choices"][0]["delta"]["role"] == "assistant"
     assert "".join(f["choices"][0]["delta"].get("content") or "" for f in frames
                    if f["choices"]) == text
     assert frames[-1]["choices"] == []
-    assert frames[-1]["usage"]["prompt_tokens"] == vendor.usage.prompt
-    assert frames[-1]["usage"]["completion_tokens"] == vendor.usage.completion
+    scripted = vendor.usage
+    assert frames[-1]["usage"]["prompt_tokens"] == scripted.prompt
+    assert frames[-1]["usage"]["completion_tokens"] == scripted.completion
+    assert frames[-1]["usage"]["prompt_tokens_details"]["cached_tokens"] == scripted.cached
+    # the stream's spend is settled once the stream closes
+    expected = vendor.price().cost(scripted.prompt, scripted.completion, scripted.cached)
+    deadline = time.monotonic() + 3
+    while (spent := cost_total(gw, vendor.name) - spent_before) < expected * 0.999:
+        assert time.monotonic() < deadline, (spent, expected)
+        time.sleep(0.02)
+    assert spent == pytest.approx(expected, rel=1e-6)
 
     vendor.push_text(text, stream=True)
     chunks = list(client.chat.completions.create(**request))
@@ -150,23 +161,28 @@ def test_chat_streaming(vendor: Vendor, client: openai.OpenAI, gw: Gateway) -> N
     assert chunks[-1].usage.total_tokens == vendor.usage.prompt + vendor.usage.completion
 
 
-CALLS = {
-    "one_call": [("get_weather", {"city": "Paris", "unit": "celsius"})],
-    "parallel_calls": [("get_weather", {"city": "Paris", "unit": "celsius"}),
-                       ("get_weather", {"city": "Tokyo", "unit": "kelvin", "days": 2})],
+PARIS: Call = ("get_weather", {"city": "Paris", "unit": "celsius"})
+TOKYO: Call = ("get_weather", {"city": "Tokyo", "unit": "kelvin", "days": 2})
+# (text the model says before calling, the calls)
+CALLS: dict[str, tuple[str, list[Call]]] = {
+    "one_call": ("", [PARIS]),
+    "parallel_calls": ("", [PARIS, TOKYO]),
+    "text_then_calls": ("Let me look that up.", [PARIS, TOKYO]),
 }
 
 
-@pytest.mark.parametrize("calls", list(CALLS.values()), ids=list(CALLS))
+@pytest.mark.parametrize("script", list(CALLS.values()), ids=list(CALLS))
 def test_client_side_tool_call_round_trip(vendor: Vendor, client: openai.OpenAI,
-                                          calls: list[Call]) -> None:
+                                          script: tuple[str, list[Call]]) -> None:
+    said, calls = script
     messages: list[Any] = [{"role": "user", "content": "What's the weather in Paris?"}]
-    vendor.push_tool_calls(calls, stream=False)
+    vendor.push_tool_calls(calls, stream=False, text=said)
     raw = client.chat.completions.with_raw_response.create(
         model=vendor.name, messages=messages, tools=TOOLS)
     validate_completion(orjson.loads(raw.content))
     first = raw.parse()
     assert first.choices[0].finish_reason == "tool_calls"
+    assert (first.choices[0].message.content or "") == said
     got = first.choices[0].message.tool_calls or []
     assert [(c.type, c.function.name, orjson.loads(c.function.arguments)) for c in got] == [
         ("function", name, args) for name, args in calls]
@@ -182,24 +198,27 @@ def test_client_side_tool_call_round_trip(vendor: Vendor, client: openai.OpenAI,
     vendor.push_text("It is sunny.", stream=False)
     second = client.chat.completions.create(model=vendor.name, messages=messages, tools=TOOLS)
     assert second.choices[0].message.content == "It is sunny."
-    vendor.tool_results_sent(answered)
+    vendor.tool_results_sent(answered, said)
 
 
-@pytest.mark.parametrize("calls", list(CALLS.values()), ids=list(CALLS))
+@pytest.mark.parametrize("script", list(CALLS.values()), ids=list(CALLS))
 def test_streamed_tool_calls_reassemble(vendor: Vendor, client: openai.OpenAI, gw: Gateway,
-                                        calls: list[Call]) -> None:
+                                        script: tuple[str, list[Call]]) -> None:
+    said, calls = script
     request = {"model": vendor.name, "stream": True, "tools": TOOLS,
                "messages": [{"role": "user", "content": "Weather in Paris and Tokyo?"}]}
-    vendor.push_tool_calls(calls, stream=True)
+    vendor.push_tool_calls(calls, stream=True, text=said)
     frames = sse_frames(gw, request)
     assert any(f["choices"] and f["choices"][0]["delta"].get("tool_calls") for f in frames)
 
-    vendor.push_tool_calls(calls, stream=True)
+    vendor.push_tool_calls(calls, stream=True, text=said)
     assembled: dict[int, dict[str, str]] = {}
     finish = None
+    content = ""
     for chunk in client.chat.completions.create(**request):
         if not chunk.choices:
             continue
+        content += chunk.choices[0].delta.content or ""
         for tc in chunk.choices[0].delta.tool_calls or ():
             entry = assembled.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
             entry["id"] += tc.id or ""
@@ -208,7 +227,8 @@ def test_streamed_tool_calls_reassemble(vendor: Vendor, client: openai.OpenAI, g
                 entry["arguments"] += tc.function.arguments or ""
         finish = chunk.choices[0].finish_reason or finish
     assert finish == "tool_calls"
-    assert sorted(assembled) == list(range(len(calls)))
+    assert content == said
+    assert sorted(assembled) == list(range(len(calls))), "tool call indexes count from 0"
     got = [assembled[i] for i in range(len(calls))]
     assert [(c["name"], orjson.loads(c["arguments"])) for c in got] == calls
     ids = [c["id"] for c in got]

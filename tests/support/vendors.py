@@ -116,8 +116,9 @@ class Vendor:
     def push_text(self, text: str, *, stream: bool) -> None:
         raise NotImplementedError
 
-    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
-        """An answer that calls these tools, in the vendor's format (streamed or not)."""
+    def push_tool_calls(self, calls: list[Call], *, stream: bool, text: str = "") -> None:
+        """An answer that says ``text`` (if any) and calls these tools, in the vendor's
+        format (streamed or not)."""
         raise NotImplementedError
 
     def push_error(self) -> None:
@@ -134,9 +135,9 @@ class Vendor:
     def last_body(self) -> dict[str, Any]:
         return dict(self.fake.requests[-1].body)
 
-    def tool_results_sent(self, answered: list[Answered]) -> None:
-        """Assert the last request ends with the assistant's calls and the tools' answers,
-        shaped as this vendor expects them."""
+    def tool_results_sent(self, answered: list[Answered], said: str = "") -> None:
+        """Assert the last request ends with the assistant's turn (``said`` and its calls)
+        and the tools' answers, shaped as this vendor expects them."""
         raise NotImplementedError
 
     def image_sent(self) -> None:
@@ -147,9 +148,11 @@ class Vendor:
 # ---------------------------------------------------------------- OpenAI-shaped vendors
 
 
-def _openai_tool_history(messages: list[dict[str, Any]], answered: list[Answered]) -> None:
+def _openai_tool_history(messages: list[dict[str, Any]], answered: list[Answered],
+                         said: str) -> None:
     assistant, tools = messages[-1 - len(answered)], messages[-len(answered):]
     assert assistant["role"] == "assistant"
+    assert (assistant.get("content") or "") == said
     assert [(c["id"], c["type"], c["function"]["name"], orjson.loads(c["function"]["arguments"]))
             for c in assistant["tool_calls"]] == [
         (a.id, "function", a.name, a.args) for a in answered]
@@ -183,8 +186,9 @@ class OpenAIVendor(Vendor):
     def push_text(self, text: str, *, stream: bool) -> None:
         self.fake.push(fake_openai.Reply(text=text))
 
-    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
-        self.fake.push(fake_openai.Reply(tool_calls=_openai_calls(self.with_ids(calls))))
+    def push_tool_calls(self, calls: list[Call], *, stream: bool, text: str = "") -> None:
+        self.fake.push(fake_openai.Reply(text=text or None,
+                                         tool_calls=_openai_calls(self.with_ids(calls))))
 
     def push_error(self) -> None:
         self.fake.push(fake_openai.Reply(status=429, body={"error": {
@@ -199,9 +203,9 @@ class OpenAIVendor(Vendor):
                 "message": "The server had an error while processing your request.",
                 "type": "server_error", "param": None, "code": None}))
 
-    def tool_results_sent(self, answered: list[Answered]) -> None:
+    def tool_results_sent(self, answered: list[Answered], said: str = "") -> None:
         assert self.fake.requests[-1].headers["authorization"] == "Bearer sk-openai-e2e"
-        _openai_tool_history(self.last_body()["messages"], answered)
+        _openai_tool_history(self.last_body()["messages"], answered, said)
 
     def image_sent(self) -> None:
         _openai_image(self.last_body()["messages"])
@@ -225,9 +229,9 @@ class GenericVendor(OpenAIVendor):
                                                            "type": "InternalServerError",
                                                            "code": 500}))
 
-    def tool_results_sent(self, answered: list[Answered]) -> None:
+    def tool_results_sent(self, answered: list[Answered], said: str = "") -> None:
         assert "authorization" not in self.fake.requests[-1].headers
-        _openai_tool_history(self.last_body()["messages"], answered)
+        _openai_tool_history(self.last_body()["messages"], answered, said)
 
 
 class AzureVendor(Vendor):
@@ -248,12 +252,14 @@ class AzureVendor(Vendor):
         else:
             self.fake.push(fake_azure.Reply(body=fake_azure.completion(text)))
 
-    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
+    def push_tool_calls(self, calls: list[Call], *, stream: bool, text: str = "") -> None:
         if stream:
-            self.fake.push(fake_azure.Reply(chunks=fake_azure.tool_stream(
-                [(cid, name, split_json(args)) for cid, name, args in self.with_ids(calls)])))
+            chunks = fake_azure.tool_stream(
+                [(cid, name, split_json(args)) for cid, name, args in self.with_ids(calls)])
+            said = [fake_azure.chunk({"content": p}) for p in pieces(text)] if text else []
+            self.fake.push(fake_azure.Reply(chunks=[*chunks[:2], *said, *chunks[2:]]))
         else:
-            self.fake.push(fake_azure.Reply(body=fake_azure.completion(None, tool_calls=[
+            self.fake.push(fake_azure.Reply(body=fake_azure.completion(text or None, tool_calls=[
                 (cid, name, orjson.dumps(args).decode())
                 for cid, name, args in self.with_ids(calls)])))
 
@@ -272,12 +278,12 @@ class AzureVendor(Vendor):
             self.fake.push(fake_azure.Reply(chunks=[*chunks[:4], fake_azure.error_body(
                 "server_error", "The server had an error while processing your request.")]))
 
-    def tool_results_sent(self, answered: list[Answered]) -> None:
+    def tool_results_sent(self, answered: list[Answered], said: str = "") -> None:
         received = self.fake.requests[-1]
         assert received.path == f"/openai/deployments/{self.deployment_name}/chat/completions"
         assert received.query["api-version"] == "2024-10-21"
         assert received.headers["api-key"] == "azure-test-key"
-        _openai_tool_history(received.body["messages"], answered)
+        _openai_tool_history(received.body["messages"], answered, said)
 
     def image_sent(self) -> None:
         _openai_image(self.last_body()["messages"])
@@ -300,13 +306,16 @@ class MistralVendor(Vendor):
         else:
             self.fake.push(fake_mistral.Reply(body=fake_mistral.completion(text)))
 
-    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
+    def push_tool_calls(self, calls: list[Call], *, stream: bool, text: str = "") -> None:
         wire = [(cid, name, orjson.dumps(args).decode())
                 for cid, name, args in self.with_ids(calls)]
         if stream:
-            self.fake.push(fake_mistral.Reply(chunks=fake_mistral.tool_stream(wire)))
+            chunks = fake_mistral.tool_stream(wire)
+            said = [fake_mistral.chunk({"content": p}) for p in pieces(text)] if text else []
+            self.fake.push(fake_mistral.Reply(chunks=[chunks[0], *said, *chunks[1:]]))
         else:
-            self.fake.push(fake_mistral.Reply(body=fake_mistral.completion("", tool_calls=wire)))
+            self.fake.push(fake_mistral.Reply(body=fake_mistral.completion(text,
+                                                                           tool_calls=wire)))
 
     def push_error(self) -> None:
         self.fake.push(fake_mistral.error(429, "Requests rate limit exceeded", "rate_limited",
@@ -320,8 +329,8 @@ class MistralVendor(Vendor):
             self.fake.push(fake_mistral.Reply(chunks=[*chunks[:3], fake_mistral.error_body(
                 "Service unavailable.", "service_unavailable", "3000")]))
 
-    def tool_results_sent(self, answered: list[Answered]) -> None:
-        _openai_tool_history(self.last_body()["messages"], answered)
+    def tool_results_sent(self, answered: list[Answered], said: str = "") -> None:
+        _openai_tool_history(self.last_body()["messages"], answered, said)
 
     def image_sent(self) -> None:
         _openai_image(self.last_body()["messages"])
@@ -348,16 +357,19 @@ class AnthropicVendor(Vendor):
         else:
             self.fake.push(fake_anthropic.Reply(body=fake_anthropic.message(text)))
 
-    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
+    def push_tool_calls(self, calls: list[Call], *, stream: bool, text: str = "") -> None:
         if stream:
-            blocks = [event for index, (cid, name, args) in enumerate(self.with_ids(calls))
-                      for event in fake_anthropic.tool_block(index, cid, name, split_json(args))]
+            blocks = fake_anthropic.text_block(0, pieces(text)) if text else []
+            first = 1 if text else 0
+            blocks += [event for index, (cid, name, args)
+                       in enumerate(self.with_ids(calls), start=first)
+                       for event in fake_anthropic.tool_block(index, cid, name, split_json(args))]
             self.fake.push(fake_anthropic.Reply(events=[
                 fake_anthropic.message_start(), *blocks,
                 *fake_anthropic.message_end("tool_use", 21)]))
         else:
             self.fake.push(fake_anthropic.Reply(body=fake_anthropic.message(
-                None, tool_uses=self.with_ids(calls))))
+                text or None, tool_uses=self.with_ids(calls))))
 
     def push_error(self) -> None:
         self.fake.push(fake_anthropic.error(
@@ -373,14 +385,15 @@ class AnthropicVendor(Vendor):
             self.fake.push(fake_anthropic.Reply(
                 events=[*events[:5], fake_anthropic.stream_error_event()]))
 
-    def tool_results_sent(self, answered: list[Answered]) -> None:
+    def tool_results_sent(self, answered: list[Answered], said: str = "") -> None:
         received = self.fake.requests[-1]
         assert received.headers["x-api-key"] == "sk-ant-test"
         assert received.headers["anthropic-version"]
         messages = received.body["messages"]
         assert messages[-2] == {"role": "assistant", "content": [
-            {"type": "tool_use", "id": a.id, "name": a.name, "input": a.args}
-            for a in answered]}
+            *([{"type": "text", "text": said}] if said else []),
+            *({"type": "tool_use", "id": a.id, "name": a.name, "input": a.args}
+              for a in answered)]}
         # every result of one assistant turn goes back in one user turn
         assert messages[-1] == {"role": "user", "content": [
             {"type": "tool_result", "tool_use_id": a.id,
@@ -408,8 +421,8 @@ class BedrockVendor(Vendor):
             "inputTokens": self.usage.prompt, "outputTokens": self.usage.completion,
             "totalTokens": self.usage.prompt + self.usage.completion}))
 
-    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
-        self.fake.push(fake_bedrock.Turn(tool_calls=self.with_ids(calls)))
+    def push_tool_calls(self, calls: list[Call], *, stream: bool, text: str = "") -> None:
+        self.fake.push(fake_bedrock.Turn(text=text, tool_calls=self.with_ids(calls)))
 
     def push_error(self) -> None:
         self.fake.push(fake_bedrock.Failure(429, "ThrottlingException",
@@ -425,12 +438,13 @@ class BedrockVendor(Vendor):
     def signed(self) -> bool:
         return fake_bedrock.signature_ok(self.fake.requests[-1], AWS_SECRET_KEY, AWS_REGION)
 
-    def tool_results_sent(self, answered: list[Answered]) -> None:
+    def tool_results_sent(self, answered: list[Answered], said: str = "") -> None:
         assert self.signed()
         messages = self.last_body()["messages"]
         assert messages[-2] == {"role": "assistant", "content": [
-            {"toolUse": {"toolUseId": a.id, "name": a.name, "input": a.args}}
-            for a in answered]}
+            *([{"text": said}] if said else []),
+            *({"toolUse": {"toolUseId": a.id, "name": a.name, "input": a.args}}
+              for a in answered)]}
         assert messages[-1] == {"role": "user", "content": [
             {"toolResult": {"toolUseId": a.id, "content": [{"text": a.result}],
                             "status": "success"}} for a in answered]}
@@ -460,8 +474,9 @@ class VertexVendor(Vendor):
     def push_text(self, text: str, *, stream: bool) -> None:
         self.fake.push(fake_vertex.Turn(text=text))
 
-    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
-        self.fake.push(fake_vertex.Turn(tool_calls=list(calls), response_id="resp-e2e"))
+    def push_tool_calls(self, calls: list[Call], *, stream: bool, text: str = "") -> None:
+        self.fake.push(fake_vertex.Turn(text=text, tool_calls=list(calls),
+                                        response_id="resp-e2e"))
 
     def push_error(self) -> None:
         self.fake.push(fake_vertex.Failure(
@@ -475,14 +490,15 @@ class VertexVendor(Vendor):
         else:
             self.fake.push(fake_vertex.Turn(text=text, error_after=1))
 
-    def tool_results_sent(self, answered: list[Answered]) -> None:
+    def tool_results_sent(self, answered: list[Answered], said: str = "") -> None:
         received = self.fake.requests[-1]
         assert (received.project, received.location, received.model) == (
             VERTEX_PROJECT, VERTEX_LOCATION, self.model)
         assert received.headers["authorization"].startswith("Bearer ya29.fake-")
         contents = received.body["contents"]
         assert contents[-2] == {"role": "model", "parts": [
-            {"functionCall": {"name": a.name, "args": a.args}} for a in answered]}
+            *([{"text": said}] if said else []),
+            *({"functionCall": {"name": a.name, "args": a.args}} for a in answered)]}
         assert contents[-1] == {"role": "user", "parts": [
             {"functionResponse": {"name": a.name, "response": {"content": a.result}}}
             for a in answered]}
@@ -508,8 +524,8 @@ class OllamaVendor(Vendor):
         self.fake.push(fake_ollama.text(*pieces(text), prompt=self.usage.prompt,
                                         completion=self.usage.completion))
 
-    def push_tool_calls(self, calls: list[Call], *, stream: bool) -> None:
-        self.fake.push(fake_ollama.tool_calls(*calls))
+    def push_tool_calls(self, calls: list[Call], *, stream: bool, text: str = "") -> None:
+        self.fake.push(fake_ollama.tool_calls(*calls, content=text))
 
     def push_error(self) -> None:
         self.fake.push(fake_ollama.error(500, "llama runner process has terminated: "
@@ -527,10 +543,10 @@ class OllamaVendor(Vendor):
             ] + [{"error": "an error was encountered while running the model: unexpected EOF"}]
         self.fake.push(reply)
 
-    def tool_results_sent(self, answered: list[Answered]) -> None:
+    def tool_results_sent(self, answered: list[Answered], said: str = "") -> None:
         messages = self.last_body()["messages"]
         assistant = messages[-1 - len(answered)]
-        assert assistant["role"] == "assistant"
+        assert assistant["role"] == "assistant" and assistant["content"] == said
         assert assistant["tool_calls"] == [
             {"function": {"name": a.name, "arguments": a.args}} for a in answered]
         assert messages[-len(answered):] == [
