@@ -44,13 +44,14 @@ RUN groupadd --system --gid 10001 tako \
  && mkdir -p /etc/tako /var/run/tako/metrics \
  && chown -R tako:tako /var/run/tako
 COPY --from=builder /opt/tako /opt/tako
-# Every setting below is overridable at run time (docker run -e / compose / k8s env).
+# Listen on every interface, on the port the image exposes and health-checks (env beats
+# the config file, so change the port with TAKO_SERVER__PORT, not in the YAML). Worker
+# processes come from the config (server.workers) or TAKO_SERVER__WORKERS.
 ENV PATH=/opt/tako/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     TAKO_SERVER__HOST=0.0.0.0 \
     TAKO_SERVER__PORT=8000 \
-    TAKO_SERVER__WORKERS=1 \
     PROMETHEUS_MULTIPROC_DIR=/var/run/tako/metrics
 USER 10001:10001
 WORKDIR /home/tako
