@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.dockerfile import parse_dockerfile
 from tests.deploy.repo_files import DOCKERFILE
@@ -134,6 +135,39 @@ def test_streaming_passes_nginx_chunk_by_chunk(
     # included) would deliver them together at the end.
     spread = arrivals[-1] - arrivals[0]
     assert spread >= 0.5 * gap_s * (len(words) - 1), arrivals
+
+
+def _requests_by_replica(topo: Topology, model: str) -> dict[str, float]:
+    """tako_requests_total for ``model`` as Prometheus would scrape it from each replica."""
+    totals = {}
+    for replica in topo.replicas:
+        text = httpx.get(f"http://127.0.0.1:{replica.port}/metrics", timeout=5).text
+        totals[replica.name] = sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "tako_requests_total" and sample.labels.get("model") == model)
+    return totals
+
+
+def test_every_replica_reports_its_share_of_the_traffic(topo: Topology) -> None:
+    before = _requests_by_replica(topo, "echo")
+    client = _client(topo)
+    for i in range(9):
+        client.chat.completions.create(model="echo",
+                                       messages=[{"role": "user", "content": f"m{i}"}])
+    after = _requests_by_replica(topo, "echo")
+    deltas = {name: after[name] - before[name] for name in after}
+    # Summed over the scrape targets, every request through the load balancer is counted once.
+    assert sum(deltas.values()) == 9
+    assert all(delta > 0 for delta in deltas.values()), deltas
+    text = httpx.get(f"http://127.0.0.1:{topo.replicas[0].port}/metrics", timeout=5).text
+    families = {f.name for f in text_string_to_metric_families(text)}
+    for family in ("tako_requests", "tako_request_duration_seconds",
+                   "tako_gateway_overhead_seconds", "tako_tokens", "tako_cost_usd",
+                   "tako_in_flight_requests"):
+        assert family in families, family
+    assert httpx.get(topo.base_url + "/metrics", timeout=5).status_code == 404
 
 
 @dataclass
