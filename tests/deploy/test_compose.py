@@ -13,6 +13,7 @@ import jsonschema
 from app.config import Settings, load_settings
 from app.gateway import Gateway
 from orchestrators import registry as orchestrator_registry
+from policies.embedded import EmbeddedRegoEngine
 from policies.settings import PolicySettings
 from providers import registry as provider_registry
 from tests.deploy.repo_files import (
@@ -193,3 +194,35 @@ def test_compose_gateway_config_builds_a_gateway() -> None:
     assert {p.kind for p in settings.profiles} <= set(orchestrator_registry.kinds())
     gateway = Gateway.from_settings(settings)
     assert {"echo", "chat", "assistant"} <= set(gateway.targets)
+
+
+async def test_the_example_policy_data_drives_the_shipped_policies() -> None:
+    """The Rego OPA loads in compose, run by the embedded engine with the same data."""
+    policy = _policy(load_settings(COMPOSE_GATEWAY_CONFIG))
+    engine = EmbeddedRegoEngine(policy.data, policy_dir=REPO / "policies")
+
+    def request(tenant: str, model: str, text: str) -> dict[str, Any]:
+        return {"principal": {"tenant_id": tenant, "user_id": "u", "key_id": "k",
+                              "scopes": []},
+                "model": model, "messages": [{"role": "user", "content": text}],
+                "tools": [], "metadata": {}}
+
+    try:
+        denied = await engine.evaluate("pre_chat", request("team-a", "gpt-4o", "hi"))
+        redacted = await engine.evaluate("pre_chat", request("demo", "gpt-4o",
+                                                             "about PROJECT-NIGHTJAR"))
+        allowed = await engine.evaluate("pre_chat", request("demo", "echo", "hi"))
+    finally:
+        await engine.aclose()
+    assert denied.action == "deny" and "team-a" in (denied.reason or "")
+    assert redacted.action == "redact_messages"
+    assert "PROJECT-NIGHTJAR" not in json.dumps(redacted.messages)
+    assert allowed.action == "allow"
+
+
+def test_opa_loads_only_rego_from_the_policies_directory() -> None:
+    # OPA treats .json/.yaml files under a loaded directory as data documents.
+    loaded = [p for p in (REPO / "policies").rglob("*")
+              if p.suffix in (".json", ".yaml", ".yml") and "__pycache__" not in p.parts]
+    assert not loaded, f"OPA would load these as data: {loaded}"
+    assert list((REPO / "policies").glob("*.rego"))
