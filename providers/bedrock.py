@@ -21,6 +21,7 @@ Credentials come from botocore's standard chain (environment, shared files, SSO,
 and instance roles). They are resolved once in a worker thread and refreshed there when
 botocore says they are about to expire, so the event loop never blocks on them.
 
+``temperature`` is capped at 1.0: Converse accepts 0..1, OpenAI clients may send up to 2.
 ``tool_choice: "none"`` sends no tools at all (Converse has no "none" mode); a JSON
 ``response_format`` is not expressible in Converse and is left to the prompt.
 """
@@ -207,7 +208,7 @@ async def converse_body(req: ChatRequest, options: dict[str, Any]) -> dict[str, 
     if limit:
         inference["maxTokens"] = int(limit)
     if req.temperature is not None:
-        inference["temperature"] = req.temperature
+        inference["temperature"] = min(req.temperature, 1.0)
     if req.top_p is not None:
         inference["topP"] = req.top_p
     if req.stop_list():
