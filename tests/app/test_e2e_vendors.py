@@ -21,6 +21,7 @@ from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
 from tests.support.openai_schema import validate_chunk, validate_completion, validate_error
 from tests.support.vendors import (
     PNG_DATA_URL,
+    SAMPLING,
     Answered,
     BedrockVendor,
     Call,
@@ -244,6 +245,15 @@ def test_image_data_url_reaches_the_vendor(vendor: Vendor, client: openai.OpenAI
             {"type": "image_url", "image_url": {"url": PNG_DATA_URL}}]}])
     assert answer.choices[0].message.content == "A tiny black square."
     vendor.image_sent()
+
+
+def test_sampling_fields_reach_the_vendor_in_its_names(vendor: Vendor,
+                                                       client: openai.OpenAI) -> None:
+    vendor.push_text("Sampled.", stream=False)
+    answer = client.chat.completions.create(
+        model=vendor.name, messages=[{"role": "user", "content": "Be creative."}], **SAMPLING)
+    assert answer.choices[0].message.content == "Sampled."
+    vendor.sampling_sent()
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])

@@ -38,6 +38,9 @@ AWS_REGION = "eu-west-3"
 VERTEX_PROJECT = "tako-proj"
 VERTEX_LOCATION = "europe-west4"
 OLLAMA_PRICE = {"input": 0.5, "output": 1.5}
+#: OpenAI sampling fields a client sends; ``sampling_sent`` checks the vendor's version.
+SAMPLING: dict[str, Any] = {"temperature": 1.5, "top_p": 0.9, "max_tokens": 64,
+                            "stop": ["END"]}
 
 
 Call = tuple[str, dict[str, Any]]  # (function name, arguments)
@@ -143,6 +146,11 @@ class Vendor:
     def image_sent(self) -> None:
         """Assert the last request's user message carries ``PNG`` in the vendor's shape."""
         raise NotImplementedError
+
+    def sampling_sent(self) -> None:
+        """Assert the last request carries ``SAMPLING`` in the vendor's names and ranges."""
+        body = self.last_body()
+        assert {k: body.get(k) for k in SAMPLING} == SAMPLING
 
 
 # ---------------------------------------------------------------- OpenAI-shaped vendors
@@ -404,6 +412,12 @@ class AnthropicVendor(Vendor):
         assert {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                             "data": PNG_B64}} in content
 
+    def sampling_sent(self) -> None:
+        body = self.last_body()
+        # Anthropic's temperature range is 0..1
+        assert (body["temperature"], body["top_p"], body["max_tokens"],
+                body["stop_sequences"]) == (1.0, 0.9, 64, ["END"])
+
 
 class BedrockVendor(Vendor):
     name = "bedrock"
@@ -452,6 +466,11 @@ class BedrockVendor(Vendor):
     def image_sent(self) -> None:
         content = self.last_body()["messages"][-1]["content"]
         assert {"image": {"format": "png", "source": {"bytes": PNG_B64}}} in content
+
+    def sampling_sent(self) -> None:
+        # Converse's inferenceConfig.temperature is limited to 0..1 (botocore's model)
+        assert self.last_body()["inferenceConfig"] == {
+            "maxTokens": 64, "temperature": 1.0, "topP": 0.9, "stopSequences": ["END"]}
 
 
 class VertexVendor(Vendor):
@@ -507,6 +526,10 @@ class VertexVendor(Vendor):
         parts = self.last_body()["contents"][-1]["parts"]
         assert {"inlineData": {"mimeType": "image/png", "data": PNG_B64}} in parts
 
+    def sampling_sent(self) -> None:
+        assert self.last_body()["generationConfig"] == {
+            "temperature": 1.5, "topP": 0.9, "maxOutputTokens": 64, "stopSequences": ["END"]}
+
 
 class OllamaVendor(Vendor):
     name = "ollama"
@@ -554,6 +577,11 @@ class OllamaVendor(Vendor):
 
     def image_sent(self) -> None:
         assert self.last_body()["messages"][-1]["images"] == [PNG_B64]
+
+    def sampling_sent(self) -> None:
+        options = self.last_body()["options"]
+        assert {k: options.get(k) for k in ("temperature", "top_p", "num_predict", "stop")} == {
+            "temperature": 1.5, "top_p": 0.9, "num_predict": 64, "stop": ["END"]}
 
 
 def serve_vendors(stack: ExitStack, workdir: Path) -> dict[str, Vendor]:
