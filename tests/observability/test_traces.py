@@ -12,11 +12,11 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from app.config import Settings
 from app.factory import create_app
-from tests.fakes.openai import FakeOpenAI, make_app
+from tests.fakes.openai import FakeOpenAI, Reply, make_app
 from tests.support.gateway import TEST_KEY, basic_config
 from tests.support.net import serve_asgi
 
@@ -210,3 +210,28 @@ def test_tool_profile_traces_each_model_call_and_the_tool(client: openai.OpenAI,
     first, second = sorted(calls, key=lambda s: s.start_time or 0)
     assert first.end_time <= tool.start_time <= tool.end_time <= second.start_time  # type: ignore[operator]
     assert attrs(run)["tako.tokens.input"] == sum(attrs(c)["tako.tokens.input"] for c in calls)
+
+
+def test_failed_upstream_attempts_are_error_spans(client: openai.OpenAI,
+                                                  spans: InMemorySpanExporter,
+                                                  upstream: tuple[str, FakeOpenAI]) -> None:
+    upstream[1].push(*[Reply(status=500, body={"error": {"message": "vendor down"}})] * 5)
+    with pytest.raises(openai.APIStatusError) as failure:
+        client.chat.completions.create(model="upstream",
+                                       messages=[{"role": "user", "content": "fail"}])
+    attempts = len(upstream[1].requests)
+    upstream[1].replies.clear()
+    assert failure.value.status_code >= 500
+    done = finished(spans, "POST /v1/chat/completions", "tako.orchestrator.run")
+    run = only(done, "tako.orchestrator.run")
+    calls = [s for s in done if s.name == "tako.provider.chat"]
+    assert len(calls) == attempts >= 1
+    for call in calls:
+        assert run in ancestors(call, done)
+        assert call.status.status_code == StatusCode.ERROR
+        assert attrs(call)["error.type"]
+        assert any(e.name == "exception" for e in call.events)
+    server = server_span(done)
+    status = attrs(server).get("http.response.status_code", attrs(server).get("http.status_code"))
+    assert status == failure.value.status_code
+    assert server.status.status_code == StatusCode.ERROR
