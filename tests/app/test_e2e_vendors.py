@@ -179,7 +179,9 @@ def test_client_side_tool_call_round_trip(vendor: Vendor, client: openai.OpenAI,
     messages: list[Any] = [{"role": "user", "content": "What's the weather in Paris?"}]
     vendor.push_tool_calls(calls, stream=False, text=said)
     raw = client.chat.completions.with_raw_response.create(
-        model=vendor.name, messages=messages, tools=TOOLS)
+        model=vendor.name, messages=messages, tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    vendor.tools_sent(TOOLS, forced="get_weather")
     validate_completion(orjson.loads(raw.content))
     first = raw.parse()
     assert first.choices[0].finish_reason == "tool_calls"

@@ -152,6 +152,13 @@ class Vendor:
         body = self.last_body()
         assert {k: body.get(k) for k in SAMPLING} == SAMPLING
 
+    def tools_sent(self, tools: list[dict[str, Any]], forced: str) -> None:
+        """Assert the last request declares ``tools`` (OpenAI function tools) and forces
+        function ``forced``, in the vendor's shape."""
+        body = self.last_body()
+        assert body["tools"] == tools
+        assert body["tool_choice"] == {"type": "function", "function": {"name": forced}}
+
 
 # ---------------------------------------------------------------- OpenAI-shaped vendors
 
@@ -412,6 +419,13 @@ class AnthropicVendor(Vendor):
         assert {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                             "data": PNG_B64}} in content
 
+    def tools_sent(self, tools: list[dict[str, Any]], forced: str) -> None:
+        body = self.last_body()
+        assert body["tools"] == [
+            {"name": t["function"]["name"], "description": t["function"]["description"],
+             "input_schema": t["function"]["parameters"]} for t in tools]
+        assert body["tool_choice"] == {"type": "tool", "name": forced}
+
     def sampling_sent(self) -> None:
         body = self.last_body()
         # Anthropic's temperature range is 0..1
@@ -466,6 +480,14 @@ class BedrockVendor(Vendor):
     def image_sent(self) -> None:
         content = self.last_body()["messages"][-1]["content"]
         assert {"image": {"format": "png", "source": {"bytes": PNG_B64}}} in content
+
+    def tools_sent(self, tools: list[dict[str, Any]], forced: str) -> None:
+        assert self.last_body()["toolConfig"] == {
+            "tools": [{"toolSpec": {"name": t["function"]["name"],
+                                    "description": t["function"]["description"],
+                                    "inputSchema": {"json": t["function"]["parameters"]}}}
+                      for t in tools],
+            "toolChoice": {"tool": {"name": forced}}}
 
     def sampling_sent(self) -> None:
         # Converse's inferenceConfig.temperature is limited to 0..1 (botocore's model)
@@ -526,6 +548,14 @@ class VertexVendor(Vendor):
         parts = self.last_body()["contents"][-1]["parts"]
         assert {"inlineData": {"mimeType": "image/png", "data": PNG_B64}} in parts
 
+    def tools_sent(self, tools: list[dict[str, Any]], forced: str) -> None:
+        body = self.last_body()
+        assert body["tools"] == [{"functionDeclarations": [
+            {"name": t["function"]["name"], "description": t["function"]["description"],
+             "parameters": t["function"]["parameters"]} for t in tools]}]
+        assert body["toolConfig"] == {"functionCallingConfig": {
+            "mode": "ANY", "allowedFunctionNames": [forced]}}
+
     def sampling_sent(self) -> None:
         assert self.last_body()["generationConfig"] == {
             "temperature": 1.5, "topP": 0.9, "maxOutputTokens": 64, "stopSequences": ["END"]}
@@ -577,6 +607,10 @@ class OllamaVendor(Vendor):
 
     def image_sent(self) -> None:
         assert self.last_body()["messages"][-1]["images"] == [PNG_B64]
+
+    def tools_sent(self, tools: list[dict[str, Any]], forced: str) -> None:
+        # Ollama has no tool_choice: the tools are offered, the choice is the model's
+        assert self.last_body()["tools"] == tools
 
     def sampling_sent(self) -> None:
         options = self.last_body()["options"]
