@@ -3,6 +3,8 @@ when the backend is unreachable."""
 
 from __future__ import annotations
 
+import time
+
 from core.errors import Unavailable
 from runtime.backend import Backend, BackendUnreachable
 from runtime.events import RuntimeEvents
@@ -19,6 +21,8 @@ class Breakers:
         self.events = events
         self.outage = outage
         self.fail_open = settings.failure_mode == "fail_open"
+        self.cache_s = 0.0 if backend.in_process else settings.breaker.closed_cache_s
+        self._closed_until: dict[str, float] = {}
 
     def _unreachable(self, exc: BackendUnreachable) -> Unavailable:
         self.events.rejected("unavailable")
@@ -29,6 +33,10 @@ class Breakers:
 
     async def acquire(self, deployment: str) -> str:
         """``closed``, ``probe`` or ``open`` (skip this deployment)."""
+        if self.cache_s:
+            until = self._closed_until.get(deployment)
+            if until is not None and time.monotonic() < until:
+                return "closed"
         try:
             state = await self.backend.breaker_acquire(deployment, self.settings,
                                                        self.probe_ttl_s)
@@ -39,6 +47,8 @@ class Breakers:
             return "closed"
         if state == "probe":
             self.events.breaker_state(deployment, "half_open")
+        elif state == "closed" and self.cache_s:
+            self._closed_until[deployment] = time.monotonic() + self.cache_s
         return state
 
     async def record(self, deployment: str, ok: bool, probe: bool) -> str | None:
@@ -49,6 +59,8 @@ class Breakers:
         except BackendUnreachable as exc:
             self.outage.warn("could not record a circuit breaker outcome", str(exc))
             return None
+        if not ok:  # ask the shared state again next time: it may have opened elsewhere
+            self._closed_until.pop(deployment, None)
         if changed:
             self.events.breaker_state(deployment, changed)
         return changed

@@ -34,13 +34,19 @@ class RateLimit(BaseModel):
 class BreakerSettings(BaseModel):
     """A deployment's circuit opens after ``failure_threshold`` failures within
     ``window_s`` (or, when ``failure_ratio`` is set, once at least ``min_calls`` calls in
-    the window failed at that ratio), stays open ``open_s``, then admits one probe."""
+    the window failed at that ratio), stays open ``open_s``, then admits one probe.
+
+    On Redis a replica that found a circuit closed trusts that for ``closed_cache_s``
+    before asking again, so a healthy request costs no breaker round trip; a circuit
+    opened by another replica is therefore seen at most that much later (0: ask on every
+    call). The single half-open probe is exact either way."""
 
     failure_threshold: int = Field(default=5, ge=1)
     failure_ratio: float | None = Field(default=None, gt=0, le=1)
     min_calls: int = Field(default=10, ge=1)
     window_s: float = Field(default=30, gt=0)
     open_s: float = Field(default=30, gt=0)
+    closed_cache_s: float = Field(default=0.25, ge=0)
 
 
 class RetrySettings(BaseModel):

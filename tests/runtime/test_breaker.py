@@ -158,3 +158,20 @@ async def test_a_probe_answered_with_a_client_error_closes_the_circuit(make_runt
     with pytest.raises(InvalidRequest):
         await _call(runtime, [flaky])
     assert await runtime.breakers.acquire("flaky") == "closed"
+
+
+async def test_another_replica_sees_an_opened_circuit_within_the_cache_time(make_runtime,
+                                                                           backend):
+    breaker = {**BREAKER, "open_s": 30, "closed_cache_s": 0.2}
+    first = await make_runtime(breaker=breaker, retry=ONE_TRY)
+    second = await make_runtime(breaker=breaker, retry=ONE_TRY)
+    if backend == "memory":
+        second = first  # one process: there is no other replica
+    assert await second.breakers.acquire("flaky") == "closed"
+    flaky = ScriptedProvider("flaky", repeat=FAIL)
+    for _ in range(3):
+        with pytest.raises(UpstreamTransient):
+            await _call(first, [flaky])
+    assert await first.breakers.acquire("flaky") == "open"
+    await asyncio.sleep(0.25)
+    assert await second.breakers.acquire("flaky") == "open"

@@ -1,4 +1,5 @@
-"""The Redis hot path: one script call to admit, one to reconcile, one breaker check."""
+"""The Redis hot path: one script call to admit and one to reconcile; the breaker is
+asked at most every ``closed_cache_s``."""
 
 from __future__ import annotations
 
@@ -41,10 +42,16 @@ async def test_single_call_request_round_trips(redis_proc):
         await guarded.chat(request())
         after_call = await _commands(probe)
         spent = await runtime.spend("tenant", "acme", "day", "acme")
+        # the next request finds the circuit closed in the replica's short-lived cache
+        second = await runtime.admit(ALICE, "m", 100, 0.5)
+        await runtime.guard(second, "a", [ScriptedProvider("d", [Reply(usd=0.1)])]).chat(
+            request())
+        after_second = await _commands(probe)
     finally:
         await probe.aclose()
         await runtime.aclose()
     # each count includes the INFO call that read it
     assert after_admit - before - 1 == 1  # admit: one EVALSHA
     assert after_call - after_admit - 1 == 2  # breaker check + reconcile
+    assert after_second - after_call - 1 - 1 == 2  # admit + reconcile (spend() was one)
     assert abs(spent - 0.11) < 1e-9
