@@ -21,12 +21,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.dockerfile import parse_dockerfile
-from tests.deploy.repo_files import DOCKERFILE
+from tests.deploy.repo_files import DOCKERFILE, gateway_services
 from tests.deploy.topology import API_KEY, Topology, topology
 from tests.fakes.openai import FakeOpenAI, Reply, make_app
 from tests.support.net import serve_asgi
 from tests.support.openai_schema import validate_chunk, validate_completion, validate_error
-from tests.support.redis_server import redis_server
+from tests.support.redis_server import RedisProcess, redis_server
 
 # One topology per module: under pytest-xdist keep these tests on one worker
 # (--dist loadgroup) instead of starting a second set of processes.
@@ -43,6 +43,7 @@ def upstream() -> Iterator[tuple[str, FakeOpenAI]]:
 @pytest.fixture(scope="module")
 def running(upstream: tuple[str, FakeOpenAI]) -> Iterator[Topology]:
     with redis_server() as redis, topology(redis.url, upstream[0]) as running:
+        running.extra["redis"] = redis
         yield running
 
 
@@ -63,14 +64,49 @@ def _client(topo: Topology) -> openai.OpenAI:
                          timeout=30)
 
 
-def test_the_image_healthcheck_passes_against_a_running_replica(topo: Topology) -> None:
+def _image_healthcheck() -> list[str]:
     final = parse_dockerfile(DOCKERFILE)[1][-1]
     check = final.last("HEALTHCHECK")
-    command = json.loads(check[check.index("CMD") + 3:].strip())
-    replica = topo.replicas[0]
+    command: list[str] = json.loads(check[check.index("CMD") + 3:].strip())
+    return command
+
+
+def _compose_healthcheck(port: int) -> list[str]:
+    """The compose gateways' healthcheck, pointed at ``port`` instead of 8000."""
+    (gateway, *_) = gateway_services().values()
+    test = gateway["healthcheck"]["test"]
+    assert test[0] == "CMD" and ":8000/" in test[-1]
+    return [*test[1:-1], test[-1].replace(":8000/", f":{port}/")]
+
+
+def _passes(command: list[str], port: int) -> bool:
+    assert command[0] == "python"
     result = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True,
-                            timeout=30, env={"TAKO_SERVER__PORT": str(replica.port)})
-    assert result.returncode == 0, result.stderr
+                            timeout=30, env={"TAKO_SERVER__PORT": str(port)})
+    return result.returncode == 0
+
+
+def test_container_healthchecks_pass_against_a_running_replica(topo: Topology) -> None:
+    port = topo.replicas[0].port
+    assert _passes(_image_healthcheck(), port)
+    assert _passes(_compose_healthcheck(port), port)
+
+
+def test_redis_outage_fails_readiness_but_not_liveness(topo: Topology) -> None:
+    redis: RedisProcess = topo.extra["redis"]
+    if redis.proc is None:
+        pytest.fail("this test stops and starts Redis: run it without REDIS_URL")
+    port = topo.replicas[0].port
+    redis.stop()
+    try:
+        # Load balancers and compose stop sending work; the container is not restarted.
+        assert not _passes(_compose_healthcheck(port), port)
+        assert _passes(_image_healthcheck(), port)
+    finally:
+        redis.start()
+    for replica in topo.replicas:
+        replica.wait_ready()
+    assert _passes(_compose_healthcheck(port), port)
 
 
 def test_chat_through_nginx_reaches_every_replica(topo: Topology) -> None:
