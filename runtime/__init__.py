@@ -29,7 +29,9 @@ Decisions an operator may want to know:
   configured entries of the same scope (and period) and add to the others.
 - Circuit breakers count failures of upstream origin (5xx, timeouts, 429s, connection
   errors; never the client's invalid requests). While open, the deployment is skipped;
-  after ``open_s`` exactly one probe call is let through across all replicas.
+  after ``open_s`` exactly one probe call is let through across all replicas. A replica
+  trusts a closed circuit for ``breaker.closed_cache_s`` (0.25 s), so a healthy plain
+  request costs two Redis round trips (admit, reconcile).
 - Redis unreachable: ``fail_closed`` answers 503 naming Redis; ``fail_open`` admits
   without limits, reports the spend through ``RuntimeEvents.unaccounted_spend`` and warns
   on ``tako.runtime`` (at most every 5 s). Connections and scripts recover on their own.
