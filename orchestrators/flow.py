@@ -52,8 +52,10 @@ class Sink:
         return sink
 
     def final(self) -> Sink:
-        """The same channel, passing the final-answer text (used by the last step)."""
-        sink = Sink(self._put, self.events, deltas=self._put is not None)
+        """The same channel, passing the final-answer text (used by the last step) when
+        this sink passes it: the last step of a nested run inside a quiet step stays
+        quiet."""
+        sink = Sink(self._put, self.events, deltas=self.deltas)
         sink._started = self._started
         return sink
 
