@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import KeySpec
 from app.errors import error_response
+from app.observe import record_refused
 from core.errors import AuthenticationFailed, TakoError
 from core.protocols import AuthResolver
 from core.types import Principal
@@ -96,6 +97,7 @@ class AuthMiddleware:
             if principal is None:
                 raise AuthenticationFailed("incorrect API key provided")
         except TakoError as exc:
+            record_refused(scope["path"], exc)
             response = error_response(exc)
             await response(scope, receive, send)
             return

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -45,6 +46,7 @@ class RequestRecord:
     usage: Usage | None = None
     upstream_s: float = 0.0
     first_token_s: float | None = None
+    admission: Any = None
     done: bool = False
 
     def failed(self, exc: BaseException) -> None:
@@ -64,6 +66,8 @@ class RequestRecord:
         if self.done:
             return
         self.done = True
+        if self.admission is not None:
+            self.upstream_s = self.admission.upstream_seconds
         duration = time.perf_counter() - self.started
         overhead = max(0.0, duration - self.upstream_s)
         metrics.REQUESTS.labels(self.model, str(self.status), self.kind).inc()

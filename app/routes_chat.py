@@ -151,6 +151,7 @@ async def _chat(request: Request, record: RequestRecord) -> Response:
     output_tokens = estimate_output_tokens(req)
     admission = await runtime.admit(principal, req.model, prompt_tokens + output_tokens,
                                     gw.estimate_cost_usd(target, prompt_tokens, output_tokens))
+    record.admission = admission
     upstreams = Upstreams(gw, runtime, admission)
     events = _flag(options.get("events")) or _flag(request.headers.get("x-tako-events"))
     ctx = RunContext(principal=principal, request_id=record.request_id, provider=upstreams,
@@ -162,9 +163,13 @@ async def _chat(request: Request, record: RequestRecord) -> Response:
         try:
             with use_span(span):
                 response = await target.orchestrator.complete(ctx, req)
+        except BaseException as exc:
+            end_span(span, ctx.usage, exc)
+            raise
+        else:
+            end_span(span, ctx.usage)
         finally:
             await runtime.release(admission)
-            end_span(span, ctx.usage)
         await gate.after_chat(principal, req.model, response)
         body_out = response.to_openai(requested)
         if ctx.trace is not None:
@@ -180,15 +185,16 @@ async def _chat(request: Request, record: RequestRecord) -> Response:
             first = await anext(aiter(items))
     except StopAsyncIteration:
         await runtime.release(admission)
-        end_span(span, ctx.usage)
-        raise InternalError("the orchestrator produced no output") from None
-    except BaseException:
+        error = InternalError("the orchestrator produced no output")
+        end_span(span, ctx.usage, error)
+        raise error from None
+    except BaseException as exc:
         await runtime.release(admission)
-        end_span(span, ctx.usage)
+        end_span(span, ctx.usage, exc)
         raise
     if isinstance(first, ChunkError):
         await _close(items, runtime, admission)
-        end_span(span, ctx.usage)
+        end_span(span, ctx.usage, first.error)
         raise first.error
     record.first_token()
     _finish_headers(headers, upstreams, admission, record)
@@ -231,6 +237,7 @@ class StreamState:
     span: Any
     ctx: RunContext
     guard: StreamFilter | None
+    error: TakoError | None = None
 
 
 async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
@@ -256,6 +263,7 @@ async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
                     yield renderer.event(item)
             elif isinstance(item, ChunkError):
                 failed = True
+                st.error = item.error
                 st.record.failed(item.error)
                 yield renderer.error(item.error)
             elif isinstance(item, End):
@@ -266,6 +274,7 @@ async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
                             yield renderer.delta(Delta(content=tail))
                     except PolicyDenied as exc:
                         failed = True
+                        st.error = exc
                         st.record.failed(exc)
                         yield renderer.error(exc)
                 if not failed:
@@ -281,6 +290,7 @@ async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
             except Exception as exc:  # noqa: BLE001 - any failure becomes an error frame
                 failed = True
                 error = as_tako_error(exc)
+                st.error = error
                 st.record.failed(error)
                 yield renderer.error(error)
                 item = None
@@ -294,6 +304,5 @@ async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
     finally:
         await _close(items, st.runtime, st.admission)
         st.record.usage = st.ctx.usage
-        st.record.upstream_s = st.admission.upstream_seconds
-        end_span(st.span, st.ctx.usage)
+        end_span(st.span, st.ctx.usage, st.error)
         _done(st.record)

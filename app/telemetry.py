@@ -60,9 +60,11 @@ def use_span(span: Span | None) -> Iterator[None]:
         yield
 
 
-def end_span(span: Span | None, usage: Usage) -> None:
+def end_span(span: Span | None, usage: Usage, error: BaseException | None = None) -> None:
     if span is None or not span.is_recording():
         return
+    if error is not None:
+        _record_error(span, error)
     span.set_attribute("tako.tokens.input", usage.prompt_tokens)
     span.set_attribute("tako.tokens.output", usage.completion_tokens)
     span.set_attribute("tako.cost.usd", usage.cost_usd)

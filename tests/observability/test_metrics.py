@@ -185,9 +185,6 @@ def test_budget_rejections_are_counted_once(scrapes: list[Samples]) -> None:
     assert value(scrapes[-1], "tako_rejections_total", reason="budget") == OVER_BUDGET
 
 
-@pytest.mark.xfail(strict=True, reason="a 401 is answered by AuthMiddleware before the chat "
-                   "route, so nothing records it (app/auth.py does not call "
-                   "app.observe.record_refused)")
 def test_unauthenticated_requests_are_counted(scrapes: list[Samples]) -> None:
     s = scrapes[-1]
     assert value(s, "tako_rejections_total", reason="auth") == UNAUTHENTICATED
