@@ -126,6 +126,7 @@ def _instrument(app: FastAPI, gateway: Gateway, tracer_provider: TracerProvider)
         client: Any = getattr(provider, "client", None)
         if client is not None:  # propagates traceparent to the vendor
             HTTPXClientInstrumentor.instrument_client(client, tracer_provider=tracer_provider)
+            provider.direct_json = False  # type: ignore[attr-defined]
         gateway.deployments[name] = TracedProvider(provider, kinds[name], tracer)
     gateway.tools = type(gateway.tools)([TracedTool(gateway.tools.get(n), tracer)  # type: ignore[arg-type]
                                          for n in gateway.tools.names()])

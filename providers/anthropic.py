@@ -67,7 +67,6 @@ from providers.base import (
     now,
     open_stream,
     parse_data_url,
-    post_json,
     transport_error,
 )
 from providers.registry import register
@@ -422,7 +421,7 @@ class AnthropicProvider(HttpProvider):
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         body = request_body(req, self.model, self.options, stream=False)
-        answer = await post_json(self.client, self.id, self.url, body, self.headers)
+        answer = await self.post_json(self.url, body, self.headers)
         return parse_message(answer, self)
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:

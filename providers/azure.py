@@ -34,7 +34,7 @@ from core.errors import TakoError, UpstreamError, upstream_error_for
 from core.specs import DeploymentSpec
 from core.types import ChatChunk, ChatRequest, ChatResponse, ChunkError, Delta
 from providers import openai_wire
-from providers.base import HttpProvider, open_stream, post_json
+from providers.base import HttpProvider, open_stream
 from providers.registry import register
 
 DEFAULT_API_VERSION = "2024-10-21"
@@ -96,8 +96,8 @@ class AzureOpenAI(HttpProvider):
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         try:
-            answer = await post_json(self.client, self.id, self.url,
-                                     self.body(req, stream=False), self.auth_headers())
+            answer = await self.post_json(self.url, self.body(req, stream=False),
+                                          self.auth_headers())
         except TakoError as exc:
             refined = refine(exc)
             if refined is exc:

@@ -39,7 +39,7 @@ from core.errors import TakoError, UpstreamTransient, upstream_error_for
 from core.specs import DeploymentSpec
 from core.types import ChatChunk, ChatRequest, ChatResponse, ChunkError, End, Usage
 from providers import openai_wire
-from providers.base import HttpProvider, iter_sse, open_stream, post_json, transport_error
+from providers.base import HttpProvider, iter_sse, open_stream, transport_error
 from providers.registry import register
 
 MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
@@ -101,7 +101,7 @@ class MistralProvider(HttpProvider):
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         body = request_body(req, self.model, self.options, stream=False)
-        answer = await post_json(self.client, self.id, self.url, body, self.headers)
+        answer = await self.post_json(self.url, body, self.headers)
         for choice in answer.get("choices") or ():
             message = choice.get("message") or {}
             message["content"] = text_of(message.get("content"))

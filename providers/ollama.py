@@ -58,7 +58,7 @@ from core.types import (
     ToolCallDelta,
     Usage,
 )
-from providers.base import HttpProvider, new_id, now, open_stream, parse_data_url, post_json
+from providers.base import HttpProvider, new_id, now, open_stream, parse_data_url
 from providers.image_fetch import FetchPolicy, fetch_image
 from providers.registry import register
 
@@ -81,7 +81,7 @@ class OllamaProvider(HttpProvider):
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         body = await self.request_body(req, stream=False)
-        answer = await post_json(self.client, self.id, self.url, body, self.headers)
+        answer = await self.post_json(self.url, body, self.headers)
         if not isinstance(answer, dict):
             raise UpstreamTransient(
                 f"provider {self.id} answered with a body that is not an object",

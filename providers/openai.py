@@ -9,7 +9,7 @@ from core.errors import TakoError
 from core.specs import DeploymentSpec
 from core.types import ChatChunk, ChatRequest, ChatResponse
 from providers import openai_wire
-from providers.base import HttpProvider, open_stream, post_json
+from providers.base import HttpProvider, open_stream
 from providers.registry import register
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -33,7 +33,7 @@ class OpenAICompatible(HttpProvider):
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         body = openai_wire.request_body(req, self.model, stream=False)
-        answer = await post_json(self.client, self.id, self.url, body, self.headers)
+        answer = await self.post_json(self.url, body, self.headers)
         return openai_wire.parse_response(answer, self.id, self.cost)
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
