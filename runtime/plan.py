@@ -12,6 +12,9 @@ from runtime import keys
 from runtime.settings import BudgetLimit, RateLimit, RuntimeSettings
 
 NANO_PER_USD = 1_000_000_000
+# A counter kept only to report spend: a limit no budget reaches (2**53 nano-USD, exact
+# as a Lua number).
+UNLIMITED_NANO = 2**53
 
 
 def to_nano(usd: float) -> int:
@@ -128,6 +131,15 @@ def build_plan(settings: RuntimeSettings, principal: Principal, model: str) -> P
             plan.budgets.append(BudgetItem(
                 keys.budget_base(prefix, tenant, budget.scope, scope_id, "tok"), budget.period,
                 "tok", budget.tokens, budget.scope, scope_id))
+    if settings.track_spend:
+        limited = {(b.scope, b.period) for b in plan.budgets if b.unit == "usd"}
+        for scope in ("key", "user", "tenant"):
+            scope_id = _scope_id(principal, scope, model)
+            for period in ("day", "month"):
+                if (scope, period) not in limited:
+                    plan.budgets.append(BudgetItem(
+                        keys.budget_base(prefix, tenant, scope, scope_id, "usd"), period,
+                        "usd", UNLIMITED_NANO, scope, scope_id))
     plan.request_usd = _min(b.usd for b in request_limits)
     plan.request_tokens = _min(b.tokens for b in request_limits)
     return plan

@@ -66,6 +66,7 @@ class RuntimeSettings(BaseModel):
     key_prefix: str = "tako"
     budgets: list[BudgetLimit] = Field(default_factory=list)
     rate_limits: list[RateLimit] = Field(default_factory=list)
+    track_spend: bool = True  # count USD per key, user and tenant even without a budget
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     redis_timeout_s: float = Field(default=0.5, gt=0)

@@ -229,3 +229,22 @@ async def test_lua_month_ids_match_the_utc_calendar(redis_proc):
     expected = [(epoch + dt.timedelta(days=d)).year * 100 + (epoch + dt.timedelta(days=d)).month
                 for d in days]
     assert [int(m) for m in months] == expected
+
+
+async def test_spend_is_counted_per_scope_without_any_budget(make_runtime):
+    runtime = await make_runtime()
+    admission = await runtime.admit(ALICE, "m", 100, 0.4)
+    await runtime.guard(admission, "alias", [ScriptedProvider("d1", [Reply(usd=0.25)])]).chat(
+        request())
+    for scope, scope_id in (("key", "key-a"), ("user", "alice"), ("tenant", "acme")):
+        for period in ("day", "month"):
+            assert await runtime.spend(scope, scope_id, period, "acme") == pytest.approx(0.25)
+    assert await runtime.spend("user", "bob", "day", "acme") == 0
+
+
+async def test_spend_tracking_can_be_switched_off(make_runtime):
+    runtime = await make_runtime(track_spend=False)
+    admission = await runtime.admit(ALICE, "m", 100, 0.4)
+    await runtime.guard(admission, "alias", [ScriptedProvider("d1", [Reply(usd=0.25)])]).chat(
+        request())
+    assert await runtime.spend("tenant", "acme", "day", "acme") == 0
