@@ -203,7 +203,7 @@ async def _chat(request: Request, record: RequestRecord) -> Response:
     stream = StreamState(renderer, include_usage, events, runtime, admission, record, span,
                          ctx, gate.stream_filter(principal, req.model))
     return EventSourceResponse(sse_frames(first, items, stream), headers=headers, sep="\n",
-                               ping=15)
+                               ping=15, client_close_handler_callable=stream.client_left)
 
 
 def _finish_headers(headers: dict[str, str], upstreams: Upstreams, admission: Any,
@@ -238,6 +238,13 @@ class StreamState:
     ctx: RunContext
     guard: StreamFilter | None
     error: TakoError | None = None
+    client_gone: bool = False
+
+    async def client_left(self, _message: Any) -> None:
+        """The server saw the client disconnect. Writes to a closed connection return at
+        once, and while items keep flowing the cancellation of the sending task can be
+        put off for the whole answer, so the frame loop checks this flag itself."""
+        self.client_gone = True
 
 
 async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
@@ -251,6 +258,9 @@ async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
         item: StreamItem | None = first
         iterator = aiter(items)
         while item is not None:
+            if st.client_gone:  # stop the run (and its upstream calls) now
+                st.record.status, st.record.error_type = 499, "client_disconnected"
+                return
             if isinstance(item, Delta):
                 if st.guard is not None and item.content:
                     item = Delta(st.guard.feed(item.content), item.tool_calls, item.role)
