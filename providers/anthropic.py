@@ -41,7 +41,6 @@ import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
 from core.errors import InvalidRequest, TakoError, UpstreamTransient, upstream_error_for
@@ -61,13 +60,14 @@ from core.types import (
     Usage,
 )
 from providers.base import (
+    STREAM_ERRORS,
     HttpProvider,
     iter_sse,
     new_id,
     now,
     open_stream,
     parse_data_url,
-    transport_error,
+    stream_failure,
 )
 from providers.registry import register
 
@@ -444,15 +444,8 @@ class AnthropicProvider(HttpProvider):
                         f"provider {self.id} stream ended before message_stop",
                         details={"provider": self.id},
                     )
-            except TakoError as exc:
-                failure = exc
-            except httpx.HTTPError as exc:
-                failure = transport_error(self.id, exc)
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                failure = UpstreamTransient(
-                    f"provider {self.id} sent a malformed stream event: {exc}",
-                    details={"provider": self.id},
-                )
+            except STREAM_ERRORS as exc:
+                failure = stream_failure(self.id, exc)
         if failure is not None:
             if not started:
                 raise failure

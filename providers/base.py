@@ -184,6 +184,21 @@ def transport_error(provider_id: str, exc: Exception) -> TakoError:
     )
 
 
+# What can go wrong while a vendor stream is being read and parsed.
+STREAM_ERRORS = (TakoError, httpx.HTTPError, orjson.JSONDecodeError, KeyError, TypeError,
+                 ValueError)
+
+
+def stream_failure(provider_id: str, exc: Exception) -> TakoError:
+    """The TakoError for a failure caught while reading a vendor stream."""
+    if isinstance(exc, TakoError):
+        return exc
+    if isinstance(exc, httpx.HTTPError):
+        return transport_error(provider_id, exc)
+    return UpstreamTransient(f"provider {provider_id} sent a malformed stream event: {exc}",
+                             details={"provider": provider_id})
+
+
 async def post_json(
     client: httpx.AsyncClient,
     provider_id: str,

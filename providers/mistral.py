@@ -32,14 +32,19 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
 from core.errors import TakoError, UpstreamTransient, upstream_error_for
 from core.specs import DeploymentSpec
 from core.types import ChatChunk, ChatRequest, ChatResponse, ChunkError, End, Usage
 from providers import openai_wire
-from providers.base import HttpProvider, iter_sse, open_stream, transport_error
+from providers.base import (
+    STREAM_ERRORS,
+    HttpProvider,
+    iter_sse,
+    open_stream,
+    stream_failure,
+)
 from providers.registry import register
 
 MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
@@ -157,15 +162,8 @@ class MistralProvider(HttpProvider):
                         + ("with finish_reason error" if done else "before [DONE]"),
                         details={"provider": self.id},
                     )
-            except TakoError as exc:
-                failure = exc
-            except httpx.HTTPError as exc:
-                failure = transport_error(self.id, exc)
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                failure = UpstreamTransient(
-                    f"provider {self.id} sent a malformed stream chunk: {exc}",
-                    details={"provider": self.id},
-                )
+            except STREAM_ERRORS as exc:
+                failure = stream_failure(self.id, exc)
         if failure is not None:
             if not started:
                 raise failure

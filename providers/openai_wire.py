@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import orjson
 
-from core.errors import TakoError, UpstreamTransient, upstream_error_for
+from core.errors import UpstreamTransient, upstream_error_for
 from core.types import (
     ChatChunk,
     ChatRequest,
@@ -21,7 +21,7 @@ from core.types import (
     ToolCallDelta,
     Usage,
 )
-from providers.base import iter_sse, new_id, now, transport_error
+from providers.base import STREAM_ERRORS, iter_sse, new_id, now, stream_failure
 
 CostFn = Callable[[int, int, int], float]
 
@@ -136,19 +136,8 @@ async def stream_chunks(
                     yield delta
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
-    except TakoError as exc:
-        yield ChunkError(exc)
-        finish = "error"
-    except httpx.HTTPError as exc:
-        yield ChunkError(transport_error(provider_id, exc))
-        finish = "error"
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        yield ChunkError(
-            UpstreamTransient(
-                f"provider {provider_id} sent a malformed stream chunk: {exc}",
-                details={"provider": provider_id},
-            )
-        )
+    except STREAM_ERRORS as exc:
+        yield ChunkError(stream_failure(provider_id, exc))
         finish = "error"
     yield End(finish_reason=finish, usage=usage)
 
