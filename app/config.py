@@ -218,5 +218,15 @@ def embedded_default(environ: dict[str, str] | None = None) -> dict[str, Any]:
             {"name": "echo-tools", "kind": "single",
              "description": "echo with the server-side calculator tool",
              "params": {"deployment": "echo", "tools": ["calculator"]}},
+            {"name": "echo-selfcaller", "kind": "selfcaller",
+             "description": "echo behind a rule guard, with the calculator and self_call "
+                            "tools",
+             "params": {"inner": {"kind": "single",
+                                  "params": {"deployment": "echo", "tools": ["calculator"]}},
+                        "verifier": {"kind": "rules", "must": ["returned"]},
+                        "threshold": 1.0, "max_depth": 1}},
+            {"name": "echo-conductor", "kind": "conductor",
+             "description": "echo coordinates echo: send a JSON workflow as your message",
+             "params": {"coordinator": "echo", "workers": {"echo": "repeats its subtask"}}},
         ],
     }

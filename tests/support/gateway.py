@@ -67,15 +67,16 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path,
                        f"{log_path.read_text(errors='replace')[-4000:]}")
 
 
-def start_gateway(config: dict[str, Any], *, port: int | None = None,
+def start_gateway(config: dict[str, Any] | None, *, port: int | None = None,
                   env: dict[str, str] | None = None, workers: int = 1) -> Gateway:
+    """``config`` None starts the embedded default (no config file)."""
     port = port or free_port()
-    cfg_path = write_config(config)
+    config_args = ["--config", str(write_config(config))] if config is not None else []
     log_path = Path(tempfile.mkstemp(prefix="tako-gw-", suffix=".log")[1])
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("TAKO_CONFIG", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--config", str(cfg_path),
+        [sys.executable, "-m", "app.cli", "serve", *config_args,
          "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
          "--log-level", "warning"],
         cwd=ROOT, env=full_env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
