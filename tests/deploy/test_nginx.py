@@ -7,6 +7,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import uvicorn
+
 from app.config import load_settings
 from tests.deploy.nginx_conf import localize, nginx_command
 from tests.deploy.repo_files import COMPOSE_GATEWAY_CONFIG, NGINX_CONF
@@ -87,3 +89,11 @@ def test_load_balancer_errors_are_openai_shaped() -> None:
         assert returned.group(1) == status
         validate_error(json.loads(returned.group(2)))
     assert {"502", "504"} <= set(pages)
+
+
+def test_idle_upstream_connections_close_before_uvicorn_closes_them() -> None:
+    upstream = re.search(r"upstream\s+tako_gateways\s*\{(.*?)\}", NGINX_CONF.read_text(), re.S)
+    assert upstream
+    (timeout,) = _directive("keepalive_timeout", upstream.group(1))
+    # tako serve leaves uvicorn's keep-alive at its default.
+    assert _seconds(timeout) < uvicorn.Config(app=None).timeout_keep_alive

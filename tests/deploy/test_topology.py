@@ -264,10 +264,14 @@ def test_sigkill_of_one_replica_fails_only_requests_in_flight(topo: Topology) ->
         # Only requests that were already running when the replica died may fail.
         assert all(o.started <= kill_time for o in failed), [o.error for o in failed]
         assert len(failed) <= workers
-        # Those reach the SDK as OpenAI-shaped errors, not nginx's HTML page.
+        # A request whose answer had not started gets nginx's 502 as an OpenAI-shaped
+        # error (not an HTML page); one cut mid-answer ends as a broken connection.
         for outcome in failed:
-            assert outcome.status == 502, outcome.error
-            validate_error(outcome.body)
+            if outcome.status is not None:
+                assert outcome.status == 502, outcome.error
+                validate_error(outcome.body)
+            else:
+                assert "APIConnectionError" in (outcome.error or ""), outcome.error
         # Requests nginx sent to the dead replica were moved to a live one.
         attempts = topo.upstreams_in_log(log_before, total)
         moved = [a for a in attempts if len(a) > 1 and a[0] == victim.upstream]
