@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (default from config: 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
     serve.add_argument("--log-level", default=os.environ.get("TAKO_LOG_LEVEL", "info"))
-    sub.add_parser("check", help="validate the config and exit")
+    check = sub.add_parser("check", help="validate the config and exit")
+    check.add_argument("--config", help="YAML config file (default: $TAKO_CONFIG)")
     return parser
 
 
