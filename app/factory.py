@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from opentelemetry.sdk.trace import TracerProvider
+from sse_starlette.sse import AppStatus
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
@@ -59,6 +60,9 @@ def create_app(settings: Settings | None = None, *, resolver: AuthResolver | Non
 def create_fastapi_app(settings: Settings,
                        tracer_provider: TracerProvider | None = None) -> FastAPI:
     gateway = Gateway.from_settings(settings)
+    # In-flight streams finish within server.graceful_shutdown_s on SIGTERM instead of
+    # being cut when the signal arrives.
+    AppStatus.disable_automatic_graceful_drain()
     runtime = Runtime.from_settings(settings.runtime, events=RuntimeMetrics())
     identity = build_identity(settings.auth, redis_url=settings.runtime.redis_url,
                               key_prefix=f"{settings.runtime.key_prefix}:{{keys}}")
@@ -90,10 +94,15 @@ def create_fastapi_app(settings: Settings,
     app.state.started_at = int(time.time())
     app.state.tracer = None
     app.state.policy = PolicyGate(settings.policy)
-    readiness: dict[str, Callable[[], Awaitable[bool]]] = {"runtime": runtime.ready}
+    # Backends whose outage stops this replica from serving make it unready, so the load
+    # balancer drains it; in a fail_open mode it keeps serving and only reports them.
+    checks: dict[str, tuple[Callable[[], Awaitable[bool]], bool]] = {
+        "redis" if settings.runtime.backend == "redis" else "runtime":
+            (runtime.ready, settings.runtime.failure_mode == "fail_closed"),
+    }
     if settings.policy.mode == "opa":
-        readiness["policy"] = app.state.policy.ready
-    app.state.readiness = readiness
+        checks["opa"] = (app.state.policy.ready, settings.policy.fail_mode == "fail_closed")
+    app.state.readiness = checks
     if tracer_provider is not None:
         _instrument(app, gateway, tracer_provider)
 

@@ -281,10 +281,6 @@ def test_sigkill_of_one_replica_fails_only_requests_in_flight(topo: Topology) ->
         victim.kill()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sse-starlette ends every SSE stream as soon as uvicorn receives SIGTERM, so "
-    "server.graceful_shutdown_s never applies to streams; the app needs "
-    "sse_starlette.sse.AppStatus.disable_automatic_graceful_drain() at startup"))
 def test_sigterm_drains_a_stream_in_flight(
         running: Topology, upstream: tuple[str, FakeOpenAI]) -> None:
     # Talks to one replica directly: the other two need not be up.

@@ -72,6 +72,8 @@ def test_fail_open_serves_while_down_and_counts_unaccounted_spend(
             assert statuses == [200] * 5
             assert unaccounted_usd(gw) > 0
             assert "redis" in gw.log().lower()
+            ready = httpx.get(gw.url + "/readyz")  # still serving: stays in the pool
+            assert ready.status_code == 200 and ready.json()["checks"]["redis"] is False
         finally:
             redis_proc.start()
         assert until(lambda: ask(gw).status_code == 200)
