@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +45,7 @@ def request_id_of(request: Request) -> str:
     given = request.headers.get("x-request-id")
     if given and _REQUEST_ID.match(given):
         return given
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -198,7 +198,7 @@ async def _chat(request: Request, record: RequestRecord) -> Response:
         raise first.error
     record.first_token()
     _finish_headers(headers, upstreams, admission, record)
-    renderer = ChunkRenderer(f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), requested)
+    renderer = ChunkRenderer(f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), requested)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     stream = StreamState(renderer, include_usage, events, runtime, admission, record, span,
                          ctx, gate.stream_filter(principal, req.model))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,7 +28,7 @@ from providers.pricing import price_for
 
 
 def new_id(prefix: str = "chatcmpl-") -> str:
-    return prefix + uuid.uuid4().hex[:24]
+    return prefix + secrets.token_hex(12)
 
 
 def now() -> int:

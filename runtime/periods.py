@@ -6,6 +6,7 @@ The Redis scripts compute the same ids from the server clock (see admit.lua).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 DAY_TTL_S = 3 * 86400
 MONTH_TTL_S = 40 * 86400
@@ -16,7 +17,12 @@ def day_id(now_s: float) -> int:
 
 
 def month_id(now_s: float) -> int:
-    d = dt.datetime.fromtimestamp(now_s, tz=dt.UTC)
+    return _month_of_day(day_id(now_s))
+
+
+@functools.lru_cache(maxsize=64)
+def _month_of_day(day: int) -> int:
+    d = dt.date(1970, 1, 1) + dt.timedelta(days=day)
     return d.year * 100 + d.month
 
 
