@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=workers,
         log_level=args.log_level,
         access_log=False,
+        proxy_headers=False,  # client addresses are not used; skip the header rewrite
         timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s),
         lifespan="on",
     )
