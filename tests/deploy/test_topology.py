@@ -6,6 +6,7 @@ multi-replica tests; here the load balancer, streaming and replica loss are."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -20,9 +21,11 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.specs import Price
+from runtime import Runtime, RuntimeSettings
 from tests.deploy.dockerfile import parse_dockerfile
 from tests.deploy.repo_files import DOCKERFILE, gateway_services
-from tests.deploy.topology import API_KEY, Topology, topology
+from tests.deploy.topology import API_KEY, BUDGET_KEY, BUDGET_USD, RPM, RPM_KEY, Topology, topology
 from tests.fakes.openai import FakeOpenAI, Reply, make_app
 from tests.support.net import serve_asgi
 from tests.support.openai_schema import validate_chunk, validate_completion, validate_error
@@ -313,3 +316,48 @@ def test_sigterm_drains_a_stream_in_flight(
         assert replica.proc.wait(timeout=10) in (0, -signal.SIGTERM)
     finally:
         replica.kill()
+
+
+async def _flood(topo: Topology, key: str, count: int) -> list[httpx.Response]:
+    body = {"model": "echo", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(base_url=topo.base_url, timeout=30, headers={
+            "authorization": f"Bearer {key}"}) as client:
+        return list(await asyncio.gather(*(client.post("/v1/chat/completions", json=body)
+                                           for _ in range(count))))
+
+
+def test_a_budget_holds_across_the_three_replicas(topo: Topology) -> None:
+    since = topo.log_size()
+    responses = asyncio.run(_flood(topo, BUDGET_KEY, 90))
+    ok = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code != 200]
+    assert ok and refused
+    assert all(r.status_code == 429 and r.json()["error"]["type"] == "insufficient_quota"
+               for r in refused)
+    served_by = {u[-1] for u in topo.upstreams_in_log(since, len(responses)) if u}
+    assert len(served_by) == 3, "the flood was spread over every replica"
+
+    async def spent() -> float:
+        rt = Runtime.from_settings(RuntimeSettings(
+            backend="redis", redis_url=topo.extra["redis"].url))
+        await rt.start()
+        try:
+            return await rt.spend("key", "deploy-budget", "day", "deploy")
+        finally:
+            await rt.aclose()
+
+    total = asyncio.run(spent())
+    assert 0 < total <= BUDGET_USD + 1e-12
+    price = Price(input=1.0, output=2.0)  # the echo model's row in providers/prices.json
+    charged = sum(price.cost(r.json()["usage"]["prompt_tokens"],
+                             r.json()["usage"]["completion_tokens"]) for r in ok)
+    assert total == pytest.approx(charged, rel=1e-6)
+
+
+def test_an_rpm_limit_is_exact_across_the_three_replicas(topo: Topology) -> None:
+    responses = asyncio.run(_flood(topo, RPM_KEY, 45))
+    ok = [r for r in responses if r.status_code == 200]
+    assert len(ok) == RPM, f"{len(ok)} admitted under a limit of {RPM} per minute"
+    limited = [r for r in responses if r.status_code == 429]
+    assert len(limited) == 45 - RPM
+    assert all(r.json()["error"]["type"] == "rate_limit_exceeded" for r in limited)

@@ -24,6 +24,10 @@ from tests.deploy.nginx_conf import localize, nginx_command
 from tests.support.net import free_port, wait_for_port
 
 API_KEY = "sk-tako-deploy-test"
+BUDGET_KEY = "sk-tako-deploy-budget"  # a small daily budget of its own
+BUDGET_USD = 0.0005
+RPM_KEY = "sk-tako-deploy-rpm"  # a requests-per-minute limit of its own
+RPM = 15
 
 
 @dataclass
@@ -105,8 +109,14 @@ def _tako_binary() -> str:
 def gateway_config(redis_url: str, upstream_base_url: str) -> dict[str, Any]:
     return {
         "server": {"host": "127.0.0.1", "graceful_shutdown_s": 5},
-        "auth": {"keys": [{"key": API_KEY, "key_id": "deploy", "tenant_id": "deploy",
-                           "user_id": "deploy"}]},
+        "auth": {"keys": [
+            {"key": API_KEY, "key_id": "deploy", "tenant_id": "deploy", "user_id": "deploy"},
+            {"key": BUDGET_KEY, "key_id": "deploy-budget", "tenant_id": "deploy",
+             "user_id": "budgeted", "budgets": [{"scope": "key", "period": "day",
+                                                 "usd": BUDGET_USD}]},
+            {"key": RPM_KEY, "key_id": "deploy-rpm", "tenant_id": "deploy",
+             "user_id": "limited", "rate_limits": [{"scope": "key", "rpm": RPM}]},
+        ]},
         "deployments": [
             {"name": "echo", "provider": "echo", "model": "echo",
              "options": {"delay_s": 0.02}},
