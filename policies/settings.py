@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,21 +23,7 @@ PiiKind = Literal[
     "private_key",
 ]
 
-ALL_PII_KINDS: tuple[PiiKind, ...] = (
-    "email",
-    "phone",
-    "ipv4",
-    "ipv6",
-    "credit_card",
-    "us_ssn",
-    "iban",
-    "aws_access_key_id",
-    "aws_secret_access_key",
-    "openai_api_key",
-    "github_token",
-    "jwt",
-    "private_key",
-)
+ALL_PII_KINDS: tuple[PiiKind, ...] = get_args(PiiKind)
 
 
 class PiiGuardSettings(BaseModel):
