@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -10,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.replicas.test_shared_limits import BODY, config
 from tests.support.gateway import TEST_KEY, Gateway, gateway
-from tests.support.redis_server import RedisProcess
+from tests.support.redis_server import RedisProcess, redis_server
 
 HEADERS = {"authorization": f"Bearer {TEST_KEY}"}
 
@@ -35,6 +36,13 @@ def unaccounted_usd(gw: Gateway) -> float:
         if family.name == "tako_unaccounted_spend_usd":
             return sum(s.value for s in family.samples if s.name.endswith("_total"))
     return 0.0
+
+
+@pytest.fixture(scope="module")
+def redis_proc() -> Iterator[RedisProcess]:
+    """A server of our own, even when REDIS_URL names a shared one: these tests stop it."""
+    with redis_server(owned=True) as proc:
+        yield proc
 
 
 @pytest.fixture

@@ -46,8 +46,10 @@ def _spawn(port: int, workdir: str) -> subprocess.Popen[bytes]:
 
 
 @contextmanager
-def redis_server() -> Iterator[RedisProcess]:
-    given = os.environ.get("REDIS_URL")
+def redis_server(owned: bool = False) -> Iterator[RedisProcess]:
+    """``owned``: always start a process of our own (tests that stop and restart Redis),
+    even when REDIS_URL names a shared server."""
+    given = None if owned else os.environ.get("REDIS_URL")
     if given:
         yield RedisProcess(url=given, port=0, proc=None, workdir="")
         return
