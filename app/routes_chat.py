@@ -164,6 +164,7 @@ async def _chat(request: Request, record: RequestRecord) -> Response:
             with use_span(span):
                 response = await target.orchestrator.complete(ctx, req)
         except BaseException as exc:
+            record.usage = ctx.usage  # calls made before the failure were billed
             end_span(span, ctx.usage, exc)
             raise
         else:
