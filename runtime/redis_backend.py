@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -20,6 +20,8 @@ from redis.exceptions import RedisError
 from runtime import admit_script, breaker_script, reconcile_script, spend_script, watermark
 from runtime.backend import AdmitResult, BackendUnreachable, CounterDelta, TpmDelta
 from runtime.plan import BudgetItem, RateItem
+from runtime.resp import PipelinedRedis
+from runtime.resp import supports as resp_supports
 from runtime.settings import BreakerSettings
 
 T = TypeVar("T")
@@ -45,6 +47,8 @@ class RedisBackend:
         )
         self.client: Redis = Redis(connection_pool=pool)
         self.state_store = watermark.RedisStateStore(self.client, prefix)
+        # The per-request scripts share one pipelined connection (see runtime/resp.py).
+        self.hot: Any = PipelinedRedis(url, timeout_s) if resp_supports(url) else self.client
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -59,6 +63,8 @@ class RedisBackend:
             await self._call(partial(script.load, self.client))
 
     async def aclose(self) -> None:
+        if self.hot is not self.client:
+            await self.hot.aclose()
         await self.client.aclose()
         await self.client.connection_pool.disconnect()
 
@@ -70,10 +76,10 @@ class RedisBackend:
 
     async def admit(self, rates: list[tuple[RateItem, int]],
                     budgets: list[tuple[BudgetItem, int]]) -> AdmitResult:
-        return await self._call(lambda: admit_script.admit(self.client, rates, budgets))
+        return await self._call(lambda: admit_script.admit(self.hot, rates, budgets))
 
     async def reconcile(self, counters: list[CounterDelta], tpm: list[TpmDelta]) -> None:
-        await self._call(lambda: reconcile_script.reconcile(self.client, counters, tpm))
+        await self._call(lambda: reconcile_script.reconcile(self.hot, counters, tpm))
 
     async def spend(self, base: str, period: str) -> int:
         return await self._call(lambda: spend_script.spend(self.client, base, period))
@@ -81,15 +87,15 @@ class RedisBackend:
     async def breaker_acquire(self, deployment: str, settings: BreakerSettings,
                               probe_ttl_s: float) -> str:
         return await self._call(lambda: breaker_script.run(
-            self.client, self.prefix, deployment, "acquire", False, settings, probe_ttl_s))
+            self.hot, self.prefix, deployment, "acquire", False, settings, probe_ttl_s))
 
     async def breaker_record(self, deployment: str, settings: BreakerSettings, ok: bool,
                              probe: bool) -> str | None:
         state = await self._call(lambda: breaker_script.run(
-            self.client, self.prefix, deployment, "success" if ok else "failure", probe,
+            self.hot, self.prefix, deployment, "success" if ok else "failure", probe,
             settings, 0))
         return state or None
 
     async def breaker_abandon_probe(self, deployment: str, settings: BreakerSettings) -> None:
         await self._call(lambda: breaker_script.run(
-            self.client, self.prefix, deployment, "abandon", True, settings, 0))
+            self.hot, self.prefix, deployment, "abandon", True, settings, 0))
