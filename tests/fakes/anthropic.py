@@ -10,58 +10,39 @@ queue is empty it answers ``echo: <last user text>``) and read what tako sent fr
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.fakes.common import (
+    Received,
+    ScriptedReplies,
+    ScriptedReply,
+    last_user_text,
+    respond,
+    word_pieces,
+)
 
 MODEL = "claude-sonnet-4-5"
 
 
-class DroppedConnection(Exception):
-    """Raised inside a streamed body: the server closes the socket without finishing."""
-
-
 @dataclass
-class Reply:
-    status: int = 200
-    body: Any = None
+class Reply(ScriptedReply):
     events: list[dict[str, Any]] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    drop_after: int | None = None
-    delay_s: float = 0.0
+
+    def frames(self) -> list[bytes] | None:
+        return None if self.events is None else [_sse(event) for event in self.events]
 
 
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-class FakeAnthropic:
+class FakeAnthropic(ScriptedReplies[Received, Reply]):
     def __init__(self, api_key: str | None) -> None:
+        super().__init__()
         self.api_key = api_key
-        self.requests: list[Received] = []
-        self.replies: deque[Reply] = deque()
-
-    def push(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.replies.clear()
-
-    @property
-    def last(self) -> Received:
-        return self.requests[-1]
 
 
 # ---- builders for Anthropic bodies and streams ----
@@ -165,40 +146,11 @@ def _sse(event: dict[str, Any]) -> bytes:
     return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
-def _last_user_text(body: dict[str, Any]) -> str:
-    for msg in reversed(body.get("messages") or []):
-        if msg.get("role") != "user":
-            continue
-        content = msg.get("content")
-        if isinstance(content, str):
-            return content
-        return "".join(b.get("text", "") for b in content if b.get("type") == "text")
-    return ""
-
-
 def _default_reply(body: dict[str, Any]) -> Reply:
-    text = f"echo: {_last_user_text(body)}"
+    text = f"echo: {last_user_text(body)}"
     if body.get("stream"):
-        words = text.split(" ")
-        return Reply(events=text_stream([w if i == 0 else " " + w for i, w in enumerate(words)]))
+        return Reply(events=text_stream(word_pieces(text)))
     return Reply(body=message(text))
-
-
-def _respond(reply: Reply) -> Response:
-    if reply.events is None:
-        return Response(orjson.dumps(reply.body), status_code=reply.status,
-                        headers=reply.headers, media_type="application/json")
-
-    async def frames() -> AsyncIterator[bytes]:
-        for sent, event in enumerate(reply.events or ()):
-            if reply.drop_after is not None and sent >= reply.drop_after:
-                raise DroppedConnection("closing the socket mid-stream")
-            if reply.delay_s:
-                await asyncio.sleep(reply.delay_s)
-            yield _sse(event)
-
-    return StreamingResponse(frames(), status_code=reply.status, headers=reply.headers,
-                             media_type="text/event-stream")
 
 
 def make_app(api_key: str | None = "sk-ant-test") -> tuple[Starlette, FakeAnthropic]:
@@ -209,12 +161,12 @@ def make_app(api_key: str | None = "sk-ant-test") -> tuple[Starlette, FakeAnthro
         body = orjson.loads(await request.body())
         fake.requests.append(Received(request.url.path, dict(request.headers), body))
         if fake.api_key and request.headers.get("x-api-key") != fake.api_key:
-            return _respond(error(401, "authentication_error", "invalid x-api-key"))
+            return respond(error(401, "authentication_error", "invalid x-api-key"))
         if not request.headers.get("anthropic-version"):
-            return _respond(error(400, "invalid_request_error",
+            return respond(error(400, "invalid_request_error",
                                   "anthropic-version: header is required"))
         reply = fake.replies.popleft() if fake.replies else _default_reply(body)
-        return _respond(reply)
+        return respond(reply)
 
     app = Starlette(routes=[Route("/v1/messages", messages, methods=["POST"])])
     return app, fake

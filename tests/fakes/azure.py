@@ -15,35 +15,35 @@ with an empty queue it answers ``echo: <last user text>``), read ``requests``.
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.fakes.common import (
+    ScriptedReplies,
+    ScriptedReply,
+    last_user_text,
+    respond,
+    sse_data,
+    word_pieces,
+)
 
 MODEL = "gpt-4o-2024-08-06"
 SAFE = {name: {"filtered": False, "severity": "safe"}
         for name in ("hate", "self_harm", "sexual", "violence")}
 
 
-class DroppedConnection(Exception):
-    """Raised inside a streamed body: the server closes the socket without finishing."""
-
-
 @dataclass
-class Reply:
-    status: int = 200
-    body: Any = None
+class Reply(ScriptedReply):
     chunks: list[dict[str, Any] | str] | None = None  # SSE data payloads; str sent raw
-    headers: dict[str, str] = field(default_factory=dict)
-    drop_after: int | None = None
-    delay_s: float = 0.0
+
+    def frames(self) -> list[bytes] | None:
+        return None if self.chunks is None else [sse_data(c) for c in self.chunks]
 
 
 @dataclass
@@ -54,25 +54,13 @@ class Received:
     body: dict[str, Any]
 
 
-class FakeAzure:
+class FakeAzure(ScriptedReplies[Received, Reply]):
     def __init__(self, deployments: set[str], api_key: str | None,
                  bearer_token: str | None) -> None:
+        super().__init__()
         self.deployments = deployments
         self.api_key = api_key
         self.bearer_token = bearer_token
-        self.requests: list[Received] = []
-        self.replies: deque[Reply] = deque()
-
-    def push(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.replies.clear()
-
-    @property
-    def last(self) -> Received:
-        return self.requests[-1]
 
 
 # ---- builders for Azure bodies and streams ----
@@ -180,47 +168,14 @@ def tool_stream(calls: list[tuple[str, str, list[str]]]) -> list[dict[str, Any] 
 # ---- the app ----
 
 
-def _sse(payload: dict[str, Any] | str) -> bytes:
-    data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
-    return b"data: " + data + b"\n\n"
-
-
-def _last_user_text(body: dict[str, Any]) -> str:
-    for msg in reversed(body.get("messages") or []):
-        if msg.get("role") == "user":
-            content = msg.get("content")
-            if isinstance(content, str):
-                return content
-            return "".join(p.get("text", "") for p in content or () if p.get("type") == "text")
-    return ""
-
-
 def _default_reply(body: dict[str, Any]) -> Reply:
-    text = f"echo: {_last_user_text(body)}"
+    text = f"echo: {last_user_text(body)}"
     if body.get("stream"):
-        words = text.split(" ")
-        chunks = text_stream([w if i == 0 else " " + w for i, w in enumerate(words)])
+        chunks = text_stream(word_pieces(text))
         if not (body.get("stream_options") or {}).get("include_usage"):
             chunks = [c for c in chunks if not (isinstance(c, dict) and "usage" in c)]
         return Reply(chunks=chunks)
     return Reply(body=completion(text))
-
-
-def _respond(reply: Reply) -> Response:
-    if reply.chunks is None:
-        return Response(orjson.dumps(reply.body), status_code=reply.status,
-                        headers=reply.headers, media_type="application/json")
-
-    async def frames() -> AsyncIterator[bytes]:
-        for sent, payload in enumerate(reply.chunks or ()):
-            if reply.drop_after is not None and sent >= reply.drop_after:
-                raise DroppedConnection("closing the socket mid-stream")
-            if reply.delay_s:
-                await asyncio.sleep(reply.delay_s)
-            yield _sse(payload)
-
-    return StreamingResponse(frames(), status_code=reply.status, headers=reply.headers,
-                             media_type="text/event-stream")
 
 
 def _authorised(fake: FakeAzure, request: Request) -> bool:
@@ -243,19 +198,19 @@ def make_app(deployments: set[str] | None = None, api_key: str | None = "azure-t
         fake.requests.append(Received(request.url.path, dict(request.query_params),
                                       dict(request.headers), body))
         if not _authorised(fake, request):
-            return _respond(error(401, "401", "Access denied due to invalid subscription key "
+            return respond(error(401, "401", "Access denied due to invalid subscription key "
                                   "or wrong API endpoint. Make sure to provide a valid key "
                                   "for an active subscription and use a correct regional "
                                   "API endpoint for your resource."))
         if not request.query_params.get("api-version"):
-            return _respond(error(404, "404", "Resource not found"))
+            return respond(error(404, "404", "Resource not found"))
         if request.path_params["deployment"] not in fake.deployments:
-            return _respond(error(404, "DeploymentNotFound",
+            return respond(error(404, "DeploymentNotFound",
                                   "The API deployment for this resource does not exist. If you "
                                   "created the deployment within the last 5 minutes, please "
                                   "wait a moment and try again."))
         reply = fake.replies.popleft() if fake.replies else _default_reply(body)
-        return _respond(reply)
+        return respond(reply)
 
     app = Starlette(routes=[Route("/openai/deployments/{deployment}/chat/completions",
                                   completions, methods=["POST"])])

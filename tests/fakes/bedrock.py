@@ -20,7 +20,6 @@ import hmac
 import struct
 import uuid
 import zlib
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,11 +31,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes.common import DroppedConnection, ScriptedReplies, split
+
 EVENTSTREAM = "application/vnd.amazon.eventstream"
-
-
-class DroppedConnection(Exception):
-    """Raised inside a streamed body: the server closes the socket mid-message."""
 
 
 @dataclass
@@ -106,11 +103,6 @@ def exception_frame(exception_type: str, message: str) -> bytes:
     return encode_frame({":exception-type": exception_type,
                          ":content-type": "application/json", ":message-type": "exception"},
                         orjson.dumps({"message": message}))
-
-
-def split(text: str, pieces: int) -> list[str]:
-    size = max(1, -(-len(text) // max(1, pieces)))
-    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def stream_events(turn: Turn) -> list[tuple[str, dict[str, Any]]]:
@@ -192,18 +184,10 @@ def signature_ok(received: Received, secret_key: str, region: str,
 # ---------------------------------------------------------------- the app
 
 
-class FakeBedrock:
+class FakeBedrock(ScriptedReplies[Received, Turn | Failure]):
     def __init__(self) -> None:
-        self.requests: list[Received] = []
-        self.replies: deque[Turn | Failure] = deque()
+        super().__init__()
         self.images: dict[str, tuple[str, bytes]] = {}
-
-    def push(self, *replies: Turn | Failure) -> None:
-        self.replies.extend(replies)
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.replies.clear()
 
     def next_reply(self) -> Turn | Failure:
         return self.replies.popleft() if self.replies else Turn(text="Hello from Bedrock")

@@ -12,18 +12,25 @@ with an empty queue it answers ``echo: <last user text>``), read ``requests``.
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.fakes.common import (
+    Received,
+    ScriptedReplies,
+    ScriptedReply,
+    last_user_text,
+    respond,
+    sse_data,
+    word_pieces,
+)
 
 MODEL = "mistral-large-latest"
 KNOWN_FIELDS = {
@@ -35,43 +42,18 @@ KNOWN_FIELDS = {
 TOOL_CALL_ID = re.compile(r"^[a-zA-Z0-9]{9}$")
 
 
-class DroppedConnection(Exception):
-    """Raised inside a streamed body: the server closes the socket without finishing."""
-
-
 @dataclass
-class Reply:
-    status: int = 200
-    body: Any = None
+class Reply(ScriptedReply):
     chunks: list[dict[str, Any] | str] | None = None  # SSE data payloads; str sent raw
-    headers: dict[str, str] = field(default_factory=dict)
-    drop_after: int | None = None
-    delay_s: float = 0.0
+
+    def frames(self) -> list[bytes] | None:
+        return None if self.chunks is None else [sse_data(c) for c in self.chunks]
 
 
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-class FakeMistral:
+class FakeMistral(ScriptedReplies[Received, Reply]):
     def __init__(self, api_key: str | None) -> None:
+        super().__init__()
         self.api_key = api_key
-        self.requests: list[Received] = []
-        self.replies: deque[Reply] = deque()
-
-    def push(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.replies.clear()
-
-    @property
-    def last(self) -> Received:
-        return self.requests[-1]
 
 
 # ---- builders for Mistral bodies and streams ----
@@ -151,26 +133,10 @@ def tool_stream(calls: list[tuple[str, str, str]],
 # ---- the app ----
 
 
-def _sse(payload: dict[str, Any] | str) -> bytes:
-    data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
-    return b"data: " + data + b"\n\n"
-
-
-def _last_user_text(body: dict[str, Any]) -> str:
-    for msg in reversed(body.get("messages") or []):
-        if msg.get("role") == "user":
-            content = msg.get("content")
-            if isinstance(content, str):
-                return content
-            return "".join(p.get("text", "") for p in content or () if p.get("type") == "text")
-    return ""
-
-
 def _default_reply(body: dict[str, Any]) -> Reply:
-    text = f"echo: {_last_user_text(body)}"
+    text = f"echo: {last_user_text(body)}"
     if body.get("stream"):
-        words = text.split(" ")
-        return Reply(chunks=text_stream([w if i == 0 else " " + w for i, w in enumerate(words)]))
+        return Reply(chunks=text_stream(word_pieces(text)))
     return Reply(body=completion(text))
 
 
@@ -191,23 +157,6 @@ def _validation_error(body: dict[str, Any]) -> Reply | None:
     return None
 
 
-def _respond(reply: Reply) -> Response:
-    if reply.chunks is None:
-        return Response(orjson.dumps(reply.body), status_code=reply.status,
-                        headers=reply.headers, media_type="application/json")
-
-    async def frames() -> AsyncIterator[bytes]:
-        for sent, payload in enumerate(reply.chunks or ()):
-            if reply.drop_after is not None and sent >= reply.drop_after:
-                raise DroppedConnection("closing the socket mid-stream")
-            if reply.delay_s:
-                await asyncio.sleep(reply.delay_s)
-            yield _sse(payload)
-
-    return StreamingResponse(frames(), status_code=reply.status, headers=reply.headers,
-                             media_type="text/event-stream")
-
-
 def make_app(api_key: str | None = "mistral-test-key") -> tuple[Starlette, FakeMistral]:
     """The ASGI app and its controller. With ``api_key`` set, other keys get a 401."""
     fake = FakeMistral(api_key)
@@ -221,9 +170,9 @@ def make_app(api_key: str | None = "mistral-test-key") -> tuple[Starlette, FakeM
                             status_code=401, media_type="application/json")
         invalid = _validation_error(body)
         if invalid is not None:
-            return _respond(invalid)
+            return respond(invalid)
         reply = fake.replies.popleft() if fake.replies else _default_reply(body)
-        return _respond(reply)
+        return respond(reply)
 
     app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
     return app, fake

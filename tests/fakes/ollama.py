@@ -16,8 +16,6 @@ and read what tako sent from ``requests``. A reply can close the socket mid-stre
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,11 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes.common import Received, ScriptedReplies, paced
+
 CREATED_AT = "2025-05-27T22:54:57.641643Z"
-
-
-class DroppedConnection(Exception):
-    """Raised inside a streamed body: the server closes the socket without finishing."""
 
 
 @dataclass
@@ -69,29 +65,7 @@ def error(status: int, message: str) -> Reply:
     return Reply(status=status, error=message)
 
 
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-class FakeOllama:
-    def __init__(self) -> None:
-        self.requests: list[Received] = []
-        self.replies: deque[Reply] = deque()
-
-    def push(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.replies.clear()
-
-    @property
-    def last(self) -> Received:
-        return self.requests[-1]
-
+class FakeOllama(ScriptedReplies[Received, Reply]):
     def next_reply(self, body: dict[str, Any]) -> Reply:
         if self.replies:
             return self.replies.popleft()
@@ -153,15 +127,9 @@ def make_app() -> tuple[Starlette, FakeOllama]:
         if lines is None:
             lines = [_line(model, p) for p in reply.pieces]
             lines.append(_final(model, reply, {"role": "assistant", "content": ""}))
-
-        async def stream() -> AsyncIterator[bytes]:
-            for n, line in enumerate(lines):
-                if reply.drop_after is not None and n >= reply.drop_after:
-                    raise DroppedConnection("fake ollama dropped the connection")
-                yield orjson.dumps(line) + b"\n"
-                await asyncio.sleep(0)
-
-        return StreamingResponse(stream(), media_type="application/x-ndjson")
+        frames = [orjson.dumps(line) + b"\n" for line in lines]
+        return StreamingResponse(paced(frames, reply.drop_after),
+                                 media_type="application/x-ndjson")
 
     app = Starlette(routes=[Route("/api/chat", chat, methods=["POST"])])
     return app, controller

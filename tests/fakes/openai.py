@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fakes.common import ScriptedReplies, word_pieces
 
 
 @dataclass
@@ -43,14 +44,7 @@ class Received:
     body: dict[str, Any]
 
 
-class FakeOpenAI:
-    def __init__(self) -> None:
-        self.requests: list[Received] = []
-        self.replies: deque[Reply] = deque()
-
-    def push(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
-
+class FakeOpenAI(ScriptedReplies[Received, Reply]):
     def _usage(self, reply: Reply) -> dict[str, Any]:
         return reply.usage or {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17,
                                "prompt_tokens_details": {"cached_tokens": 2},
@@ -99,8 +93,7 @@ class FakeOpenAI:
         if reply.chunks is not None:
             frames += [chunk({"content": piece}) for piece in reply.chunks]
         elif text:
-            frames += [chunk({"content": w if i == 0 else " " + w})
-                       for i, w in enumerate(text.split(" "))]
+            frames += [chunk({"content": piece}) for piece in word_pieces(text)]
         for i, call in enumerate(reply.tool_calls or ()):
             args = call["function"]["arguments"]
             frames.append(chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import itertools
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +36,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes.common import DroppedConnection, ScriptedReplies, split
+
 MODEL_VERSION = "gemini-2.0-flash-001"
-
-
-class DroppedConnection(Exception):
-    """Raised inside a streamed body: the server closes the socket without finishing."""
 
 
 @dataclass
@@ -79,11 +76,6 @@ class Received:
     query: str
     headers: dict[str, str]
     body: dict[str, Any]
-
-
-def split(text: str, pieces: int) -> list[str]:
-    size = max(1, -(-len(text) // max(1, pieces)))
-    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def _envelope(turn: Turn, parts: list[dict[str, Any]], final: bool) -> dict[str, Any]:
@@ -152,22 +144,14 @@ def _b64url(data: str) -> bytes:
     return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
 
 
-class FakeVertex:
+class FakeVertex(ScriptedReplies[Received, Turn | Failure]):
     def __init__(self) -> None:
-        self.requests: list[Received] = []
+        super().__init__()
         self.token_requests: list[dict[str, Any]] = []
-        self.replies: deque[Turn | Failure] = deque()
         self.trusted_keys: list[rsa.RSAPublicKey] = []
         self.token_lifetime_s = 3600
         self.issued: list[str] = []
         self._counter = itertools.count(1)
-
-    def push(self, *replies: Turn | Failure) -> None:
-        self.replies.extend(replies)
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.replies.clear()
 
     async def token(self, request: Request) -> Response:
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
