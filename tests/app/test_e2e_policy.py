@@ -11,11 +11,12 @@ import openai
 import orjson
 import pytest
 
-from tests.fakes.openai import FakeOpenAI, Reply, make_app
+from tests.fakes.openai import FakeOpenAI, Reply
 from tests.policies.opa_compat import OpaCompatibleApp
 from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
 from tests.support.net import serve_asgi
 from tests.support.openai_schema import validate_chunk, validate_error
+from tests.support.upstreams import fresh, served
 
 POLICY_DATA: dict[str, Any] = {
     "denied_models": {"acme": ["echo-slow"]},
@@ -44,11 +45,8 @@ class WithHealth:
         await self.inner(scope, receive, send)
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[str, FakeOpenAI]]:
-    app, fake = make_app()
-    with serve_asgi(app) as url:
-        yield url, fake
+upstream = served()
+fake = fresh()
 
 
 @pytest.fixture(scope="module", params=["embedded", "opa"])
@@ -74,13 +72,6 @@ def gw(request: pytest.FixtureRequest, upstream: tuple[str, FakeOpenAI]) -> Iter
         cfg["policy"] = {"mode": "opa", "opa_url": opa_url, "timeout_s": 2.0, "pii": PII}
         with gateway(cfg) as g:
             yield g
-
-
-@pytest.fixture
-def fake(upstream: tuple[str, FakeOpenAI]) -> FakeOpenAI:
-    upstream[1].requests.clear()
-    upstream[1].replies.clear()
-    return upstream[1]
 
 
 @pytest.fixture

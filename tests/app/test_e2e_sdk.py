@@ -12,22 +12,18 @@ import openai
 import orjson
 import pytest
 
-from tests.fakes.openai import FakeOpenAI, Reply, make_app
+from tests.fakes.openai import FakeOpenAI, Reply
 from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
-from tests.support.net import serve_asgi
 from tests.support.openai_schema import (
     validate,
     validate_chunk,
     validate_completion,
     validate_error,
 )
+from tests.support.upstreams import fresh, served
 
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[str, FakeOpenAI]]:
-    app, fake = make_app()
-    with serve_asgi(app) as url:
-        yield url, fake
+upstream = served()
+fake = fresh()
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +39,6 @@ def gw(upstream: tuple[str, FakeOpenAI]) -> Iterator[Gateway]:
     config["server"] = {"max_body_bytes": 20_000}
     with gateway(config) as g:
         yield g
-
-
-@pytest.fixture
-def fake(upstream: tuple[str, FakeOpenAI]) -> FakeOpenAI:
-    upstream[1].requests.clear()
-    upstream[1].replies.clear()
-    return upstream[1]
 
 
 @pytest.fixture

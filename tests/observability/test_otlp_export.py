@@ -19,9 +19,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes.openai import FakeOpenAI, make_app
+from tests.fakes.openai import FakeOpenAI
 from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
 from tests.support.net import serve_asgi
+from tests.support.upstreams import served
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 
@@ -77,11 +78,7 @@ def collector() -> Iterator[tuple[str, Collector]]:
         yield url, receiver
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[str, FakeOpenAI]]:
-    app, fake = make_app()
-    with serve_asgi(app) as url:
-        yield url, fake
+upstream = served()
 
 
 @pytest.fixture(scope="module")

@@ -16,19 +16,16 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from app.config import Settings
 from app.factory import create_app
-from tests.fakes.openai import FakeOpenAI, Reply, make_app
+from tests.fakes.openai import FakeOpenAI, Reply
 from tests.support.gateway import TEST_KEY, basic_config
 from tests.support.net import serve_asgi
+from tests.support.upstreams import served
 
 CLIENT_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_PARENT_ID = "00f067aa0ba902b7"
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[str, FakeOpenAI]]:
-    app, fake = make_app()
-    with serve_asgi(app) as url:
-        yield url, fake
+upstream = served()
 
 
 @pytest.fixture(scope="module")
