@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -19,20 +19,17 @@ from core.errors import (
     UpstreamTransient,
 )
 from core.specs import DeploymentSpec
-from core.types import ChatChunk, ChatRequest, ChunkError, Delta, End
+from core.types import ChunkError, Delta, End
 from providers.anthropic import AnthropicProvider
 from providers.registry import build
 from tests.fakes import anthropic as fake_api
-from tests.support.net import serve_asgi
+from tests.providers.support import WEATHER_TOOL, built, chat_for, collect
+from tests.support.upstreams import served
 
 PNG = b"\x89PNG\r\n\x1a\nfake-image-bytes"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, fake_api.FakeAnthropic]]:
-    app, fake = fake_api.make_app(api_key="sk-ant-test")
-    with serve_asgi(app) as url:
-        yield url, fake
+server = served(lambda: fake_api.make_app(api_key="sk-ant-test"), name="server")
 
 
 def spec(url: str, **overrides: Any) -> DeploymentSpec:
@@ -50,29 +47,11 @@ async def claude(
 ) -> AsyncIterator[tuple[AnthropicProvider, fake_api.FakeAnthropic]]:
     url, fake = server
     fake.reset()
-    provider = build(spec(url))
-    assert isinstance(provider, AnthropicProvider)
-    yield provider, fake
-    await provider.aclose()
+    async with built(spec(url), AnthropicProvider) as provider:
+        yield provider, fake
 
 
-def chat(messages: list[dict[str, Any]], **fields: Any) -> ChatRequest:
-    return ChatRequest.model_validate({"model": "claude", "messages": messages, **fields})
-
-
-async def collect(provider: AnthropicProvider, req: ChatRequest) -> list[ChatChunk]:
-    return [item async for item in provider.stream(req)]
-
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                       "required": ["city"]},
-    },
-}
+chat = chat_for("claude")
 
 
 # ---- requests and responses ----

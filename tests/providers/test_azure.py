@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -17,21 +17,19 @@ from core.errors import (
     UpstreamTransient,
 )
 from core.specs import DeploymentSpec
-from core.types import ChatChunk, ChatRequest, ChunkError, Delta, End
+from core.types import ChatRequest, ChunkError, Delta, End
 from providers.azure import AzureOpenAI
 from providers.registry import build
 from tests.fakes import azure as fake_api
-from tests.support.net import serve_asgi
+from tests.providers.support import built, chat_for, collect
+from tests.support.upstreams import served
 
 TOKEN_ENV = "TAKO_TEST_AZURE_ENTRA_TOKEN"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, fake_api.FakeAzure]]:
-    app, fake = fake_api.make_app(deployments={"gpt-4o", "prod-4o"}, api_key="azure-test-key",
-                                  bearer_token="entra-test-token")
-    with serve_asgi(app) as url:
-        yield url, fake
+server = served(lambda: fake_api.make_app(deployments={"gpt-4o", "prod-4o"},
+                                           api_key="azure-test-key",
+                                           bearer_token="entra-test-token"), name="server")
 
 
 def spec(url: str, **overrides: Any) -> DeploymentSpec:
@@ -49,18 +47,11 @@ async def azure(
 ) -> AsyncIterator[tuple[AzureOpenAI, fake_api.FakeAzure]]:
     url, fake = server
     fake.reset()
-    provider = build(spec(url))
-    assert isinstance(provider, AzureOpenAI)
-    yield provider, fake
-    await provider.aclose()
+    async with built(spec(url), AzureOpenAI) as provider:
+        yield provider, fake
 
 
-def chat(messages: list[dict[str, Any]], **fields: Any) -> ChatRequest:
-    return ChatRequest.model_validate({"model": "azure-4o", "messages": messages, **fields})
-
-
-async def collect(provider: AzureOpenAI, req: ChatRequest) -> list[ChatChunk]:
-    return [item async for item in provider.stream(req)]
+chat = chat_for("azure-4o")
 
 
 async def chat_with(url: str, req: ChatRequest, **overrides: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,13 @@ from core.errors import (
     UpstreamTransient,
 )
 from core.specs import DeploymentSpec
-from core.types import ChatChunk, ChatRequest, ChunkError, Delta, End
+from core.types import ChunkError, Delta, End
 from providers.bedrock import BedrockProvider, sign_request
 from providers.eventstream import EventStreamDecoder, EventStreamError
 from providers.registry import build
 from tests.fakes import bedrock as fake_api
-from tests.support.net import serve_asgi
+from tests.providers.support import WEATHER_TOOL, built, chat_for, collect
+from tests.support.upstreams import served
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"  # $0.25 / $1.25 per million tokens
 ACCESS_KEY = "AKIDTAKOTEST"
@@ -40,11 +41,7 @@ REGION = "eu-west-3"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, fake_api.FakeBedrock]]:
-    app, fake = fake_api.make_app()
-    with serve_asgi(app) as url:
-        yield url, fake
+server = served(fake_api.make_app, name="server")
 
 
 @pytest.fixture(scope="module")
@@ -72,29 +69,11 @@ async def bedrock(
 ) -> AsyncIterator[tuple[BedrockProvider, fake_api.FakeBedrock]]:
     url, fake = server
     fake.reset()
-    provider = build(spec(url, credentials_file))
-    assert isinstance(provider, BedrockProvider)
-    yield provider, fake
-    await provider.aclose()
+    async with built(spec(url, credentials_file), BedrockProvider) as provider:
+        yield provider, fake
 
 
-def chat(messages: list[dict[str, Any]], **fields: Any) -> ChatRequest:
-    return ChatRequest.model_validate({"model": "haiku", "messages": messages, **fields})
-
-
-async def collect(provider: BedrockProvider, req: ChatRequest) -> list[ChatChunk]:
-    return [item async for item in provider.stream(req)]
-
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                       "required": ["city"]},
-    },
-}
+chat = chat_for("haiku")
 
 
 # ---- signing and framing ----

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -18,18 +18,14 @@ from core.errors import (
     UpstreamTransient,
 )
 from core.specs import DeploymentSpec
-from core.types import ChatChunk, ChatRequest, ChunkError, Delta, End
+from core.types import ChunkError, Delta, End
 from providers.mistral import MistralProvider
 from providers.registry import build
 from tests.fakes import mistral as fake_api
-from tests.support.net import serve_asgi
+from tests.providers.support import built, chat_for, collect
+from tests.support.upstreams import served
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, fake_api.FakeMistral]]:
-    app, fake = fake_api.make_app(api_key="mistral-test-key")
-    with serve_asgi(app) as url:
-        yield url, fake
+server = served(lambda: fake_api.make_app(api_key="mistral-test-key"), name="server")
 
 
 def spec(url: str, **overrides: Any) -> DeploymentSpec:
@@ -47,18 +43,11 @@ async def mistral(
 ) -> AsyncIterator[tuple[MistralProvider, fake_api.FakeMistral]]:
     url, fake = server
     fake.reset()
-    provider = build(spec(url))
-    assert isinstance(provider, MistralProvider)
-    yield provider, fake
-    await provider.aclose()
+    async with built(spec(url), MistralProvider) as provider:
+        yield provider, fake
 
 
-def chat(messages: list[dict[str, Any]], **fields: Any) -> ChatRequest:
-    return ChatRequest.model_validate({"model": "mistral", "messages": messages, **fields})
-
-
-async def collect(provider: MistralProvider, req: ChatRequest) -> list[ChatChunk]:
-    return [item async for item in provider.stream(req)]
+chat = chat_for("mistral")
 
 
 WEATHER_TOOL = {

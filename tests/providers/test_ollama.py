@@ -20,6 +20,8 @@ from core.types import ChatChunk, ChatRequest, ChunkError, Delta, End
 from providers.ollama import OllamaProvider
 from providers.registry import build
 from tests.fakes import ollama as fake
+from tests.providers import support
+from tests.providers.support import WEATHER_TOOL
 from tests.providers.test_image_fetch import PNG
 from tests.support.net import free_port, serve_asgi
 
@@ -61,10 +63,8 @@ def spec(base_url: str, **overrides: Any) -> DeploymentSpec:
 
 @pytest.fixture
 async def provider(servers: tuple[str, fake.FakeOllama, str]) -> AsyncIterator[OllamaProvider]:
-    built = build(spec(servers[0]))
-    assert isinstance(built, OllamaProvider)
-    yield built
-    await built.aclose()
+    async with support.built(spec(servers[0]), OllamaProvider) as ollama_provider:
+        yield ollama_provider
 
 
 def request(*messages: dict[str, Any], **fields: Any) -> ChatRequest:
@@ -78,16 +78,6 @@ def user(content: Any) -> dict[str, Any]:
 async def collect(stream: AsyncIterator[ChatChunk]) -> list[ChatChunk]:
     return [item async for item in stream]
 
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                       "required": ["city"]},
-    },
-}
 
 PARIS = ("get_weather", {"city": "Paris"})
 OSLO = ("get_weather", {"city": "Oslo"})

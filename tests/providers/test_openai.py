@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import orjson
 import pytest
 
@@ -19,22 +17,11 @@ from core.specs import DeploymentSpec, Price
 from core.types import ChatRequest, ChunkError, Delta, End
 from orchestrators.base import collect
 from providers.registry import build
-from tests.fakes.openai import FakeOpenAI, Reply, make_app
-from tests.support.net import serve_asgi
+from tests.fakes.openai import Reply
+from tests.support.upstreams import fresh, served
 
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[str, FakeOpenAI]]:
-    app, fake = make_app()
-    with serve_asgi(app) as url:
-        yield url, fake
-
-
-@pytest.fixture
-def fake(upstream: tuple[str, FakeOpenAI]) -> FakeOpenAI:
-    upstream[1].requests.clear()
-    upstream[1].replies.clear()
-    return upstream[1]
+upstream = served()
+fake = fresh()
 
 
 def provider(url: str, kind: str = "http-generic", **kw: object):  # type: ignore[no-untyped-def]

@@ -23,10 +23,11 @@ from core.errors import (
     UpstreamTransient,
 )
 from core.specs import DeploymentSpec
-from core.types import ChatChunk, ChatRequest, ChunkError, Delta, End
+from core.types import ChunkError, Delta, End
 from providers.registry import build
 from providers.vertex import VertexProvider
 from tests.fakes import vertex as fake_api
+from tests.providers.support import built, chat_for, collect
 from tests.support.net import serve_asgi
 
 MODEL = "gemini-2.0-flash"  # $0.10 / $0.40 per million tokens, cached $0.025
@@ -58,18 +59,11 @@ async def vertex(
     url, fake, path = server
     fake.reset()
     fake.token_lifetime_s = 3600
-    provider = build(spec(url, path))
-    assert isinstance(provider, VertexProvider)
-    yield provider, fake
-    await provider.aclose()
+    async with built(spec(url, path), VertexProvider) as provider:
+        yield provider, fake
 
 
-def chat(messages: list[dict[str, Any]], **fields: Any) -> ChatRequest:
-    return ChatRequest.model_validate({"model": "gemini", "messages": messages, **fields})
-
-
-async def collect(provider: VertexProvider, req: ChatRequest) -> list[ChatChunk]:
-    return [item async for item in provider.stream(req)]
+chat = chat_for("gemini")
 
 
 WEATHER_TOOL = {
