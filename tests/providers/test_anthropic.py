@@ -21,9 +21,15 @@ from core.errors import (
 from core.specs import DeploymentSpec
 from core.types import ChunkError, Delta, End
 from providers.anthropic import AnthropicProvider
-from providers.registry import build
 from tests.fakes import anthropic as fake_api
-from tests.providers.support import WEATHER_TOOL, built, chat_for, collect
+from tests.providers.support import (
+    WEATHER_TOOL,
+    assert_vendor_error,
+    built,
+    chat_for,
+    collect,
+    tool_calls_by_index,
+)
 from tests.support.upstreams import served
 
 PNG = b"\x89PNG\r\n\x1a\nfake-image-bytes"
@@ -215,13 +221,11 @@ async def test_response_format_json(claude) -> None:
 async def test_json_schema_by_instruction_when_configured(server) -> None:
     url, fake = server
     fake.reset()
-    provider = build(spec(url, options={"json_schema_mode": "prompt"}))
     schema = {"type": "object", "properties": {"name": {"type": "string"}}}
-    try:
+    async with built(spec(url, options={"json_schema_mode": "prompt"}),
+                     AnthropicProvider) as provider:
         await provider.chat(chat([{"role": "user", "content": "a person"}], response_format={
             "type": "json_schema", "json_schema": {"name": "person", "schema": schema}}))
-    finally:
-        await provider.aclose()
     assert "output_config" not in fake.last.body
     assert orjson.dumps(schema).decode() in fake.last.body["system"]
     assert fake.last.body["max_tokens"] == 4096  # the default when no option or limit is set
@@ -274,28 +278,16 @@ async def test_stop_reasons_map_to_openai_finish_reasons(claude, stop_reason, fi
 async def test_vendor_errors_map_to_tako_errors(claude, reply, error_class, code) -> None:
     provider, fake = claude
     fake.push(reply, reply)
-    with pytest.raises(error_class) as caught:
-        await provider.chat(chat([{"role": "user", "content": "hi"}]))
-    assert caught.value.code == code
-    assert caught.value.details is not None
-    assert caught.value.details["status"] == reply.status
-    assert caught.value.details["body"] == reply.body
-    # the same failure before the first chunk of a stream is raised, not yielded
-    with pytest.raises(error_class):
-        await collect(provider, chat([{"role": "user", "content": "hi"}]))
-    if reply.status == 429:
-        assert caught.value.retry_after == 7.0
+    await assert_vendor_error(provider, chat([{"role": "user", "content": "hi"}]), reply,
+                              error_class, code, retry_after=7.0)
 
 
 async def test_wrong_api_key_is_an_auth_error(server) -> None:
     url, fake = server
     fake.reset()
-    provider = build(spec(url, api_key="sk-ant-wrong"))
-    try:
+    async with built(spec(url, api_key="sk-ant-wrong"), AnthropicProvider) as provider:
         with pytest.raises(UpstreamError) as caught:
             await provider.chat(chat([{"role": "user", "content": "hi"}]))
-    finally:
-        await provider.aclose()
     assert caught.value.code == "upstream_auth_error"
     assert caught.value.details is not None and caught.value.details["status"] == 401
 
@@ -334,13 +326,7 @@ async def test_streaming_tool_calls_reassemble(claude) -> None:
                                          tools=[WEATHER_TOOL]))
     deltas = [i for i in items if isinstance(i, Delta)]
     assert deltas[0].role == "assistant" and deltas[0].content == "Checking."
-    calls: dict[int, dict[str, str]] = {}
-    for delta in deltas:
-        for tc in delta.tool_calls or ():
-            call = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-            call["id"] += tc.id or ""
-            call["name"] += tc.name or ""
-            call["arguments"] += tc.arguments or ""
+    calls = tool_calls_by_index(deltas)
     assert calls[0]["id"] == "toolu_01A" and calls[0]["name"] == "get_weather"
     assert orjson.loads(calls[0]["arguments"]) == {"city": "Paris"}
     assert calls[1] == {"id": "toolu_01B", "name": "get_time", "arguments": "{}"}
@@ -402,11 +388,8 @@ async def test_stream_cut_before_message_stop_is_an_error(claude) -> None:
 async def test_unreachable_server_raises_before_first_chunk() -> None:
     from tests.support.net import free_port
 
-    provider = build(spec(f"http://127.0.0.1:{free_port()}"))
-    try:
+    async with built(spec(f"http://127.0.0.1:{free_port()}"), AnthropicProvider) as provider:
         with pytest.raises(TakoError) as caught:
             await collect(provider, chat([{"role": "user", "content": "hi"}]))
-    finally:
-        await provider.aclose()
     assert caught.value.retryable
     assert caught.value.message.startswith("provider claude ")

@@ -19,9 +19,14 @@ from core.errors import (
 from core.specs import DeploymentSpec
 from core.types import ChatRequest, ChunkError, Delta, End
 from providers.azure import AzureOpenAI
-from providers.registry import build
 from tests.fakes import azure as fake_api
-from tests.providers.support import built, chat_for, collect
+from tests.providers.support import (
+    assert_vendor_error,
+    built,
+    chat_for,
+    collect,
+    tool_calls_by_index,
+)
 from tests.support.upstreams import served
 
 TOKEN_ENV = "TAKO_TEST_AZURE_ENTRA_TOKEN"
@@ -55,11 +60,8 @@ chat = chat_for("azure-4o")
 
 
 async def chat_with(url: str, req: ChatRequest, **overrides: Any) -> Any:
-    provider = build(spec(url, **overrides))
-    try:
+    async with built(spec(url, **overrides), AzureOpenAI) as provider:
         return await provider.chat(req)
-    finally:
-        await provider.aclose()
 
 
 WEATHER_TOOL = {
@@ -174,16 +176,8 @@ async def test_usage_cached_tokens_and_cost(azure) -> None:
 async def test_vendor_errors_map_to_tako_errors(azure, reply, error_class, code) -> None:
     provider, fake = azure
     fake.push(reply, reply)
-    with pytest.raises(error_class) as caught:
-        await provider.chat(chat([{"role": "user", "content": "hi"}]))
-    assert caught.value.code == code
-    assert caught.value.details is not None
-    assert caught.value.details["status"] == reply.status
-    assert caught.value.details["body"] == reply.body
-    if reply.status == 429:
-        assert caught.value.retry_after == 5.5
-    with pytest.raises(error_class):
-        await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    await assert_vendor_error(provider, chat([{"role": "user", "content": "hi"}]), reply,
+                              error_class, code, retry_after=5.5)
 
 
 async def test_wrong_key_and_unknown_deployment(server) -> None:
@@ -219,11 +213,8 @@ async def test_streaming_text_with_usage(azure) -> None:
 async def test_stream_usage_option_off(server) -> None:
     url, fake = server
     fake.reset()
-    provider = build(spec(url, options={"stream_usage": False}))
-    try:
+    async with built(spec(url, options={"stream_usage": False}), AzureOpenAI) as provider:
         items = await collect(provider, chat([{"role": "user", "content": "a b"}]))
-    finally:
-        await provider.aclose()
     assert "stream_options" not in fake.last.body
     assert "".join(i.content or "" for i in items if isinstance(i, Delta)) == "echo: a b"
 
@@ -235,13 +226,7 @@ async def test_streaming_tool_calls(azure) -> None:
         ("call_B", "get_weather", ['{"city":"Oslo"}'])])))
     items = await collect(provider, chat([{"role": "user", "content": "hi"}],
                                          tools=[WEATHER_TOOL]))
-    calls: dict[int, dict[str, str]] = {}
-    for item in items:
-        for tc in (item.tool_calls or ()) if isinstance(item, Delta) else ():
-            call = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-            call["id"] += tc.id or ""
-            call["name"] += tc.name or ""
-            call["arguments"] += tc.arguments or ""
+    calls = tool_calls_by_index(items)
     assert calls[0]["id"] == "call_A" and calls[1]["id"] == "call_B"
     assert orjson.loads(calls[0]["arguments"]) == {"city": "Rome"}
     assert isinstance(items[0], Delta) and items[0].role == "assistant"

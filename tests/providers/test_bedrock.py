@@ -30,7 +30,7 @@ from providers.bedrock import BedrockProvider, sign_request
 from providers.eventstream import EventStreamDecoder, EventStreamError
 from providers.registry import build
 from tests.fakes import bedrock as fake_api
-from tests.providers.support import WEATHER_TOOL, built, chat_for, collect
+from tests.providers.support import WEATHER_TOOL, built, chat_for, collect, tool_calls_by_index
 from tests.support.upstreams import served
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"  # $0.25 / $1.25 per million tokens
@@ -300,14 +300,7 @@ async def test_stream_tool_calls_reassemble(bedrock: tuple[BedrockProvider, Any]
     ]))
     items = await collect(provider, chat([{"role": "user", "content": "Lyon and Nantes?"}],
                                          tools=[WEATHER_TOOL]))
-    calls: dict[int, dict[str, str]] = {}
-    for item in items:
-        if isinstance(item, Delta):
-            for tc in item.tool_calls or ():
-                entry = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                entry["id"] += tc.id or ""
-                entry["name"] += tc.name or ""
-                entry["arguments"] += tc.arguments or ""
+    calls = tool_calls_by_index(items)
     assert sorted(calls) == [0, 1]
     assert calls[0]["id"] == "tooluse_1" and calls[1]["id"] == "tooluse_2"
     assert orjson.loads(calls[0]["arguments"]) == {"city": "Lyon", "units": "metric"}
@@ -434,12 +427,10 @@ async def test_an_unknown_profile_is_an_auth_error_before_any_request(
 ) -> None:
     url, fake = server
     fake.reset()
-    provider = build(spec(url, credentials_file, profile="no-such-profile"))
-    try:
+    no_profile = spec(url, credentials_file, profile="no-such-profile")
+    async with built(no_profile, BedrockProvider) as provider:
         with pytest.raises(UpstreamError) as caught:
             await provider.chat(chat([{"role": "user", "content": "hi"}]))
-    finally:
-        await provider.aclose()
     assert caught.value.code == "upstream_auth_error"
     assert "no-such-profile" in caught.value.message
     assert fake.requests == []

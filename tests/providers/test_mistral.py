@@ -20,9 +20,14 @@ from core.errors import (
 from core.specs import DeploymentSpec
 from core.types import ChunkError, Delta, End
 from providers.mistral import MistralProvider
-from providers.registry import build
 from tests.fakes import mistral as fake_api
-from tests.providers.support import built, chat_for, collect
+from tests.providers.support import (
+    assert_vendor_error,
+    built,
+    chat_for,
+    collect,
+    tool_calls_by_index,
+)
 from tests.support.upstreams import served
 
 server = served(lambda: fake_api.make_app(api_key="mistral-test-key"), name="server")
@@ -72,8 +77,7 @@ async def test_plain_chat(mistral) -> None:
 async def test_system_history_and_mistral_field_names(server) -> None:
     url, fake = server
     fake.reset()
-    provider = build(spec(url, options={"safe_prompt": True}))
-    try:
+    async with built(spec(url, options={"safe_prompt": True}), MistralProvider) as provider:
         await provider.chat(chat(
             [{"role": "system", "content": "Be brief."},
              {"role": "user", "content": "Hi"},
@@ -82,8 +86,6 @@ async def test_system_history_and_mistral_field_names(server) -> None:
             temperature=0.3, top_p=0.8, stop=["END"], max_completion_tokens=64, seed=42,
             user="alice", response_format={"type": "json_object"},
         ))
-    finally:
-        await provider.aclose()
     body = fake.last.body
     assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]
     assert body["messages"][0]["content"] == "Be brief."
@@ -187,27 +189,16 @@ async def test_model_length_and_chunked_content(mistral) -> None:
 async def test_vendor_errors_map_to_tako_errors(mistral, reply, error_class, code) -> None:
     provider, fake = mistral
     fake.push(reply, reply)
-    with pytest.raises(error_class) as caught:
-        await provider.chat(chat([{"role": "user", "content": "hi"}]))
-    assert caught.value.code == code
-    assert caught.value.details is not None
-    assert caught.value.details["status"] == reply.status
-    assert caught.value.details["body"] == reply.body
-    if reply.status == 429:
-        assert caught.value.retry_after == 3.0
-    with pytest.raises(error_class):
-        await collect(provider, chat([{"role": "user", "content": "hi"}]))
+    await assert_vendor_error(provider, chat([{"role": "user", "content": "hi"}]), reply,
+                              error_class, code, retry_after=3.0)
 
 
 async def test_wrong_key_is_an_auth_error(server) -> None:
     url, fake = server
     fake.reset()
-    provider = build(spec(url, api_key="wrong"))
-    try:
+    async with built(spec(url, api_key="wrong"), MistralProvider) as provider:
         with pytest.raises(UpstreamError) as caught:
             await provider.chat(chat([{"role": "user", "content": "hi"}]))
-    finally:
-        await provider.aclose()
     assert caught.value.code == "upstream_auth_error"
     assert caught.value.details is not None and caught.value.details["status"] == 401
 
@@ -234,13 +225,7 @@ async def test_streaming_tool_calls(mistral) -> None:
         ("Xy12Ab34C", "get_weather", '{"city": "Nice"}')])))
     items = await collect(provider, chat([{"role": "user", "content": "hi"}],
                                          tools=[WEATHER_TOOL]))
-    calls: dict[int, dict[str, str]] = {}
-    for item in items:
-        for tc in (item.tool_calls or ()) if isinstance(item, Delta) else ():
-            call = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-            call["id"] += tc.id or ""
-            call["name"] += tc.name or ""
-            call["arguments"] += tc.arguments or ""
+    calls = tool_calls_by_index(items)
     assert calls[0]["id"] == "D681PevKs" and calls[1]["id"] == "Xy12Ab34C"
     assert orjson.loads(calls[1]["arguments"]) == {"city": "Nice"}
     assert isinstance(items[0], Delta) and items[0].role == "assistant"

@@ -24,10 +24,9 @@ from core.errors import (
 )
 from core.specs import DeploymentSpec
 from core.types import ChunkError, Delta, End
-from providers.registry import build
 from providers.vertex import VertexProvider
 from tests.fakes import vertex as fake_api
-from tests.providers.support import built, chat_for, collect
+from tests.providers.support import built, chat_for, collect, tool_calls_by_index, weather_tool
 from tests.support.net import serve_asgi
 
 MODEL = "gemini-2.0-flash"  # $0.10 / $0.40 per million tokens, cached $0.025
@@ -66,15 +65,7 @@ async def vertex(
 chat = chat_for("gemini")
 
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                       "required": ["city"], "additionalProperties": False},
-    },
-}
+WEATHER_TOOL = weather_tool(additionalProperties=False)
 
 
 # ---- requests, responses, tokens ----
@@ -118,23 +109,17 @@ async def test_token_is_reused_until_it_nears_expiry(
     fake.reset()
     fake.token_requests.clear()
     fake.token_lifetime_s = 3600
-    lasting = build(spec(url, path))
-    try:
+    async with built(spec(url, path), VertexProvider) as lasting:
         for _ in range(3):
             await lasting.chat(chat([{"role": "user", "content": "hi"}]))
-    finally:
-        await lasting.aclose()
     assert len(fake.token_requests) == 1
     assert len({r.headers["authorization"] for r in fake.requests}) == 1
 
     # A token within google-auth's refresh margin is replaced before each use.
     fake.token_lifetime_s = 60
-    short = build(spec(url, path))
-    try:
+    async with built(spec(url, path), VertexProvider) as short:
         for _ in range(2):
             await short.chat(chat([{"role": "user", "content": "hi"}]))
-    finally:
-        await short.aclose()
     assert len(fake.token_requests) == 3
     assert fake.requests[-1].headers["authorization"] != fake.requests[-2].headers[
         "authorization"]
@@ -147,12 +132,9 @@ async def test_a_rejected_service_account_key_is_an_auth_error(
     fake.reset()
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     path = fake_api.write_service_account(tmp_path / "other.json", stranger, f"{url}/token")
-    provider = build(spec(url, path))
-    try:
+    async with built(spec(url, path), VertexProvider) as provider:
         with pytest.raises(UpstreamError) as caught:
             await provider.chat(chat([{"role": "user", "content": "hi"}]))
-    finally:
-        await provider.aclose()
     assert caught.value.code == "upstream_auth_error"
     assert "invalid_grant" in caught.value.message
     assert fake.requests == []
@@ -287,14 +269,7 @@ async def test_stream_tool_calls_keep_the_non_stream_ids(
     fake.push(turn)
     items = await collect(provider, chat([{"role": "user", "content": "?"}],
                                          tools=[WEATHER_TOOL]))
-    calls: dict[int, dict[str, str]] = {}
-    for item in items:
-        if isinstance(item, Delta):
-            for tc in item.tool_calls or ():
-                entry = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                entry["id"] += tc.id or ""
-                entry["name"] += tc.name or ""
-                entry["arguments"] += tc.arguments or ""
+    calls = tool_calls_by_index(items)
     assert sorted(calls) == [0, 1]
     assert orjson.loads(calls[0]["arguments"]) == {"city": "Lyon", "note": 'a "quoted" word'}
     assert orjson.loads(calls[1]["arguments"]) == {"city": "Nantes"}
@@ -396,11 +371,8 @@ async def test_a_malformed_key_file_is_an_auth_error(
     fake.reset()
     broken = tmp_path / "broken.json"
     broken.write_text('{"type": "service_account", "client_email": "x@y"}')
-    provider = build(spec(url, broken))
-    try:
+    async with built(spec(url, broken), VertexProvider) as provider:
         with pytest.raises(UpstreamError) as caught:
             await provider.chat(chat([{"role": "user", "content": "hi"}]))
-    finally:
-        await provider.aclose()
     assert caught.value.code == "upstream_auth_error"
     assert fake.requests == []
