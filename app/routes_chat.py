@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import random
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -42,10 +42,12 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def request_id_of(request: Request) -> str:
+    """The client's ``x-request-id`` when it looks like one, else a fresh random id (an
+    identifier, not a secret: no system entropy call per request)."""
     given = request.headers.get("x-request-id")
     if given and _REQUEST_ID.match(given):
         return given
-    return secrets.token_hex(16)
+    return f"{random.getrandbits(128):032x}"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -199,7 +201,8 @@ async def _chat(request: Request, record: RequestRecord) -> Response:
         raise first.error
     record.first_token()
     _finish_headers(headers, upstreams, admission, record)
-    renderer = ChunkRenderer(f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), requested)
+    renderer = ChunkRenderer(f"chatcmpl-{random.getrandbits(96):024x}", int(time.time()),
+                             requested)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     stream = StreamState(renderer, include_usage, events, runtime, admission, record, span,
                          ctx, gate.stream_filter(principal, req.model))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
-import secrets
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -28,7 +28,7 @@ from providers.pricing import price_for
 
 
 def new_id(prefix: str = "chatcmpl-") -> str:
-    return prefix + secrets.token_hex(12)
+    return prefix + f"{random.getrandbits(96):024x}"
 
 
 def now() -> int:

@@ -119,16 +119,21 @@ class PipelinedRedis:
     async def _send(self, conn: _Connection, command: tuple[Any, ...]) -> Any:
         if conn.lost is not None or conn.transport is None:
             raise conn.lost or RedisConnectionError("not connected to Redis")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         conn.waiting.append(future)
         conn.transport.write(hiredis.pack_command(command))
+        deadline = loop.call_later(self.timeout_s, self._expire, conn, future)
         try:
-            return await asyncio.wait_for(future, self.timeout_s)
-        except TimeoutError as exc:
-            # Replies may now arrive out of step for this connection: drop it.
-            error = RedisTimeoutError(f"Redis did not answer within {self.timeout_s}s")
-            conn.close(error)
-            raise error from exc
+            return await future
+        finally:
+            deadline.cancel()
+
+    def _expire(self, conn: _Connection, future: asyncio.Future[Any]) -> None:
+        if not future.done():
+            # Later replies could no longer be matched to their calls: drop the connection
+            # (every call in flight on it fails) and let the next call reconnect.
+            conn.close(RedisTimeoutError(f"Redis did not answer within {self.timeout_s}s"))
 
     async def execute(self, *command: Any) -> Any:
         return await self._send(await self._connection(), command)
