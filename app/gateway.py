@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.config import Settings
@@ -36,17 +35,16 @@ class Gateway:
     max_price_per_token: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
-    def from_settings(cls, settings: Settings,
-                      build_provider: Callable[..., LlmProvider] = providers.build) -> Gateway:
+    def from_settings(cls, settings: Settings) -> Gateway:
         gw = cls(settings=settings)
+        kinds = {spec.name: spec.provider for spec in settings.deployments}
         for spec in settings.deployments:
-            gw.deployments[spec.name] = build_provider(spec)
+            gw.deployments[spec.name] = providers.build(spec)
             gw.aliases[spec.name] = ([spec.name], None)
         for alias, alias_spec in settings.aliases.items():
             gw.aliases[alias] = (list(alias_spec.targets), alias_spec.weights)
         for name in gw.aliases:
-            owner = (settings.deployments[[d.name for d in settings.deployments].index(name)]
-                     .provider if name in gw.deployments else "tako")
+            owner = kinds.get(name, "tako")
             desc = settings.aliases[name].description if name in settings.aliases else None
             gw.targets[name] = Target(
                 name, "deployment",

@@ -6,8 +6,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from core.errors import TakoError
-from core.protocols import RunContext, StreamItem
+from core.protocols import StreamItem
 from core.types import (
     ChatChunk,
     ChatRequest,
@@ -76,23 +75,7 @@ async def collect(stream: AsyncIterator[StreamItem | ChatChunk], model: str) -> 
     )
 
 
-async def replay(response: ChatResponse, ctx: RunContext) -> AsyncIterator[StreamItem]:
-    """Stream a finished response: its text, its tool calls, then End with the run usage."""
-    yield Delta(role="assistant", content=response.content or "")
-    if response.tool_calls:
-        for delta in ToolCallBuffer().as_deltas(response.tool_calls):
-            yield delta
-    yield End(response.finish_reason, ctx.usage.model_copy())
-
 
 def with_messages(req: ChatRequest, messages: list[Message], **update: object) -> ChatRequest:
     """A copy of ``req`` with other messages (and other fields), unknown fields kept."""
     return req.model_copy(update={"messages": messages, **update})
-
-
-def user_text(req: ChatRequest) -> str:
-    return next((m.text() for m in reversed(req.messages) if m.role == "user"), "")
-
-
-def error_end(exc: TakoError, ctx: RunContext) -> list[StreamItem]:
-    return [ChunkError(exc), End("error", ctx.usage.model_copy())]

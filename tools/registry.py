@@ -53,9 +53,6 @@ class ToolRegistry:
                                                      if n in self._tools}
         return [t.spec for t in chosen.values()]
 
-    def subset(self, names: list[str]) -> ToolRegistry:
-        return ToolRegistry([self._tools[n] for n in names if n in self._tools])
-
 
 def python_tool(name: str, description: str,
                 parameters: dict[str, Any]) -> Callable[[ToolFn], PythonTool]:
