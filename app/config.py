@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from core.specs import DeploymentSpec, ProfileSpec
 from policies.settings import PolicySettings
 from runtime.settings import RuntimeSettings
+from tools.mcp_spec import McpServerSpec
 
 DEMO_KEY = "sk-tako-demo"
 
@@ -93,6 +94,7 @@ class ToolSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     builtin: list[str] = Field(default_factory=lambda: ["calculator", "current_time"])
+    mcp_servers: list[McpServerSpec] = Field(default_factory=list)
 
 
 class TelemetrySettings(BaseModel):

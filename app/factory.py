@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -33,6 +33,11 @@ from app.telemetry import TracedProvider, TracedTool, build_tracer_provider
 from core.errors import TakoError
 from core.protocols import AuthResolver
 from runtime import Runtime
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+    from tools.mcp import McpTools
 
 log = logging.getLogger("tako.app")
 
@@ -76,6 +81,7 @@ def create_fastapi_app(settings: Settings,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
         await identity.start()
+        mcp_tools = await _connect_mcp_tools(settings, gateway, app.state.tracer)
         # Long-lived objects built at start-up leave the collector's view, and young
         # collections run less often: per-request garbage is short-lived.
         gc.collect()
@@ -84,6 +90,8 @@ def create_fastapi_app(settings: Settings,
         try:
             yield
         finally:
+            if mcp_tools is not None:
+                await mcp_tools.aclose()
             await gateway.aclose()
             await app.state.policy.aclose()
             await identity.aclose()
@@ -127,6 +135,22 @@ def create_fastapi_app(settings: Settings,
     if settings.telemetry.metrics:
         app.add_route("/metrics", metrics_endpoint, methods=["GET"])
     return app
+
+
+async def _connect_mcp_tools(settings: Settings, gateway: Gateway,
+                             tracer: Tracer | None) -> McpTools | None:
+    """Opens the configured MCP servers' sessions and registers their tools by name."""
+    if not settings.tools.mcp_servers:
+        return None
+    from tools.mcp import connect_mcp
+
+    mcp_tools = await connect_mcp(settings.tools.mcp_servers)
+    for tool in mcp_tools.tools:
+        if gateway.tools.get(tool.name) is not None:
+            log.warning("MCP tool %s shadows a tool of the same name", tool.name)
+        gateway.tools.add(tool if tracer is None else TracedTool(tool, tracer))
+    log.info("MCP tools ready: %s", ", ".join(mcp_tools.names()) or "none")
+    return mcp_tools
 
 
 def _instrument(app: FastAPI, gateway: Gateway, tracer_provider: TracerProvider) -> None:
