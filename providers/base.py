@@ -232,11 +232,14 @@ async def open_stream(
     headers: dict[str, str] | None = None,
     *,
     content: bytes | None = None,
+    on_error: Callable[[httpx.Response, bytes], TakoError] | None = None,
 ) -> AsyncIterator[httpx.Response]:
     """Open a streaming POST. A non-2xx status or a connect failure raises (before any
-    chunk, so fallbacks can act); the caller reads the body incrementally."""
+    chunk, so fallbacks can act); the caller reads the body incrementally. ``on_error``
+    maps an error answer when the vendor needs more than its status and body (a signed
+    request's headers are sent exactly as given)."""
     payload = content if content is not None else orjson.dumps(body)
-    hdrs = {"content-type": "application/json"}
+    hdrs = httpx.Headers({"content-type": "application/json"})
     if headers:
         hdrs.update(headers)
     request = client.build_request("POST", url, content=payload, headers=hdrs)
@@ -250,6 +253,8 @@ async def open_stream(
                 raw = await response.aread()
             except httpx.HTTPError:
                 raw = b""
+            if on_error is not None:
+                raise on_error(response, raw)
             raise error_from_response(provider_id, response, raw)
         yield response
     finally:

@@ -73,6 +73,7 @@ from providers.base import (
     decode_body,
     new_id,
     now,
+    open_stream,
     parse_data_url,
     retry_after_seconds,
     transport_error,
@@ -528,20 +529,10 @@ class BedrockProvider(HttpProvider):
         payload = orjson.dumps(await converse_body(req, self.options))
         url, headers = await self._signed("converse-stream", payload,
                                           "application/vnd.amazon.eventstream")
-        request = self.client.build_request("POST", url, content=payload, headers=headers)
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise transport_error(self.id, exc) from exc
         state = StreamState(self.id, self.cost)
         started = False
-        try:
-            if response.status_code >= 400:
-                try:
-                    raw = await response.aread()
-                except httpx.HTTPError:
-                    raw = b""
-                raise self._error(response, raw)
+        async with open_stream(self.client, self.id, url, None, headers, content=payload,
+                               on_error=self._error) as response:
             try:
                 async for delta in self._deltas(response, state):
                     started = True
@@ -551,8 +542,6 @@ class BedrockProvider(HttpProvider):
                     raise
                 yield ChunkError(exc)
                 state.finish_reason = "error"
-        finally:
-            await response.aclose()
         yield End(finish_reason=state.finish_reason, usage=state.usage)
 
     async def _deltas(self, response: httpx.Response, state: StreamState) -> AsyncIterator[Delta]:

@@ -72,6 +72,7 @@ from providers.base import (
     iter_sse,
     new_id,
     now,
+    open_stream,
     parse_data_url,
     retry_after_seconds,
     transport_error,
@@ -514,22 +515,11 @@ class VertexProvider(HttpProvider):
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
         payload = orjson.dumps(generate_content_body(req, self.options))
         url, headers = await self._target("streamGenerateContent")
-        request = self.client.build_request("POST", url + "?alt=sse", content=payload,
-                                            headers=headers)
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise transport_error(self.id, exc) from exc
         state = StreamState(self.id, self.model, self.cost)
         started = False
         finish = ""
-        try:
-            if response.status_code >= 400:
-                try:
-                    raw = await response.aread()
-                except httpx.HTTPError:
-                    raw = b""
-                raise self._error(response, raw)
+        async with open_stream(self.client, self.id, url + "?alt=sse", None, headers,
+                               content=payload, on_error=self._error) as response:
             try:
                 async for delta in self._deltas(response, state):
                     started = True
@@ -539,8 +529,6 @@ class VertexProvider(HttpProvider):
                     raise
                 yield ChunkError(exc)
                 finish = "error"
-        finally:
-            await response.aclose()
         yield End(finish_reason=finish or state.finish_reason, usage=state.usage)
 
     async def _deltas(self, response: httpx.Response, state: StreamState) -> AsyncIterator[Delta]:
