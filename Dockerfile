@@ -30,6 +30,7 @@ COPY tools ./tools
 COPY orchestrators ./orchestrators
 COPY policies ./policies
 COPY app ./app
+COPY tako ./tako
 RUN pip wheel --no-deps --wheel-dir /tmp/wheels . \
  && pip install --no-deps /tmp/wheels/*.whl \
  && python -m compileall -q /opt/tako/lib

@@ -19,9 +19,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from app.config import AuthSettings
-from app.identity.keystore import KeyRecord, KeySpecIn, KeyStore, MintedKey
-from core.errors import AuthenticationFailed, InvalidRequest, NotFound
+from tako.app.config import AuthSettings
+from tako.app.identity.keystore import KeyRecord, KeySpecIn, KeyStore, MintedKey
+from tako.core.errors import AuthenticationFailed, InvalidRequest, NotFound
 
 SpendLookup = Callable[[str, str, str, str], Awaitable[float]]
 

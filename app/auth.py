@@ -8,12 +8,12 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.config import KeySpec
-from app.errors import error_response
-from app.observe import record_refused
-from core.errors import AuthenticationFailed, TakoError
-from core.protocols import AuthResolver
-from core.types import Principal
+from tako.app.config import KeySpec
+from tako.app.errors import error_response
+from tako.app.observe import record_refused
+from tako.core.errors import AuthenticationFailed, TakoError
+from tako.core.protocols import AuthResolver
+from tako.core.types import Principal
 
 PRINCIPAL = "tako.principal"
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})

@@ -10,7 +10,7 @@ import tempfile
 
 import uvicorn
 
-from app.config import load_settings
+from tako.app.config import load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run(
-        "app.factory:app_from_env",
+        "tako.app.factory:app_from_env",
         factory=True,
         host=host,
         port=port,

@@ -17,10 +17,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from core.specs import DeploymentSpec, ProfileSpec
-from policies.settings import PolicySettings
-from runtime.settings import RuntimeSettings
-from tools.mcp_spec import McpServerSpec
+from tako.core.specs import DeploymentSpec, ProfileSpec
+from tako.policies.settings import PolicySettings
+from tako.runtime.settings import RuntimeSettings
+from tako.tools.mcp_spec import McpServerSpec
 
 DEMO_KEY = "sk-tako-demo"
 

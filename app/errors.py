@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from core.errors import InternalError, InvalidRequest, TakoError
+from tako.core.errors import InternalError, InvalidRequest, TakoError
 
 log = logging.getLogger("tako.app")
 

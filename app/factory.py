@@ -16,28 +16,28 @@ from sse_starlette.sse import AppStatus
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
-from app import errors
-from app.admin import admin_key_digest, admin_router
-from app.auth import AuthMiddleware, StaticKeyResolver
-from app.config import DEMO_KEY, Settings, load_settings
-from app.fastpath import FastPath
-from app.gateway import Gateway
-from app.health import healthz, readyz
-from app.identity import ChainResolver, build_identity
-from app.metrics import RuntimeMetrics, metrics_endpoint
-from app.observe import configure_access_log
-from app.policy_gate import PolicyGate
-from app.routes_chat import chat_completions
-from app.routes_models import get_model, list_models
-from app.telemetry import TracedProvider, TracedTool, build_tracer_provider
-from core.errors import TakoError
-from core.protocols import AuthResolver
-from runtime import Runtime
+from tako.app import errors
+from tako.app.admin import admin_key_digest, admin_router
+from tako.app.auth import AuthMiddleware, StaticKeyResolver
+from tako.app.config import DEMO_KEY, Settings, load_settings
+from tako.app.fastpath import FastPath
+from tako.app.gateway import Gateway
+from tako.app.health import healthz, readyz
+from tako.app.identity import ChainResolver, build_identity
+from tako.app.metrics import RuntimeMetrics, metrics_endpoint
+from tako.app.observe import configure_access_log
+from tako.app.policy_gate import PolicyGate
+from tako.app.routes_chat import chat_completions
+from tako.app.routes_models import get_model, list_models
+from tako.app.telemetry import TracedProvider, TracedTool, build_tracer_provider
+from tako.core.errors import TakoError
+from tako.core.protocols import AuthResolver
+from tako.runtime import Runtime
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
-    from tools.mcp import McpTools
+    from tako.tools.mcp import McpTools
 
 log = logging.getLogger("tako.app")
 
@@ -142,7 +142,7 @@ async def _connect_mcp_tools(settings: Settings, gateway: Gateway,
     """Opens the configured MCP servers' sessions and registers their tools by name."""
     if not settings.tools.mcp_servers:
         return None
-    from tools.mcp import connect_mcp
+    from tako.tools.mcp import connect_mcp
 
     mcp_tools = await connect_mcp(settings.tools.mcp_servers)
     for tool in mcp_tools.tools:

@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import error_response
-from core.errors import InternalError, TakoError
+from tako.app.errors import error_response
+from tako.core.errors import InternalError, TakoError
 
 log = logging.getLogger("tako.app")
 

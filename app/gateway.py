@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.config import Settings
-from core.errors import InternalError, ModelNotFound
-from core.protocols import LlmProvider, Orchestrator
-from core.specs import ProfileSpec
-from orchestrators import registry as orchestrators
-from providers import registry as providers
-from tools.builtin import BUILTIN
-from tools.registry import ToolRegistry
+from tako.app.config import Settings
+from tako.core.errors import InternalError, ModelNotFound
+from tako.core.protocols import LlmProvider, Orchestrator
+from tako.core.specs import ProfileSpec
+from tako.orchestrators import registry as orchestrators
+from tako.providers import registry as providers
+from tako.tools.builtin import BUILTIN
+from tako.tools.registry import ToolRegistry
 
 
 @dataclass(slots=True)

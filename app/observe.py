@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from app import metrics
-from core.errors import TakoError
-from core.types import Principal, Usage
+from tako.app import metrics
+from tako.core.errors import TakoError
+from tako.core.types import Principal, Usage
 
 CHAT_PATH = "/v1/chat/completions"
 

@@ -19,13 +19,13 @@ from typing import Any
 import httpx
 from opentelemetry.trace import Tracer
 
-from core.errors import PolicyDenied
-from core.protocols import PolicyDecision, RunContext, Tool, ToolLookup
-from core.types import ChatRequest, ChatResponse, Message, Principal, ToolSpec
-from policies.factory import build_policy_engine
-from policies.pii import PiiGuard
-from policies.pii_stream import StreamRedactor
-from policies.settings import PolicySettings
+from tako.core.errors import PolicyDenied
+from tako.core.protocols import PolicyDecision, RunContext, Tool, ToolLookup
+from tako.core.types import ChatRequest, ChatResponse, Message, Principal, ToolSpec
+from tako.policies.factory import build_policy_engine
+from tako.policies.pii import PiiGuard
+from tako.policies.pii_stream import StreamRedactor
+from tako.policies.settings import PolicySettings
 
 
 def principal_input(p: Principal) -> dict[str, Any]:

@@ -17,15 +17,15 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app import metrics
-from app.auth import PRINCIPAL
-from app.errors import validation_error
-from app.gateway import Gateway
-from app.observe import RequestRecord
-from app.policy_gate import PolicyGate, StreamFilter
-from app.sse import DONE, ChunkRenderer
-from app.telemetry import end_span, start_run_span, use_span
-from core.errors import (
+from tako.app import metrics
+from tako.app.auth import PRINCIPAL
+from tako.app.errors import validation_error
+from tako.app.gateway import Gateway
+from tako.app.observe import RequestRecord
+from tako.app.policy_gate import PolicyGate, StreamFilter
+from tako.app.sse import DONE, ChunkRenderer
+from tako.app.telemetry import end_span, start_run_span, use_span
+from tako.core.errors import (
     InternalError,
     InvalidRequest,
     ModelNotFound,
@@ -33,9 +33,9 @@ from core.errors import (
     PolicyDenied,
     TakoError,
 )
-from core.protocols import LlmProvider, RunContext, StreamItem
-from core.tokens import estimate_output_tokens, estimate_prompt_tokens
-from core.types import ChatRequest, ChunkError, Delta, End, OrchEvent, Principal
+from tako.core.protocols import LlmProvider, RunContext, StreamItem
+from tako.core.tokens import estimate_output_tokens, estimate_prompt_tokens
+from tako.core.types import ChatRequest, ChunkError, Delta, End, OrchEvent, Principal
 
 log = logging.getLogger("tako.app")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

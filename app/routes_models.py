@@ -8,10 +8,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.auth import PRINCIPAL
-from app.gateway import Gateway, Target
-from core.errors import ModelNotFound
-from core.types import Principal
+from tako.app.auth import PRINCIPAL
+from tako.app.gateway import Gateway, Target
+from tako.core.errors import ModelNotFound
+from tako.core.types import Principal
 
 
 def model_object(target: Target, created: int) -> dict[str, Any]:

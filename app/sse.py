@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 
-from core.errors import TakoError
-from core.types import Delta, OrchEvent, Usage
+from tako.core.errors import TakoError
+from tako.core.types import Delta, OrchEvent, Usage
 
 DONE = b"data: [DONE]\n\n"
 

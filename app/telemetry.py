@@ -19,9 +19,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
-from core.errors import TakoError
-from core.protocols import LlmProvider, RunContext, Tool
-from core.types import ChatChunk, ChatRequest, ChatResponse, End, Principal, Usage
+from tako.core.errors import TakoError
+from tako.core.protocols import LlmProvider, RunContext, Tool
+from tako.core.types import ChatChunk, ChatRequest, ChatResponse, End, Principal, Usage
 
 VENDOR_SYSTEMS = {"openai": "openai", "azure-openai": "az.ai.openai", "anthropic": "anthropic",
                   "bedrock": "aws.bedrock", "vertex": "gcp.vertex_ai", "mistral": "mistral_ai",

@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.types import ChatChunk, ChatRequest, ChatResponse, Message, Principal, Usage  # noqa: E402
-from runtime import Runtime, RuntimeSettings  # noqa: E402
+from tako.core.types import ChatChunk, ChatRequest, ChatResponse, Message, Principal, Usage  # noqa: E402
+from tako.runtime import Runtime, RuntimeSettings  # noqa: E402
 
 PRINCIPAL = Principal("bench-tenant", "bench-user", "bench-key")
 REQUEST = ChatRequest(model="bench", messages=[Message(role="user", content="hello")],

@@ -26,10 +26,10 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from core.types import ChatChunk, ChatRequest, ChatResponse, Delta, End, Usage
-from orchestrators.api import make_context, run
-from orchestrators.calls import ask
-from orchestrators.verifiers import LlmJudge
+from tako.core.types import ChatChunk, ChatRequest, ChatResponse, Delta, End, Usage
+from tako.orchestrators.api import make_context, run
+from tako.orchestrators.calls import ask
+from tako.orchestrators.verifiers import LlmJudge
 
 QUESTION = {"messages": [{"role": "user", "content": "Find the best plan."}]}
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Union, runtime_checkable
 
-from core.types import (
+from tako.core.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.types import ChatRequest
+from tako.core.types import ChatRequest
 
 # English text averages ~4 characters per token; 3 overestimates on purpose so that
 # budget reservations are on the safe side.

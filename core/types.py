@@ -7,7 +7,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.errors import TakoError
+from tako.core.errors import TakoError
 
 
 class _Open(BaseModel):

@@ -32,15 +32,15 @@ from typing import Any
 import numpy as np
 from treequest import ABMCTSA
 
-from core.errors import InvalidRequest, QuotaExceeded, TakoError, UpstreamError
-from core.protocols import RunContext, Verifier
-from core.specs import ProfileSpec
-from core.types import ChatRequest, Message
-from orchestrators.calls import ask, assistant, user
-from orchestrators.flow import Answer, Orchestration, Sink, record
-from orchestrators.registry import register
-from orchestrators.textparse import clamp
-from orchestrators.verifiers import build_verifier
+from tako.core.errors import InvalidRequest, QuotaExceeded, TakoError, UpstreamError
+from tako.core.protocols import RunContext, Verifier
+from tako.core.specs import ProfileSpec
+from tako.core.types import ChatRequest, Message
+from tako.orchestrators.calls import ask, assistant, user
+from tako.orchestrators.flow import Answer, Orchestration, Sink, record
+from tako.orchestrators.registry import register
+from tako.orchestrators.textparse import clamp
+from tako.orchestrators.verifiers import build_verifier
 
 MAX_BATCH = 5
 

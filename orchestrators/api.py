@@ -1,6 +1,6 @@
 """Run any orchestrator profile in-process, without the HTTP server.
 
-    from orchestrators.api import run, run_sync
+    from tako.orchestrators.api import run, run_sync
     response = await run({"kind": "conductor", "params": {...}},
                          {"model": "conductor", "messages": [...]},
                          {"coordinator": provider_a, "coder": provider_b})
@@ -19,12 +19,12 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from core.errors import ModelNotFound
-from core.protocols import LlmProvider, RunContext, StreamItem, Tool, ToolLookup
-from core.specs import ProfileSpec
-from core.types import ChatRequest, ChatResponse, Principal
-from orchestrators.registry import build
-from tools.registry import ToolRegistry
+from tako.core.errors import ModelNotFound
+from tako.core.protocols import LlmProvider, RunContext, StreamItem, Tool, ToolLookup
+from tako.core.specs import ProfileSpec
+from tako.core.types import ChatRequest, ChatResponse, Principal
+from tako.orchestrators.registry import build
+from tako.tools.registry import ToolRegistry
 
 LOCAL_PRINCIPAL = Principal(tenant_id="local", user_id="local", key_id="local")
 

@@ -6,8 +6,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from core.protocols import StreamItem
-from core.types import (
+from tako.core.protocols import StreamItem
+from tako.core.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,

@@ -3,11 +3,11 @@ stack), always adding the call's usage to ``ctx.usage``."""
 
 from __future__ import annotations
 
-from core.errors import TakoError
-from core.protocols import RunContext
-from core.types import ChatRequest, ChunkError, Delta, End, Message
-from orchestrators.base import with_messages
-from orchestrators.flow import Sink
+from tako.core.errors import TakoError
+from tako.core.protocols import RunContext
+from tako.core.types import ChatRequest, ChunkError, Delta, End, Message
+from tako.orchestrators.base import with_messages
+from tako.orchestrators.flow import Sink
 
 
 def system(text: str) -> Message:

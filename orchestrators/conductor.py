@@ -29,14 +29,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import InvalidRequest, UpstreamError
-from core.protocols import RunContext
-from core.specs import ProfileSpec
-from core.types import ChatRequest, Message
-from orchestrators.calls import ask, ask_streaming, assistant, system, user
-from orchestrators.flow import Answer, Orchestration, Sink, record
-from orchestrators.registry import register
-from orchestrators.textparse import extract_json
+from tako.core.errors import InvalidRequest, UpstreamError
+from tako.core.protocols import RunContext
+from tako.core.specs import ProfileSpec
+from tako.core.types import ChatRequest, Message
+from tako.orchestrators.calls import ask, ask_streaming, assistant, system, user
+from tako.orchestrators.flow import Answer, Orchestration, Sink, record
+from tako.orchestrators.registry import register
+from tako.orchestrators.textparse import extract_json
 
 SELF = "self"
 

@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import InternalError, TakoError
-from core.protocols import RunContext, StreamItem
-from core.types import ChatRequest, ChatResponse, ChunkError, Delta, End, OrchEvent, ToolCall
-from orchestrators.base import ToolCallBuffer
-from orchestrators.channel import DEFAULT_MAXSIZE, Put, pump
+from tako.core.errors import InternalError, TakoError
+from tako.core.protocols import RunContext, StreamItem
+from tako.core.types import ChatRequest, ChatResponse, ChunkError, Delta, End, OrchEvent, ToolCall
+from tako.orchestrators.base import ToolCallBuffer
+from tako.orchestrators.channel import DEFAULT_MAXSIZE, Put, pump
 
 
 @dataclass(slots=True)

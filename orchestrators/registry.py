@@ -5,19 +5,19 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from core.errors import InvalidRequest
-from core.protocols import Orchestrator
-from core.specs import ProfileSpec
+from tako.core.errors import InvalidRequest
+from tako.core.protocols import Orchestrator
+from tako.core.specs import ProfileSpec
 
 Factory = Callable[[ProfileSpec], Orchestrator]
 
 _FACTORIES: dict[str, Factory] = {}
 _MODULES = {
-    "single": "orchestrators.single",
-    "conductor": "orchestrators.conductor",
-    "trinity": "orchestrators.trinity",
-    "selfcaller": "orchestrators.selfcaller",
-    "abmcts": "orchestrators.abmcts",
+    "single": "tako.orchestrators.single",
+    "conductor": "tako.orchestrators.conductor",
+    "trinity": "tako.orchestrators.trinity",
+    "selfcaller": "tako.orchestrators.selfcaller",
+    "abmcts": "tako.orchestrators.abmcts",
 }
 
 

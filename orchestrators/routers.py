@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from core.protocols import RunContext
-from core.types import ChatRequest
-from orchestrators.calls import ask, system, user
-from orchestrators.textparse import extract_json
+from tako.core.protocols import RunContext
+from tako.core.types import ChatRequest
+from tako.orchestrators.calls import ask, system, user
+from tako.orchestrators.textparse import extract_json
 
 THINKER, WORKER, VERIFIER = "thinker", "worker", "verifier"
 ROLES = (THINKER, WORKER, VERIFIER)

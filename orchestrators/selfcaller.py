@@ -25,15 +25,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from core.errors import InvalidRequest
-from core.protocols import Orchestrator, RunContext, Tool, ToolLookup
-from core.specs import ProfileSpec
-from core.types import ChatRequest, ChatResponse, ChunkError, Delta, End, FunctionDef, ToolSpec
-from orchestrators.base import ToolCallBuffer, with_messages
-from orchestrators.calls import assistant, user
-from orchestrators.flow import Answer, Orchestration, Sink, record
-from orchestrators.registry import build, register
-from orchestrators.verifiers import build_verifier
+from tako.core.errors import InvalidRequest
+from tako.core.protocols import Orchestrator, RunContext, Tool, ToolLookup
+from tako.core.specs import ProfileSpec
+from tako.core.types import ChatRequest, ChatResponse, ChunkError, Delta, End, FunctionDef, ToolSpec
+from tako.orchestrators.base import ToolCallBuffer, with_messages
+from tako.orchestrators.calls import assistant, user
+from tako.orchestrators.flow import Answer, Orchestration, Sink, record
+from tako.orchestrators.registry import build, register
+from tako.orchestrators.verifiers import build_verifier
 
 SELF_CALL = "self_call"
 SELF_CALLS_USED = "selfcaller.self_calls"

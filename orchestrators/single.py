@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 
-from core.errors import InternalError, InvalidRequest, TakoError
-from core.protocols import RunContext, StreamItem
-from core.specs import ProfileSpec
-from core.types import (
+from tako.core.errors import InternalError, InvalidRequest, TakoError
+from tako.core.protocols import RunContext, StreamItem
+from tako.core.specs import ProfileSpec
+from tako.core.types import (
     ChatRequest,
     ChatResponse,
     ChunkError,
@@ -26,8 +26,8 @@ from core.types import (
     OrchEvent,
     ToolCall,
 )
-from orchestrators.base import ToolCallBuffer, with_messages
-from orchestrators.registry import register
+from tako.orchestrators.base import ToolCallBuffer, with_messages
+from tako.orchestrators.registry import register
 
 
 class Single:

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import InvalidRequest
-from core.protocols import RunContext
-from core.specs import ProfileSpec
-from core.types import ChatRequest, Message
-from orchestrators.calls import ask, system, user
-from orchestrators.flow import Answer, Orchestration, Sink, record
-from orchestrators.registry import register
-from orchestrators.routers import (
+from tako.core.errors import InvalidRequest
+from tako.core.protocols import RunContext
+from tako.core.specs import ProfileSpec
+from tako.core.types import ChatRequest, Message
+from tako.orchestrators.calls import ask, system, user
+from tako.orchestrators.flow import Answer, Orchestration, Sink, record
+from tako.orchestrators.registry import register
+from tako.orchestrators.routers import (
     ROLES,
     THINKER,
     VERIFIER,

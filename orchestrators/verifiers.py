@@ -28,11 +28,11 @@ from typing import Any
 
 import jsonschema
 
-from core.errors import InvalidRequest
-from core.protocols import RunContext, Score, StreamEvaluation, Verifier
-from core.types import ChatRequest
-from orchestrators.calls import ask, system, user
-from orchestrators.textparse import extract_json, parse_score
+from tako.core.errors import InvalidRequest
+from tako.core.protocols import RunContext, Score, StreamEvaluation, Verifier
+from tako.core.types import ChatRequest
+from tako.orchestrators.calls import ask, system, user
+from tako.orchestrators.textparse import extract_json, parse_score
 
 
 class RuleVerifier:

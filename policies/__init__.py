@@ -5,13 +5,13 @@ one from ``PolicySettings``. ``PiiGuard`` scans, masks, hashes, redacts or block
 secrets in request messages and response text, also on a stream.
 """
 
-from policies.decision import ACTIONS, STAGES
-from policies.embedded import EmbeddedRegoEngine
-from policies.factory import AllowAllEngine, build_policy_engine
-from policies.opa_rest import OpaRestEngine
-from policies.pii import Finding, PiiGuard
-from policies.pii_stream import StreamRedactor
-from policies.settings import PiiGuardSettings, PiiSettings, PolicySettings
+from tako.policies.decision import ACTIONS, STAGES
+from tako.policies.embedded import EmbeddedRegoEngine
+from tako.policies.factory import AllowAllEngine, build_policy_engine
+from tako.policies.opa_rest import OpaRestEngine
+from tako.policies.pii import Finding, PiiGuard
+from tako.policies.pii_stream import StreamRedactor
+from tako.policies.settings import PiiGuardSettings, PiiSettings, PolicySettings
 
 __all__ = [
     "ACTIONS",

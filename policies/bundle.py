@@ -8,7 +8,7 @@ from pathlib import Path
 
 def shipped_policy_dir() -> Path:
     """The directory holding the .rego files shipped as package data of ``policies``."""
-    return Path(str(resources.files("policies")))
+    return Path(str(resources.files("tako.policies")))
 
 
 def load_modules(policy_dir: Path | None = None) -> dict[str, str]:

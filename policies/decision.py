@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import InternalError
-from core.protocols import PolicyDecision
+from tako.core.errors import InternalError
+from tako.core.protocols import PolicyDecision
 
 STAGES = ("pre_chat", "pre_tool", "post_chat")
 ACTIONS = frozenset(

@@ -25,10 +25,10 @@ from regopy.rego_shared import (
     rego_output_string,
 )
 
-from core.errors import InternalError
-from core.protocols import PolicyDecision
-from policies.bundle import load_modules, policy_data
-from policies.decision import STAGES, check_stage, decision_from_result, decision_path
+from tako.core.errors import InternalError
+from tako.core.protocols import PolicyDecision
+from tako.policies.bundle import load_modules, policy_data
+from tako.policies.decision import STAGES, check_stage, decision_from_result, decision_path
 
 
 class CompiledPolicy:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.protocols import PolicyDecision, PolicyEngine
-from policies.decision import check_stage
-from policies.embedded import EmbeddedRegoEngine
-from policies.opa_rest import OpaRestEngine
-from policies.settings import PolicySettings
+from tako.core.protocols import PolicyDecision, PolicyEngine
+from tako.policies.decision import check_stage
+from tako.policies.embedded import EmbeddedRegoEngine
+from tako.policies.opa_rest import OpaRestEngine
+from tako.policies.settings import PolicySettings
 
 
 class AllowAllEngine:

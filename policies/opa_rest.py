@@ -31,9 +31,9 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
-from core.errors import TakoError, Unavailable
-from core.protocols import PolicyDecision
-from policies.decision import check_stage, decision_from_result, decision_path
+from tako.core.errors import TakoError, Unavailable
+from tako.core.protocols import PolicyDecision
+from tako.policies.decision import check_stage, decision_from_result, decision_path
 
 log = logging.getLogger("tako.policy")
 

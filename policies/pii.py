@@ -15,10 +15,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import PolicyDenied
-from policies.pii_detectors import DETECTORS, Candidate, Detector, candidates, select
-from policies.pii_stream import StreamRedactor
-from policies.settings import PiiGuardSettings, PiiSettings
+from tako.core.errors import PolicyDenied
+from tako.policies.pii_detectors import DETECTORS, Candidate, Detector, candidates, select
+from tako.policies.pii_stream import StreamRedactor
+from tako.policies.settings import PiiGuardSettings, PiiSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from policies.pii_detectors import Candidate, candidates, select, stream_hold_start
+from tako.policies.pii_detectors import Candidate, candidates, select, stream_hold_start
 
 if TYPE_CHECKING:
-    from policies.pii import PiiGuard
+    from tako.policies.pii import PiiGuard
 
 # Characters kept before the held tail so look-behind checks see what preceded it.
 CONTEXT_CHARS = 8

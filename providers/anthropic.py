@@ -43,9 +43,9 @@ from typing import Any
 
 import orjson
 
-from core.errors import InvalidRequest, TakoError, UpstreamTransient, upstream_error_for
-from core.specs import DeploymentSpec
-from core.types import (
+from tako.core.errors import InvalidRequest, TakoError, UpstreamTransient, upstream_error_for
+from tako.core.specs import DeploymentSpec
+from tako.core.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
@@ -59,7 +59,7 @@ from core.types import (
     ToolCallDelta,
     Usage,
 )
-from providers.base import (
+from tako.providers.base import (
     STREAM_ERRORS,
     HttpProvider,
     iter_sse,
@@ -69,7 +69,7 @@ from providers.base import (
     parse_data_url,
     stream_failure,
 )
-from providers.registry import register
+from tako.providers.registry import register
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"

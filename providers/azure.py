@@ -30,12 +30,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-from core.errors import TakoError, UpstreamError, upstream_error_for
-from core.specs import DeploymentSpec
-from core.types import ChatChunk, ChatRequest, ChatResponse, ChunkError, Delta
-from providers import openai_wire
-from providers.base import HttpProvider, open_stream
-from providers.registry import register
+from tako.core.errors import TakoError, UpstreamError, upstream_error_for
+from tako.core.specs import DeploymentSpec
+from tako.core.types import ChatChunk, ChatRequest, ChatResponse, ChunkError, Delta
+from tako.providers import openai_wire
+from tako.providers.base import HttpProvider, open_stream
+from tako.providers.registry import register
 
 DEFAULT_API_VERSION = "2024-10-21"
 # Vendor error codes that say more than the status does.

@@ -16,15 +16,15 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
-from core.errors import (
+from tako.core.errors import (
     InvalidRequest,
     TakoError,
     UpstreamTimeout,
     UpstreamTransient,
     upstream_error_for,
 )
-from core.specs import DeploymentSpec, Price
-from providers.pricing import price_for
+from tako.core.specs import DeploymentSpec, Price
+from tako.providers.pricing import price_for
 
 
 def new_id(prefix: str = "chatcmpl-") -> str:

@@ -45,7 +45,7 @@ from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCr
 from botocore.exceptions import BotoCoreError
 from botocore.session import Session
 
-from core.errors import (
+from tako.core.errors import (
     ContextLengthExceeded,
     InvalidRequest,
     TakoError,
@@ -53,8 +53,8 @@ from core.errors import (
     UpstreamTransient,
     upstream_error_for,
 )
-from core.specs import DeploymentSpec
-from core.types import (
+from tako.core.specs import DeploymentSpec
+from tako.core.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
@@ -68,7 +68,7 @@ from core.types import (
     ToolCallDelta,
     Usage,
 )
-from providers.base import (
+from tako.providers.base import (
     HttpProvider,
     decode_body,
     new_id,
@@ -78,9 +78,9 @@ from providers.base import (
     retry_after_seconds,
     transport_error,
 )
-from providers.eventstream import EventMessage, EventStreamDecoder, EventStreamError
-from providers.image_fetch import FetchPolicy, fetch_image
-from providers.registry import register
+from tako.providers.eventstream import EventMessage, EventStreamDecoder, EventStreamError
+from tako.providers.image_fetch import FetchPolicy, fetch_image
+from tako.providers.registry import register
 
 SERVICE = "bedrock"
 SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 
 import orjson
 
-from core.errors import UpstreamTransient
-from core.specs import DeploymentSpec
-from core.tokens import estimate_prompt_tokens, estimate_text_tokens
-from core.types import (
+from tako.core.errors import UpstreamTransient
+from tako.core.specs import DeploymentSpec
+from tako.core.tokens import estimate_prompt_tokens, estimate_text_tokens
+from tako.core.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
@@ -28,9 +28,9 @@ from core.types import (
     ToolCallDelta,
     Usage,
 )
-from providers.base import new_id, now
-from providers.pricing import price_for
-from providers.registry import register
+from tako.providers.base import new_id, now
+from tako.providers.pricing import price_for
+from tako.providers.registry import register
 
 
 class EchoProvider:

@@ -34,18 +34,18 @@ from typing import Any
 
 import orjson
 
-from core.errors import TakoError, UpstreamTransient, upstream_error_for
-from core.specs import DeploymentSpec
-from core.types import ChatChunk, ChatRequest, ChatResponse, ChunkError, End, Usage
-from providers import openai_wire
-from providers.base import (
+from tako.core.errors import TakoError, UpstreamTransient, upstream_error_for
+from tako.core.specs import DeploymentSpec
+from tako.core.types import ChatChunk, ChatRequest, ChatResponse, ChunkError, End, Usage
+from tako.providers import openai_wire
+from tako.providers.base import (
     STREAM_ERRORS,
     HttpProvider,
     iter_sse,
     open_stream,
     stream_failure,
 )
-from providers.registry import register
+from tako.providers.registry import register
 
 MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
 NOT_SENT = ("stream_options", "user", "max_completion_tokens", "seed")

@@ -42,9 +42,9 @@ from typing import Any
 import httpx
 import orjson
 
-from core.errors import InvalidRequest, TakoError, UpstreamTransient, upstream_error_for
-from core.specs import DeploymentSpec
-from core.types import (
+from tako.core.errors import InvalidRequest, TakoError, UpstreamTransient, upstream_error_for
+from tako.core.specs import DeploymentSpec
+from tako.core.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
@@ -58,9 +58,9 @@ from core.types import (
     ToolCallDelta,
     Usage,
 )
-from providers.base import HttpProvider, new_id, now, open_stream, parse_data_url
-from providers.image_fetch import FetchPolicy, fetch_image
-from providers.registry import register
+from tako.providers.base import HttpProvider, new_id, now, open_stream, parse_data_url
+from tako.providers.image_fetch import FetchPolicy, fetch_image
+from tako.providers.registry import register
 
 OLLAMA_BASE_URL = "http://127.0.0.1:11434"
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from core.errors import TakoError
-from core.specs import DeploymentSpec
-from core.types import ChatChunk, ChatRequest, ChatResponse
-from providers import openai_wire
-from providers.base import HttpProvider, open_stream
-from providers.registry import register
+from tako.core.errors import TakoError
+from tako.core.specs import DeploymentSpec
+from tako.core.types import ChatChunk, ChatRequest, ChatResponse
+from tako.providers import openai_wire
+from tako.providers.base import HttpProvider, open_stream
+from tako.providers.registry import register
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import orjson
 
-from core.errors import UpstreamTransient, upstream_error_for
-from core.types import (
+from tako.core.errors import UpstreamTransient, upstream_error_for
+from tako.core.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
@@ -21,7 +21,7 @@ from core.types import (
     ToolCallDelta,
     Usage,
 )
-from providers.base import STREAM_ERRORS, iter_sse, new_id, now, stream_failure
+from tako.providers.base import STREAM_ERRORS, iter_sse, new_id, now, stream_failure
 
 CostFn = Callable[[int, int, int], float]
 

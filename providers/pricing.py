@@ -6,7 +6,7 @@ import json
 from functools import cache
 from pathlib import Path
 
-from core.specs import DeploymentSpec, Price
+from tako.core.specs import DeploymentSpec, Price
 
 _TABLE_PATH = Path(__file__).with_name("prices.json")
 

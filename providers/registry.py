@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from core.errors import InvalidRequest
-from core.protocols import LlmProvider
-from core.specs import DeploymentSpec
+from tako.core.errors import InvalidRequest
+from tako.core.protocols import LlmProvider
+from tako.core.specs import DeploymentSpec
 
 Factory = Callable[[DeploymentSpec], LlmProvider]
 
@@ -15,15 +16,15 @@ _FACTORIES: dict[str, Factory] = {}
 
 # kind -> module that registers it; imported on first use so unused vendors cost nothing.
 _MODULES: dict[str, str] = {
-    "echo": "providers.echo",
-    "openai": "providers.openai",
-    "http-generic": "providers.openai",
-    "azure-openai": "providers.azure",
-    "anthropic": "providers.anthropic",
-    "bedrock": "providers.bedrock",
-    "vertex": "providers.vertex",
-    "mistral": "providers.mistral",
-    "ollama": "providers.ollama",
+    "echo": "tako.providers.echo",
+    "openai": "tako.providers.openai",
+    "http-generic": "tako.providers.openai",
+    "azure-openai": "tako.providers.azure",
+    "anthropic": "tako.providers.anthropic",
+    "bedrock": "tako.providers.bedrock",
+    "vertex": "tako.providers.vertex",
+    "mistral": "tako.providers.mistral",
+    "ollama": "tako.providers.ollama",
 }
 
 
@@ -50,3 +51,11 @@ def build(spec: DeploymentSpec) -> LlmProvider:
             f"known: {', '.join(kinds())}"
         )
     return factory(spec)
+
+
+def build_provider(spec: DeploymentSpec | Mapping[str, Any]) -> LlmProvider:
+    """A provider from a deployment spec or its config mapping (``name``, ``provider``,
+    ``model``, ``options``...), with no budget, retry or breaker around it."""
+    if not isinstance(spec, DeploymentSpec):
+        spec = DeploymentSpec.model_validate(dict(spec))
+    return build(spec)

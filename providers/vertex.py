@@ -43,7 +43,7 @@ from google.auth.credentials import Credentials as GoogleCredentials
 from google.auth.transport.requests import Request as GoogleAuthRequest
 from google.oauth2 import service_account
 
-from core.errors import (
+from tako.core.errors import (
     ContextLengthExceeded,
     InvalidRequest,
     TakoError,
@@ -51,8 +51,8 @@ from core.errors import (
     UpstreamTransient,
     upstream_error_for,
 )
-from core.specs import DeploymentSpec
-from core.types import (
+from tako.core.specs import DeploymentSpec
+from tako.core.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
@@ -66,7 +66,7 @@ from core.types import (
     ToolCallDelta,
     Usage,
 )
-from providers.base import (
+from tako.providers.base import (
     HttpProvider,
     decode_body,
     iter_sse,
@@ -77,7 +77,7 @@ from providers.base import (
     retry_after_seconds,
     transport_error,
 )
-from providers.registry import register
+from tako.providers.registry import register
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 DEFAULT_LOCATION = "us-central1"

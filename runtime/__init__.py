@@ -39,19 +39,19 @@ Decisions an operator may want to know:
   budget counters' period suffix is added inside the script, within that slot.
 """
 
-from runtime.admission import Admission
-from runtime.events import NoEvents, RuntimeEvents
-from runtime.guard import GuardedProvider
-from runtime.memory import MemoryStateStore
-from runtime.settings import (
+from tako.runtime.admission import Admission
+from tako.runtime.events import NoEvents, RuntimeEvents
+from tako.runtime.guard import GuardedProvider
+from tako.runtime.memory import MemoryStateStore
+from tako.runtime.settings import (
     BreakerSettings,
     BudgetLimit,
     RateLimit,
     RetrySettings,
     RuntimeSettings,
 )
-from runtime.stack import Runtime, estimate_request
-from runtime.watermark import RedisStateStore
+from tako.runtime.stack import Runtime, estimate_request
+from tako.runtime.watermark import RedisStateStore
 
 __all__ = [
     "Admission",

@@ -3,15 +3,15 @@ applied when the backend is unreachable."""
 
 from __future__ import annotations
 
-from core.errors import QuotaExceeded, RateLimited, Unavailable
-from core.types import Principal
-from runtime.admission import Admission, Reservation, duration
-from runtime.backend import AdmitResult, Backend, BackendUnreachable, CounterDelta, TpmDelta
-from runtime.events import RuntimeEvents
-from runtime.outage import OutageLog
-from runtime.periods import DAY_TTL_S, MONTH_TTL_S
-from runtime.plan import NANO_PER_USD, BudgetItem, Plan, PlanCache, RateItem, to_nano
-from runtime.settings import RuntimeSettings
+from tako.core.errors import QuotaExceeded, RateLimited, Unavailable
+from tako.core.types import Principal
+from tako.runtime.admission import Admission, Reservation, duration
+from tako.runtime.backend import AdmitResult, Backend, BackendUnreachable, CounterDelta, TpmDelta
+from tako.runtime.events import RuntimeEvents
+from tako.runtime.outage import OutageLog
+from tako.runtime.periods import DAY_TTL_S, MONTH_TTL_S
+from tako.runtime.plan import NANO_PER_USD, BudgetItem, Plan, PlanCache, RateItem, to_nano
+from tako.runtime.settings import RuntimeSettings
 
 _UNIT_NAMES = {"rpm": "requests", "tpm": "tokens"}
 _ADJECTIVE = {"day": "daily", "month": "monthly"}

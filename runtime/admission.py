@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.types import Principal
-from runtime.plan import Plan
+from tako.core.types import Principal
+from tako.runtime.plan import Plan
 
 
 @dataclass(slots=True, eq=False)

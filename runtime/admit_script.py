@@ -6,10 +6,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from runtime.backend import AdmitResult, RateState
-from runtime.lua import LuaScript
-from runtime.periods import DAY_TTL_S, MONTH_TTL_S
-from runtime.plan import BudgetItem, RateItem
+from tako.runtime.backend import AdmitResult, RateState
+from tako.runtime.lua import LuaScript
+from tako.runtime.periods import DAY_TTL_S, MONTH_TTL_S
+from tako.runtime.plan import BudgetItem, RateItem
 
 SCRIPT = LuaScript("admit")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from core.protocols import StateStore
-from runtime.plan import BudgetItem, RateItem
-from runtime.settings import BreakerSettings
+from tako.core.protocols import StateStore
+from tako.runtime.plan import BudgetItem, RateItem
+from tako.runtime.settings import BreakerSettings
 
 
 class BackendUnreachable(Exception):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 
-from core.errors import Unavailable
-from runtime.backend import Backend, BackendUnreachable
-from runtime.events import RuntimeEvents
-from runtime.outage import OutageLog
-from runtime.settings import RuntimeSettings
+from tako.core.errors import Unavailable
+from tako.runtime.backend import Backend, BackendUnreachable
+from tako.runtime.events import RuntimeEvents
+from tako.runtime.outage import OutageLog
+from tako.runtime.settings import RuntimeSettings
 
 
 class Breakers:

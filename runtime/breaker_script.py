@@ -7,9 +7,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from runtime import keys
-from runtime.lua import LuaScript
-from runtime.settings import BreakerSettings
+from tako.runtime import keys
+from tako.runtime.lua import LuaScript
+from tako.runtime.settings import BreakerSettings
 
 SCRIPT = LuaScript("breaker")
 

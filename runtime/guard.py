@@ -9,17 +9,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from core.errors import CircuitOpen, TakoError, UpstreamError, UpstreamTimeout
-from core.protocols import LlmProvider
-from core.tokens import CHARS_PER_TOKEN, estimate_output_tokens, estimate_prompt_tokens
-from core.types import ChatChunk, ChatRequest, ChatResponse, ChunkError, Delta, End, Usage
-from runtime.accounting import Accountant
-from runtime.admission import Admission, Reservation
-from runtime.breaker import Breakers
-from runtime.events import RuntimeEvents
-from runtime.fallback import attempt_order
-from runtime.retry import backoff_s, counts_against_breaker, is_transient, may_fall_back
-from runtime.settings import RetrySettings
+from tako.core.errors import CircuitOpen, TakoError, UpstreamError, UpstreamTimeout
+from tako.core.protocols import LlmProvider
+from tako.core.tokens import CHARS_PER_TOKEN, estimate_output_tokens, estimate_prompt_tokens
+from tako.core.types import ChatChunk, ChatRequest, ChatResponse, ChunkError, Delta, End, Usage
+from tako.runtime.accounting import Accountant
+from tako.runtime.admission import Admission, Reservation
+from tako.runtime.breaker import Breakers
+from tako.runtime.events import RuntimeEvents
+from tako.runtime.fallback import attempt_order
+from tako.runtime.retry import backoff_s, counts_against_breaker, is_transient, may_fall_back
+from tako.runtime.settings import RetrySettings
 
 T = TypeVar("T")
 

@@ -7,11 +7,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from runtime import gcra
-from runtime.backend import AdmitResult, CounterDelta, RateState, TpmDelta
-from runtime.periods import DAY_TTL_S, MONTH_TTL_S, day_id, month_id
-from runtime.plan import BudgetItem, RateItem
-from runtime.settings import BreakerSettings
+from tako.runtime import gcra
+from tako.runtime.backend import AdmitResult, CounterDelta, RateState, TpmDelta
+from tako.runtime.periods import DAY_TTL_S, MONTH_TTL_S, day_id, month_id
+from tako.runtime.plan import BudgetItem, RateItem
+from tako.runtime.settings import BreakerSettings
 
 PRUNE_EVERY_S = 60.0
 

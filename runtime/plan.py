@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.types import Principal
-from runtime import keys
-from runtime.settings import BudgetLimit, RateLimit, RuntimeSettings
+from tako.core.types import Principal
+from tako.runtime import keys
+from tako.runtime.settings import BudgetLimit, RateLimit, RuntimeSettings
 
 NANO_PER_USD = 1_000_000_000
 # A counter kept only to report spend: a limit no budget reaches (2**53 nano-USD, exact

@@ -6,8 +6,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from runtime.backend import CounterDelta, TpmDelta
-from runtime.lua import LuaScript
+from tako.runtime.backend import CounterDelta, TpmDelta
+from tako.runtime.lua import LuaScript
 
 SCRIPT = LuaScript("reconcile")
 

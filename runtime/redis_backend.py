@@ -17,12 +17,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from runtime import admit_script, breaker_script, reconcile_script, spend_script, watermark
-from runtime.backend import AdmitResult, BackendUnreachable, CounterDelta, TpmDelta
-from runtime.plan import BudgetItem, RateItem
-from runtime.resp import PipelinedRedis
-from runtime.resp import supports as resp_supports
-from runtime.settings import BreakerSettings
+from tako.runtime import admit_script, breaker_script, reconcile_script, spend_script, watermark
+from tako.runtime.backend import AdmitResult, BackendUnreachable, CounterDelta, TpmDelta
+from tako.runtime.plan import BudgetItem, RateItem
+from tako.runtime.resp import PipelinedRedis
+from tako.runtime.resp import supports as resp_supports
+from tako.runtime.settings import BreakerSettings
 
 T = TypeVar("T")
 

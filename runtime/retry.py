@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 
-from core.errors import InvalidRequest, TakoError, UpstreamError
-from runtime.settings import RetrySettings
+from tako.core.errors import InvalidRequest, TakoError, UpstreamError
+from tako.runtime.settings import RetrySettings
 
 
 def is_transient(error: TakoError) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from runtime.lua import LuaScript
+from tako.runtime.lua import LuaScript
 
 SCRIPT = LuaScript("spend")
 

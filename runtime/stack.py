@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import random
 
-from core.errors import InvalidRequest
-from core.protocols import LlmProvider, StateStore
-from core.tokens import estimate_output_tokens, estimate_prompt_tokens
-from core.types import ChatRequest, Principal
-from runtime import keys
-from runtime.accounting import Accountant
-from runtime.admission import Admission
-from runtime.backend import Backend, BackendUnreachable
-from runtime.breaker import Breakers
-from runtime.events import NoEvents, RuntimeEvents
-from runtime.guard import GuardedProvider
-from runtime.memory import MemoryBackend
-from runtime.outage import OutageLog
-from runtime.plan import NANO_PER_USD
-from runtime.settings import RuntimeSettings
+from tako.core.errors import InvalidRequest
+from tako.core.protocols import LlmProvider, StateStore
+from tako.core.tokens import estimate_output_tokens, estimate_prompt_tokens
+from tako.core.types import ChatRequest, Principal
+from tako.runtime import keys
+from tako.runtime.accounting import Accountant
+from tako.runtime.admission import Admission
+from tako.runtime.backend import Backend, BackendUnreachable
+from tako.runtime.breaker import Breakers
+from tako.runtime.events import NoEvents, RuntimeEvents
+from tako.runtime.guard import GuardedProvider
+from tako.runtime.memory import MemoryBackend
+from tako.runtime.outage import OutageLog
+from tako.runtime.plan import NANO_PER_USD
+from tako.runtime.settings import RuntimeSettings
 
 
 def estimate_request(req: ChatRequest, providers: list[LlmProvider]) -> tuple[int, float]:
@@ -45,7 +45,7 @@ class Runtime:
     def from_settings(cls, settings: RuntimeSettings,
                       events: RuntimeEvents | None = None) -> Runtime:
         if settings.backend == "redis":
-            from runtime.redis_backend import RedisBackend
+            from tako.runtime.redis_backend import RedisBackend
 
             assert settings.redis_url is not None
             backend: Backend = RedisBackend(

@@ -6,9 +6,9 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.errors import Unavailable
-from runtime import keys
-from runtime.lua import LuaScript
+from tako.core.errors import Unavailable
+from tako.runtime import keys
+from tako.runtime.lua import LuaScript
 
 SCRIPT = LuaScript("watermark")
 

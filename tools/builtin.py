@@ -6,7 +6,7 @@ import ast
 import operator
 from datetime import UTC, datetime
 
-from tools.registry import PythonTool, python_tool
+from tako.tools.registry import PythonTool, python_tool
 
 _OPS = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,

@@ -22,9 +22,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 from mcp_types import Tool as McpToolInfo
 
-from core.protocols import RunContext
-from core.types import FunctionDef, ToolSpec
-from tools.mcp_spec import McpServerSpec
+from tako.core.protocols import RunContext
+from tako.core.types import FunctionDef, ToolSpec
+from tako.tools.mcp_spec import McpServerSpec
 
 log = logging.getLogger("tako.tools.mcp")
 

@@ -6,8 +6,8 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from core.protocols import RunContext, Tool
-from core.types import FunctionDef, ToolSpec
+from tako.core.protocols import RunContext, Tool
+from tako.core.types import FunctionDef, ToolSpec
 
 ToolFn = Callable[..., Awaitable[str] | str]
 

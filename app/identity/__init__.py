@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.config import AuthSettings
-from app.identity.chain import ChainResolver
-from app.identity.jwt_resolver import JwksCache, JwtIssuer, JwtResolver
-from app.identity.keystore import (
+from tako.app.config import AuthSettings
+from tako.app.identity.chain import ChainResolver
+from tako.app.identity.jwt_resolver import JwksCache, JwtIssuer, JwtResolver
+from tako.app.identity.keystore import (
     KeyRecord,
     KeySpecIn,
     KeyStore,
@@ -24,7 +24,7 @@ from app.identity.keystore import (
     looks_minted,
     mint_secret,
 )
-from core.protocols import AuthResolver
+from tako.core.protocols import AuthResolver
 
 __all__ = [
     "ChainResolver", "Identity", "JwksCache", "JwtIssuer", "JwtResolver", "KeyRecord",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.errors import AuthenticationFailed
-from core.protocols import AuthResolver
-from core.types import Principal
+from tako.core.errors import AuthenticationFailed
+from tako.core.protocols import AuthResolver
+from tako.core.types import Principal
 
 
 class ChainResolver:

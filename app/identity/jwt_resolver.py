@@ -36,9 +36,9 @@ from jose.exceptions import (  # type: ignore[import-untyped]
 )
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from core.errors import AuthenticationFailed, Unavailable
-from core.types import Principal
-from runtime.settings import BudgetLimit, RateLimit
+from tako.core.errors import AuthenticationFailed, Unavailable
+from tako.core.types import Principal
+from tako.runtime.settings import BudgetLimit, RateLimit
 
 log = logging.getLogger("tako.identity.jwt")
 

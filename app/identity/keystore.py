@@ -36,9 +36,9 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError, WatchError
 
-from core.errors import AuthenticationFailed, NotFound, Unavailable
-from core.types import Principal
-from runtime.settings import BudgetLimit, RateLimit
+from tako.core.errors import AuthenticationFailed, NotFound, Unavailable
+from tako.core.types import Principal
+from tako.runtime.settings import BudgetLimit, RateLimit
 
 log = logging.getLogger("tako.identity.keys")
 

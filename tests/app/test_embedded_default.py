@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from app.config import DEMO_KEY
+from tako.app.config import DEMO_KEY
 from tests.support.gateway import Gateway, start_gateway
 
 

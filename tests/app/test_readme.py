@@ -24,7 +24,7 @@ def test_readme_config_example_is_valid(tmp_path: Path) -> None:
     start = text.index("```yaml\nserver:") + len("```yaml\n")
     example = tmp_path / "tako.yaml"
     example.write_text(text[start:text.index("```", start)])
-    result = subprocess.run([sys.executable, "-m", "app.cli", "check", "--config",
+    result = subprocess.run([sys.executable, "-m", "tako.app.cli", "check", "--config",
                              str(example)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: 3 deployments, 1 profiles")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,3 +95,18 @@ def dockerignore_excludes(ignore_file: Path, relative: str) -> bool:
         if hit:
             excluded = not negate
     return excluded
+
+
+def copy_build_context(repo: Path, stage: Stage, destination: Path) -> None:
+    """Copy what the stage's COPY lines take from ``repo`` into ``destination``, less what
+    .dockerignore leaves out, as the image builder receives it."""
+    ignore = repo / ".dockerignore"
+    destination.mkdir(parents=True, exist_ok=True)
+    for source in copy_sources(stage):
+        origin = repo / source
+        if origin.is_symlink() or not origin.is_dir():
+            shutil.copy2(origin, destination / source, follow_symlinks=False)
+            continue
+        shutil.copytree(origin, destination / source, symlinks=True, ignore=lambda d, names: [
+            n for n in names if dockerignore_excludes(
+                ignore, str((Path(d) / n).relative_to(repo)))])

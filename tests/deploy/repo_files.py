@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from functools import cache
 from pathlib import Path
@@ -20,10 +19,7 @@ DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "tako.json"
 K8S_DIR = REPO / "deploy" / "k8s"
 COMPOSE_GATEWAY_CONFIG = REPO / "deploy" / "config" / "tako.compose.yaml"
 
-COMPOSE_SPEC_CANDIDATES = [
-    os.environ.get("COMPOSE_SPEC_JSON", ""),
-    str(REPO.parent / "shared" / "specs" / "compose-spec.json"),
-]
+COMPOSE_SPEC = REPO / "tests" / "data" / "compose-spec.json"  # Apache-2.0, LICENSE beside it
 
 # The gateway's metric names (app telemetry): the dashboard may query only these.
 METRIC_NAMES = {
@@ -40,16 +36,6 @@ METRIC_NAMES = {
 }
 
 
-def compose_spec_path() -> Path:
-    for candidate in COMPOSE_SPEC_CANDIDATES:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    raise RuntimeError(
-        f"the Compose specification JSON schema is not at any of {COMPOSE_SPEC_CANDIDATES}; "
-        "set COMPOSE_SPEC_JSON to its path"
-    )
-
-
 @cache
 def compose() -> dict[str, Any]:
     data = yaml.safe_load(COMPOSE_FILE.read_text())
@@ -59,7 +45,7 @@ def compose() -> dict[str, Any]:
 
 @cache
 def compose_spec() -> dict[str, Any]:
-    spec: dict[str, Any] = json.loads(compose_spec_path().read_text())
+    spec: dict[str, Any] = json.loads(COMPOSE_SPEC.read_text())
     return spec
 
 

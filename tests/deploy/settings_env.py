@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.config import Settings
-from policies.settings import PolicySettings
+from tako.app.config import Settings
+from tako.policies.settings import PolicySettings
 
 # Sections the Settings model keeps as a plain mapping, validated by their own package.
 SECTION_MODELS: dict[str, type[BaseModel]] = {"policy": PolicySettings}

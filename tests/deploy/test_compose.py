@@ -10,12 +10,12 @@ from typing import Any
 
 import jsonschema
 
-from app.config import Settings, load_settings
-from app.gateway import Gateway
-from orchestrators import registry as orchestrator_registry
-from policies.embedded import EmbeddedRegoEngine
-from policies.settings import PolicySettings
-from providers import registry as provider_registry
+from tako.app.config import Settings, load_settings
+from tako.app.gateway import Gateway
+from tako.orchestrators import registry as orchestrator_registry
+from tako.policies.embedded import EmbeddedRegoEngine
+from tako.policies.settings import PolicySettings
+from tako.providers import registry as provider_registry
 from tests.deploy.repo_files import (
     COMPOSE_GATEWAY_CONFIG,
     NGINX_CONF,

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-from app.config import Settings, load_settings
+from tako.app.config import Settings, load_settings
 from tests.deploy.repo_files import DOCKERFILE, K8S_DIR, k8s_object, k8s_objects
 from tests.deploy.settings_env import settings_env_names
 from tests.support.net import serve_asgi
@@ -124,7 +124,7 @@ def test_probes_hit_the_app_health_routes_on_the_serving_port() -> None:
     live = container["livenessProbe"]["httpGet"]
     assert (ready["path"], live["path"]) == ("/readyz", "/healthz")
     assert ready["port"] in port_names and live["port"] in port_names
-    from app.factory import create_app
+    from tako.app.factory import create_app
 
     with serve_asgi(create_app(load_settings())) as base:
         for probe in (ready, live):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import uvicorn
 
-from app.config import load_settings
+from tako.app.config import load_settings
 from tests.deploy.nginx_conf import localize, nginx_command
 from tests.deploy.repo_files import COMPOSE_GATEWAY_CONFIG, NGINX_CONF
 from tests.support.openai_schema import validate_error

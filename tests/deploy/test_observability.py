@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from app import metrics as app_metrics
+from tako.app import metrics as app_metrics
 from tests.deploy.repo_files import (
     DASHBOARD,
     METRIC_NAMES,

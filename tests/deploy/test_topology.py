@@ -21,8 +21,8 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.specs import Price
-from runtime import Runtime, RuntimeSettings
+from tako.core.specs import Price
+from tako.runtime import Runtime, RuntimeSettings
 from tests.deploy.dockerfile import parse_dockerfile
 from tests.deploy.repo_files import DOCKERFILE, gateway_services
 from tests.deploy.topology import API_KEY, BUDGET_KEY, BUDGET_USD, RPM, RPM_KEY, Topology, topology

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from app.identity.keystore import KeyStore, MemoryKeyStore, RedisKeyStore
+from tako.app.identity.keystore import KeyStore, MemoryKeyStore, RedisKeyStore
 from tests.support.redis_server import RedisProcess, redis_server
 
 _prefixes = itertools.count()

@@ -14,10 +14,10 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app.admin import admin_key_digest, admin_router
-from app.config import AuthSettings
-from app.identity.keystore import KeyStore, MemoryKeyStore, RedisKeyResolver, key_digest
-from core.errors import TakoError
+from tako.app.admin import admin_key_digest, admin_router
+from tako.app.config import AuthSettings
+from tako.app.identity.keystore import KeyStore, MemoryKeyStore, RedisKeyResolver, key_digest
+from tako.core.errors import TakoError
 from tests.identity.conftest import MakeRedisStore
 from tests.identity.waiting import until_rejected
 from tests.support.net import serve_asgi

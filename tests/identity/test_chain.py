@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from app.identity.chain import ChainResolver
-from app.identity.jwt_resolver import JwtResolver
-from app.identity.keystore import KeySpecIn, KeyStoreResolver, MemoryKeyStore
-from core.errors import AuthenticationFailed, Unavailable
-from core.types import Principal
+from tako.app.identity.chain import ChainResolver
+from tako.app.identity.jwt_resolver import JwtResolver
+from tako.app.identity.keystore import KeySpecIn, KeyStoreResolver, MemoryKeyStore
+from tako.core.errors import AuthenticationFailed, Unavailable
+from tako.core.types import Principal
 from tests.identity.jwt_helpers import AUDIENCE, HS_SECRET, ISSUER, claims, rsa_pair, sign
 from tests.support.net import free_port
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from app.identity.jwt_resolver import JwtIssuer, JwtResolver
-from core.errors import AuthenticationFailed, Unavailable
+from tako.app.identity.jwt_resolver import JwtIssuer, JwtResolver
+from tako.core.errors import AuthenticationFailed, Unavailable
 from tests.identity.jwt_helpers import (
     AUDIENCE,
     HS_SECRET,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.identity.keystore import (
+from tako.app.identity.keystore import (
     KeySpecIn,
     KeyStore,
     KeyStoreResolver,
@@ -18,7 +18,7 @@ from app.identity.keystore import (
     key_digest,
     looks_minted,
 )
-from core.errors import NotFound, Unavailable
+from tako.core.errors import NotFound, Unavailable
 from tests.identity.conftest import MakeRedisStore
 from tests.identity.waiting import until_rejected
 from tests.support.redis_server import redis_server

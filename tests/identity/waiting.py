@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from core.errors import AuthenticationFailed
+from tako.core.errors import AuthenticationFailed
 
 
 async def until_rejected(resolver: Any, key: str, reason: str, within_s: float = 1.0) -> float:

@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from app.config import Settings
-from app.factory import create_app
+from tako.app.config import Settings
+from tako.app.factory import create_app
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.support.gateway import TEST_KEY, basic_config
 from tests.support.net import serve_asgi

@@ -9,8 +9,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from core.errors import UpstreamTransient
-from core.types import (
+from tako.core.errors import UpstreamTransient
+from tako.core.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from core.types import ChatRequest, End, OrchEvent
-from orchestrators.api import run
+from tako.core.types import ChatRequest, End, OrchEvent
+from tako.orchestrators.api import run
 from tests.orchestrators.scripted import Scripted
 
 REQ = {"messages": [{"role": "user", "content": "Solve the puzzle."}]}
@@ -140,7 +140,7 @@ async def test_stream_reports_scores_and_ends_once() -> None:
 
 
 async def test_failed_workers_raise_when_nothing_was_produced() -> None:
-    from core.errors import UpstreamError
+    from tako.core.errors import UpstreamError
 
     bad = Scripted("bad", fail="down")
     with pytest.raises(UpstreamError, match="down"):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import InvalidRequest, ModelNotFound
-from core.specs import ProfileSpec
-from orchestrators.api import run, run_sync
-from orchestrators.registry import build
+from tako.core.errors import InvalidRequest, ModelNotFound
+from tako.core.specs import ProfileSpec
+from tako.orchestrators.api import run, run_sync
+from tako.orchestrators.registry import build
 from tests.orchestrators.scripted import Scripted
 
 REQ = {"messages": [{"role": "user", "content": "hi"}]}

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from core.errors import QuotaExceeded
-from core.types import ChatChunk, ChatRequest, ChatResponse
-from orchestrators.api import run
+from tako.core.errors import QuotaExceeded
+from tako.core.types import ChatChunk, ChatRequest, ChatResponse
+from tako.orchestrators.api import run
 from tests.orchestrators.scripted import Scripted
 
 

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from core.errors import UpstreamError
-from core.protocols import RunContext
-from core.types import ChatRequest, ChunkError, Delta, End, OrchEvent
-from orchestrators.api import make_context
-from orchestrators.channel import bounded
-from orchestrators.flow import Answer, Orchestration, Sink
+from tako.core.errors import UpstreamError
+from tako.core.protocols import RunContext
+from tako.core.types import ChatRequest, ChunkError, Delta, End, OrchEvent
+from tako.orchestrators.api import make_context
+from tako.orchestrators.channel import bounded
+from tako.orchestrators.flow import Answer, Orchestration, Sink
 
 
 async def test_slow_consumer_blocks_the_producer_at_the_bound() -> None:

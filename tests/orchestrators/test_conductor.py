@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from core.errors import UpstreamError
-from core.types import ChunkError, Delta, End, OrchEvent
-from orchestrators.api import run
-from orchestrators.conductor import WorkflowError, parse_workflow
+from tako.core.errors import UpstreamError
+from tako.core.types import ChunkError, Delta, End, OrchEvent
+from tako.orchestrators.api import run
+from tako.orchestrators.conductor import WorkflowError, parse_workflow
 from tests.orchestrators.scripted import Scripted
 
 REQ = {"messages": [{"role": "user", "content": "Write a report on octopuses."}]}

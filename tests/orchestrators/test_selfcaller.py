@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from core.types import ChatRequest, End, OrchEvent
-from orchestrators.api import run
+from tako.core.types import ChatRequest, End, OrchEvent
+from tako.orchestrators.api import run
 from tests.orchestrators.scripted import Scripted
 
 REQ = {"messages": [{"role": "user", "content": "main question"}]}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.types import Delta, End, OrchEvent
-from orchestrators.api import run
-from orchestrators.routers import parse_choice, parse_verdict
+from tako.core.types import Delta, End, OrchEvent
+from tako.orchestrators.api import run
+from tako.orchestrators.routers import parse_choice, parse_verdict
 from tests.orchestrators.scripted import Scripted
 
 REQ = {"messages": [{"role": "user", "content": "What is 17 * 23?"}]}

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from core.errors import InvalidRequest
-from core.types import ChatRequest
-from orchestrators.api import make_context
-from orchestrators.textparse import parse_score
-from orchestrators.verifiers import AllOf, LlmJudge, RuleVerifier, build_verifier
+from tako.core.errors import InvalidRequest
+from tako.core.types import ChatRequest
+from tako.orchestrators.api import make_context
+from tako.orchestrators.textparse import parse_score
+from tako.orchestrators.verifiers import AllOf, LlmJudge, RuleVerifier, build_verifier
 from tests.orchestrators.scripted import Scripted
 
 REQ = ChatRequest(model="x", messages=[{"role": "user", "content": "Give me JSON."}])

@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from policies.bundle import load_modules, policy_data
-from policies.decision import STAGES
-from policies.embedded import CompiledPolicy
+from tako.policies.bundle import load_modules, policy_data
+from tako.policies.decision import STAGES
+from tako.policies.embedded import CompiledPolicy
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]

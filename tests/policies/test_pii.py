@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from core.errors import PolicyDenied
-from policies.pii import PiiGuard, mask
-from policies.settings import ALL_PII_KINDS, PiiGuardSettings, PiiSettings
+from tako.core.errors import PolicyDenied
+from tako.policies.pii import PiiGuard, mask
+from tako.policies.settings import ALL_PII_KINDS, PiiGuardSettings, PiiSettings
 from tests.policies.corpus import NEGATIVES, POSITIVES, sample_id
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from core.errors import PolicyDenied
-from policies.pii import PiiGuard
-from policies.settings import PiiGuardSettings
+from tako.core.errors import PolicyDenied
+from tako.policies.pii import PiiGuard
+from tako.policies.settings import PiiGuardSettings
 from tests.policies.corpus import CORPUS, POSITIVES, sample_id
 
 

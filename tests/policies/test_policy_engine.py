@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from core.errors import InternalError, Unavailable
-from policies import (
+from tako.core.errors import InternalError, Unavailable
+from tako.policies import (
     AllowAllEngine,
     EmbeddedRegoEngine,
     OpaRestEngine,
     PolicySettings,
     build_policy_engine,
 )
-from policies.decision import decision_to_result
+from tako.policies.decision import decision_to_result
 from tests.policies.cases import CASES, POLICY_DATA, pre_chat, pre_tool, user
 from tests.policies.opa_compat import OpaCompatibleApp
 from tests.support.net import free_port, serve_asgi

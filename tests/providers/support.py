@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from core.errors import TakoError
-from core.protocols import LlmProvider
-from core.specs import DeploymentSpec
-from core.types import ChatChunk, ChatRequest, Delta
-from providers.registry import build
+from tako.core.errors import TakoError
+from tako.core.protocols import LlmProvider
+from tako.core.specs import DeploymentSpec
+from tako.core.types import ChatChunk, ChatRequest, Delta
+from tako.providers.registry import build
 
 P = TypeVar("P", bound=LlmProvider)
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from core.errors import (
+from tako.core.errors import (
     ContextLengthExceeded,
     InvalidRequest,
     Overloaded,
@@ -18,9 +18,9 @@ from core.errors import (
     UpstreamRateLimited,
     UpstreamTransient,
 )
-from core.specs import DeploymentSpec
-from core.types import ChunkError, Delta, End
-from providers.anthropic import AnthropicProvider
+from tako.core.specs import DeploymentSpec
+from tako.core.types import ChunkError, Delta, End
+from tako.providers.anthropic import AnthropicProvider
 from tests.fakes import anthropic as fake_api
 from tests.providers.support import (
     WEATHER_TOOL,

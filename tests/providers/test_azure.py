@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from core.errors import (
+from tako.core.errors import (
     ContentFiltered,
     ContextLengthExceeded,
     Overloaded,
@@ -16,9 +16,9 @@ from core.errors import (
     UpstreamRateLimited,
     UpstreamTransient,
 )
-from core.specs import DeploymentSpec
-from core.types import ChatRequest, ChunkError, Delta, End
-from providers.azure import AzureOpenAI
+from tako.core.specs import DeploymentSpec
+from tako.core.types import ChatRequest, ChunkError, Delta, End
+from tako.providers.azure import AzureOpenAI
 from tests.fakes import azure as fake_api
 from tests.providers.support import (
     assert_vendor_error,

@@ -14,7 +14,7 @@ import pytest
 from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 
-from core.errors import (
+from tako.core.errors import (
     ContextLengthExceeded,
     InvalidRequest,
     Overloaded,
@@ -24,11 +24,11 @@ from core.errors import (
     UpstreamTimeout,
     UpstreamTransient,
 )
-from core.specs import DeploymentSpec
-from core.types import ChunkError, Delta, End
-from providers.bedrock import BedrockProvider, sign_request
-from providers.eventstream import EventStreamDecoder, EventStreamError
-from providers.registry import build
+from tako.core.specs import DeploymentSpec
+from tako.core.types import ChunkError, Delta, End
+from tako.providers.bedrock import BedrockProvider, sign_request
+from tako.providers.eventstream import EventStreamDecoder, EventStreamError
+from tako.providers.registry import build
 from tests.fakes import bedrock as fake_api
 from tests.providers.support import WEATHER_TOOL, built, chat_for, collect, tool_calls_by_index
 from tests.support.upstreams import served

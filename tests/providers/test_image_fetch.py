@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from core.errors import InvalidRequest
-from providers.image_fetch import (
+from tako.core.errors import InvalidRequest
+from tako.providers.image_fetch import (
     FetchPolicy,
     IPAddress,
     blocked_reason,

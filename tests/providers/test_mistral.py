@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from core.errors import (
+from tako.core.errors import (
     ContextLengthExceeded,
     InvalidRequest,
     Overloaded,
@@ -17,9 +17,9 @@ from core.errors import (
     UpstreamRateLimited,
     UpstreamTransient,
 )
-from core.specs import DeploymentSpec
-from core.types import ChunkError, Delta, End
-from providers.mistral import MistralProvider
+from tako.core.specs import DeploymentSpec
+from tako.core.types import ChunkError, Delta, End
+from tako.providers.mistral import MistralProvider
 from tests.fakes import mistral as fake_api
 from tests.providers.support import (
     assert_vendor_error,

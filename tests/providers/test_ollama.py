@@ -13,12 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core.errors import InvalidRequest, TakoError, UpstreamError, UpstreamTransient
-from core.protocols import LlmProvider
-from core.specs import DeploymentSpec, Price
-from core.types import ChatChunk, ChatRequest, ChunkError, Delta, End
-from providers.ollama import OllamaProvider
-from providers.registry import build
+from tako.core.errors import InvalidRequest, TakoError, UpstreamError, UpstreamTransient
+from tako.core.protocols import LlmProvider
+from tako.core.specs import DeploymentSpec, Price
+from tako.core.types import ChatChunk, ChatRequest, ChunkError, Delta, End
+from tako.providers.ollama import OllamaProvider
+from tako.providers.registry import build
 from tests.fakes import ollama as fake
 from tests.providers import support
 from tests.providers.support import WEATHER_TOOL

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from core.errors import (
+from tako.core.errors import (
     ContextLengthExceeded,
     Overloaded,
     UpstreamError,
@@ -13,10 +13,10 @@ from core.errors import (
     UpstreamTimeout,
     UpstreamTransient,
 )
-from core.specs import DeploymentSpec, Price
-from core.types import ChatRequest, ChunkError, Delta, End
-from orchestrators.base import collect
-from providers.registry import build
+from tako.core.specs import DeploymentSpec, Price
+from tako.core.types import ChatRequest, ChunkError, Delta, End
+from tako.orchestrators.base import collect
+from tako.providers.registry import build
 from tests.fakes.openai import Reply
 from tests.support.upstreams import fresh, served
 

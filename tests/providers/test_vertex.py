@@ -12,7 +12,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from core.errors import (
+from tako.core.errors import (
     ContextLengthExceeded,
     InvalidRequest,
     Overloaded,
@@ -22,9 +22,9 @@ from core.errors import (
     UpstreamTimeout,
     UpstreamTransient,
 )
-from core.specs import DeploymentSpec
-from core.types import ChunkError, Delta, End
-from providers.vertex import VertexProvider
+from tako.core.specs import DeploymentSpec
+from tako.core.types import ChunkError, Delta, End
+from tako.providers.vertex import VertexProvider
 from tests.fakes import vertex as fake_api
 from tests.providers.support import built, chat_for, collect, tool_calls_by_index, weather_tool
 from tests.support.net import serve_asgi

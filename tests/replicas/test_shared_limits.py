@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from runtime import Runtime, RuntimeSettings
+from tako.runtime import Runtime, RuntimeSettings
 from tests.fakes.openai import FakeOpenAI, Reply, make_app
 from tests.support.gateway import TEST_KEY, Gateway, gateway
 from tests.support.net import serve_asgi

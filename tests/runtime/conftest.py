@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from runtime import Runtime, RuntimeSettings
+from tako.runtime import Runtime, RuntimeSettings
 from tests.support.redis_server import RedisProcess, redis_server
 
 _prefixes = itertools.count()

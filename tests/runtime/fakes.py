@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from core.errors import TakoError
-from core.types import ChatChunk, ChatRequest, ChatResponse, Delta, End, Message, Usage
+from tako.core.errors import TakoError
+from tako.core.types import ChatChunk, ChatRequest, ChatResponse, Delta, End, Message, Usage
 
 
 @dataclass
@@ -75,7 +75,7 @@ class ScriptedProvider:
                             provider_id=self.id)
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
-        from core.types import ChunkError
+        from tako.core.types import ChunkError
 
         step = self._next()
         if self.delay_s:

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from core.errors import CircuitOpen, UpstreamTransient
-from core.types import Principal
+from tako.core.errors import CircuitOpen, UpstreamTransient
+from tako.core.types import Principal
 from tests.runtime.conftest import RecordedEvents
 from tests.runtime.fakes import Reply, ScriptedProvider, request
 
@@ -105,7 +105,7 @@ async def test_failure_ratio_needs_min_calls(make_runtime):
 
 
 async def test_client_errors_do_not_count_against_the_deployment(make_runtime):
-    from core.errors import InvalidRequest
+    from tako.core.errors import InvalidRequest
 
     runtime = await make_runtime(breaker=BREAKER, retry=ONE_TRY)
     picky = ScriptedProvider("picky", repeat=InvalidRequest("bad tool schema"))
@@ -135,7 +135,7 @@ async def test_a_cancelled_probe_frees_the_probe_slot(make_runtime):
 
 
 async def test_the_guard_is_an_llm_provider(make_runtime):
-    from core.protocols import LlmProvider
+    from tako.core.protocols import LlmProvider
 
     runtime = await make_runtime()
     admission = await runtime.admit(ALICE, "m", 10, 0.0)
@@ -147,7 +147,7 @@ async def test_the_guard_is_an_llm_provider(make_runtime):
 
 
 async def test_a_probe_answered_with_a_client_error_closes_the_circuit(make_runtime):
-    from core.errors import InvalidRequest
+    from tako.core.errors import InvalidRequest
 
     runtime = await make_runtime(breaker=BREAKER, retry=ONE_TRY)
     flaky = ScriptedProvider("flaky", [FAIL, FAIL, FAIL, InvalidRequest("bad schema")])

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import QuotaExceeded
-from core.types import Principal
+from tako.core.errors import QuotaExceeded
+from tako.core.types import Principal
 from tests.runtime.fakes import Reply, ScriptedProvider, request
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,9 +152,9 @@ async def test_two_processes_share_one_budget_exactly(redis_proc):
     root = ROOT
     code = (
         "import asyncio, sys\n"
-        "from core.errors import QuotaExceeded\n"
-        "from core.types import Principal\n"
-        "from runtime import Runtime, RuntimeSettings\n"
+        "from tako.core.errors import QuotaExceeded\n"
+        "from tako.core.types import Principal\n"
+        "from tako.runtime import Runtime, RuntimeSettings\n"
         "async def main():\n"
         "    s = RuntimeSettings(backend='redis', redis_url=sys.argv[1], key_prefix='procs',\n"
         "        redis_timeout_s=5,\n"

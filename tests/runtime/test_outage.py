@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.errors import Unavailable
-from core.types import Principal
-from runtime import Runtime, RuntimeSettings
+from tako.core.errors import Unavailable
+from tako.core.types import Principal
+from tako.runtime import Runtime, RuntimeSettings
 from tests.runtime.conftest import RecordedEvents
 from tests.runtime.fakes import Reply, ScriptedProvider, request
 from tests.support.redis_server import RedisProcess, redis_server

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from core.errors import RateLimited
-from core.types import Principal
+from tako.core.errors import RateLimited
+from tako.core.types import Principal
 
 ALICE = Principal("acme", "alice", "key-a")
 
@@ -110,9 +110,9 @@ async def test_a_denial_changes_no_counter(make_runtime):
 
 
 async def test_memory_backend_forgets_full_buckets_and_past_periods():
-    from runtime.memory import PRUNE_EVERY_S, MemoryBackend
-    from runtime.plan import build_plan
-    from runtime.settings import RuntimeSettings
+    from tako.runtime.memory import PRUNE_EVERY_S, MemoryBackend
+    from tako.runtime.plan import build_plan
+    from tako.runtime.settings import RuntimeSettings
 
     now = [1_700_000_000.0]
     backend = MemoryBackend(clock=lambda: now[0])

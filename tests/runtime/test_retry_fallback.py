@@ -7,17 +7,17 @@ import time
 
 import pytest
 
-from core.errors import (
+from tako.core.errors import (
     InvalidRequest,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamTimeout,
     UpstreamTransient,
 )
-from core.types import Principal
-from runtime.fallback import attempt_order
-from runtime.retry import backoff_s
-from runtime.settings import RetrySettings
+from tako.core.types import Principal
+from tako.runtime.fallback import attempt_order
+from tako.runtime.retry import backoff_s
+from tako.runtime.settings import RetrySettings
 from tests.runtime.conftest import RecordedEvents
 from tests.runtime.fakes import Reply, ScriptedProvider, request
 
@@ -113,7 +113,7 @@ def test_full_jitter_stays_under_the_growing_cap():
 
 
 async def test_no_retry_after_the_first_stream_chunk(make_runtime):
-    from core.types import ChunkError, End
+    from tako.core.types import ChunkError, End
     from tests.runtime.fakes import Stream
 
     runtime = await make_runtime(retry={"max_attempts": 3, "base_delay_s": 0.001})
@@ -127,7 +127,7 @@ async def test_no_retry_after_the_first_stream_chunk(make_runtime):
 
 
 async def test_stream_failure_before_the_first_chunk_is_retried(make_runtime):
-    from core.types import Delta
+    from tako.core.types import Delta
     from tests.runtime.fakes import Stream
 
     runtime = await make_runtime(retry={"max_attempts": 3, "base_delay_s": 0.001})

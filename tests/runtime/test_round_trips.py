@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from core.types import Principal
-from runtime import Runtime, RuntimeSettings
+from tako.core.types import Principal
+from tako.runtime import Runtime, RuntimeSettings
 from tests.runtime.fakes import Reply, ScriptedProvider, request
 
 ALICE = Principal("acme", "alice", "key-a")

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from core.errors import UpstreamTransient
-from core.types import ChunkError, Delta, End, Principal
+from tako.core.errors import UpstreamTransient
+from tako.core.types import ChunkError, Delta, End, Principal
 from tests.runtime.fakes import ScriptedProvider, Stream, request
 
 ALICE = Principal("acme", "alice", "key-a")
@@ -101,7 +101,7 @@ async def test_later_stream_calls_reserve_their_own_estimate(make_runtime):
     admission = await runtime.admit(ALICE, "m", 100, 0.1)
     worker = ScriptedProvider("d", repeat=Stream(usd=0.3), price_per_token=1e-3)
     guarded = runtime.guard(admission, "a", [worker])
-    from core.errors import QuotaExceeded
+    from tako.core.errors import QuotaExceeded
 
     with pytest.raises(QuotaExceeded):
         for _ in range(5):

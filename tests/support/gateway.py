@@ -68,18 +68,20 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path,
 
 
 def start_gateway(config: dict[str, Any] | None, *, port: int | None = None,
-                  env: dict[str, str] | None = None, workers: int = 1) -> Gateway:
-    """``config`` None starts the embedded default (no config file)."""
+                  env: dict[str, str] | None = None, workers: int = 1,
+                  command: list[str] | None = None, cwd: Path = ROOT) -> Gateway:
+    """``config`` None starts the embedded default (no config file). ``command`` is the
+    ``tako`` executable to run (default: this interpreter's ``-m tako``)."""
     port = port or free_port()
     config_args = ["--config", str(write_config(config))] if config is not None else []
     log_path = Path(tempfile.mkstemp(prefix="tako-gw-", suffix=".log")[1])
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("TAKO_CONFIG", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", *config_args,
+        [*(command or [sys.executable, "-m", "tako"]), "serve", *config_args,
          "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
          "--log-level", "warning"],
-        cwd=ROOT, env=full_env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        cwd=cwd, env=full_env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:

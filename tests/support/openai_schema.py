@@ -1,9 +1,9 @@
-"""Validate bodies against OpenAI's published OpenAPI schemas (../shared/specs)."""
+"""Validate bodies against OpenAI's published OpenAPI schemas (tests/data/openai-openapi.yaml,
+MIT, see its LICENSE and VERSION files beside it)."""
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from functools import cache
 from pathlib import Path
@@ -12,19 +12,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-SPEC_CANDIDATES = [
-    os.environ.get("OPENAI_OPENAPI_SPEC", ""),
-    str(Path(__file__).resolve().parents[3] / "shared" / "specs" / "openai-openapi.yaml"),
-    str(Path(__file__).resolve().parents[2] / "tests" / "data" / "openai-openapi.yaml"),
-]
+SPEC_PATH = Path(__file__).resolve().parents[1] / "data" / "openai-openapi.yaml"
 CACHE_DIR = Path(__file__).resolve().parents[2] / ".tmp"
-
-
-def _spec_path() -> Path:
-    for candidate in SPEC_CANDIDATES:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    raise RuntimeError(f"OpenAI OpenAPI spec not found in {SPEC_CANDIDATES}")
 
 
 def _fix_nullable(node: Any) -> Any:
@@ -49,7 +38,7 @@ def _fix_nullable(node: Any) -> Any:
 
 @cache
 def _schemas() -> dict[str, Any]:
-    path = _spec_path()
+    path = SPEC_PATH
     CACHE_DIR.mkdir(exist_ok=True)
     cached = CACHE_DIR / f"openai-schemas-{path.stat().st_size}.pickle"
     if cached.exists():

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from core.specs import DeploymentSpec, Price
-from providers.pricing import price_for
+from tako.core.specs import DeploymentSpec, Price
+from tako.providers.pricing import price_for
 from tests.fakes import anthropic as fake_anthropic
 from tests.fakes import azure as fake_azure
 from tests.fakes import bedrock as fake_bedrock

@@ -10,13 +10,13 @@ from pathlib import Path
 import openai
 import pytest
 
-from core.protocols import RunContext
-from core.types import Principal
+from tako.core.protocols import RunContext
+from tako.core.types import Principal
+from tako.tools.mcp import McpServerSpec, McpTool, McpTools, connect_mcp
+from tako.tools.registry import ToolRegistry
 from tests.support.gateway import TEST_KEY, basic_config, gateway
 from tests.support.net import free_port, serve_asgi
 from tests.tools.mcp_server import http_app
-from tools.mcp import McpServerSpec, McpTool, McpTools, connect_mcp
-from tools.registry import ToolRegistry
 
 SERVER_SCRIPT = Path(__file__).with_name("mcp_server.py")
 
