@@ -38,8 +38,8 @@ def now() -> int:
 def make_client(spec: DeploymentSpec,
                 session: Callable[[], aiohttp.ClientSession] | None = None) -> httpx.AsyncClient:
     """A pooled keep-alive client. aiohttp underneath: several times faster than httpx's
-    default transport on this hot path (see DESIGN.md section 9). ``session`` shares one
-    aiohttp pool with the adapter's direct JSON path."""
+    default transport on this hot path (measured in the README's "Performance" section).
+    ``session`` shares one aiohttp pool with the adapter's direct JSON path."""
     limits = httpx.Limits(
         max_connections=spec.max_connections,
         max_keepalive_connections=spec.max_connections,
