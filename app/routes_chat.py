@@ -10,21 +10,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import orjson
 from pydantic import ValidationError
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tako.app import metrics
 from tako.app.auth import PRINCIPAL
+from tako.app.call import Call, CallStream, ClientLeft
 from tako.app.errors import validation_error
 from tako.app.gateway import Gateway
 from tako.app.observe import RequestRecord
 from tako.app.policy_gate import PolicyGate, StreamFilter
 from tako.app.sse import DONE, ChunkRenderer
-from tako.app.telemetry import end_span, start_run_span, use_span
+from tako.app.telemetry import use_span
 from tako.core.errors import (
     InternalError,
     InvalidRequest,
@@ -36,6 +34,9 @@ from tako.core.errors import (
 from tako.core.protocols import LlmProvider, RunContext, StreamItem
 from tako.core.tokens import estimate_output_tokens, estimate_prompt_tokens
 from tako.core.types import ChatRequest, ChunkError, Delta, End, OrchEvent, Principal
+from tako.runtime.admission import Admission
+from tako.runtime.guard import GuardedProvider
+from tako.runtime.stack import Runtime
 
 log = logging.getLogger("tako.app")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -98,46 +99,39 @@ class Upstreams:
 
     __slots__ = ("gw", "runtime", "admission", "last")
 
-    def __init__(self, gw: Gateway, runtime: Any, admission: Any) -> None:
+    def __init__(self, gw: Gateway, runtime: Runtime, admission: Admission) -> None:
         self.gw = gw
         self.runtime = runtime
         self.admission = admission
-        self.last: Any = None
+        self.last: GuardedProvider | None = None
 
     def __call__(self, alias: str) -> LlmProvider:
         providers, weights = self.gw.upstreams(alias)
         guarded = self.runtime.guard(self.admission, alias, providers, weights)
         self.last = guarded
-        return guarded  # type: ignore[no-any-return]
+        return guarded
 
     def answered_by(self) -> str | None:
-        return getattr(self.last, "answered_by", None) if self.last is not None else None
+        return self.last.answered_by if self.last is not None else None
 
 
 async def chat_completions(request: Request) -> Response:
-    record = RequestRecord(request_id_of(request))
-    metrics.IN_FLIGHT.inc()
+    state = request.app.state
     try:
-        return await _chat(request, record)
-    except BaseException as exc:
-        record.failed(exc)
-        _done(record)
-        raise
+        async with Call(state.runtime, state.tracer, request_id_of(request)) as call:
+            call.record.principal = request.scope[PRINCIPAL]
+            body = await read_body(request, state.gateway.settings.server.max_body_bytes)
+            async with call.watching_client(request.receive):
+                return await _chat(request, call, body)
+    except ClientLeft:
+        return Response(status_code=499)  # nobody reads it
 
 
-def _done(record: RequestRecord) -> None:
-    if not record.done:
-        metrics.IN_FLIGHT.dec()
-        record.finish()
-
-
-async def _chat(request: Request, record: RequestRecord) -> Response:
+async def _chat(request: Request, call: Call, body: bytes) -> Response:
     state = request.app.state
     gw: Gateway = state.gateway
-    runtime = state.runtime
+    record = call.record
     principal: Principal = request.scope[PRINCIPAL]
-    record.principal = principal
-    body = await read_body(request, gw.settings.server.max_body_bytes)
     req, options = parse_request(body)
     target = gw.target(req.model)
     if not principal.may_use(req.model):
@@ -151,66 +145,46 @@ async def _chat(request: Request, record: RequestRecord) -> Response:
     record.model, record.kind, record.stream = target.name, target.kind, bool(req.stream)
     prompt_tokens = estimate_prompt_tokens(req)
     output_tokens = estimate_output_tokens(req)
-    admission = await runtime.admit(principal, req.model, prompt_tokens + output_tokens,
-                                    gw.estimate_cost_usd(target, prompt_tokens, output_tokens))
-    record.admission = admission
-    upstreams = Upstreams(gw, runtime, admission)
+    admission = await call.admit(principal, req.model, prompt_tokens + output_tokens,
+                                 gw.estimate_cost_usd(target, prompt_tokens, output_tokens))
+    upstreams = Upstreams(gw, call.runtime, admission)
     events = _flag(options.get("events")) or _flag(request.headers.get("x-tako-events"))
-    ctx = RunContext(principal=principal, request_id=record.request_id, provider=upstreams,
-                     tools=gate.tools(gw.tools, principal, req.model), emit_events=events,
-                     trace=[] if _flag(options.get("trace")) else None)
+    ctx = call.ctx = RunContext(
+        principal=principal, request_id=record.request_id, provider=upstreams,
+        tools=gate.tools(gw.tools, principal, req.model), emit_events=events,
+        trace=[] if _flag(options.get("trace")) else None)
     headers = {"x-request-id": record.request_id, **admission.headers}
-    span = start_run_span(state.tracer, target.kind, principal)
+    span = call.start_run(target.kind, principal)
     if not req.stream:
-        try:
-            with use_span(span):
-                response = await target.orchestrator.complete(ctx, req)
-        except BaseException as exc:
-            record.usage = ctx.usage  # calls made before the failure were billed
-            end_span(span, ctx.usage, exc)
-            raise
-        else:
-            end_span(span, ctx.usage)
-        finally:
-            await runtime.release(admission)
+        with use_span(span):
+            response = await target.orchestrator.complete(ctx, req)
         await gate.after_chat(principal, req.model, response)
         body_out = response.to_openai(requested)
         if ctx.trace is not None:
             body_out["tako_trace"] = ctx.trace
         _finish_headers(headers, upstreams, admission, record)
-        record.usage = ctx.usage
-        _done(record)
         return Response(orjson.dumps(body_out), media_type="application/json",
                         headers=headers)
-    items = target.orchestrator.stream(ctx, req)
+    items = call.items = target.orchestrator.stream(ctx, req)
     try:
         with use_span(span):
             first = await anext(aiter(items))
     except StopAsyncIteration:
-        await runtime.release(admission)
-        error = InternalError("the orchestrator produced no output")
-        end_span(span, ctx.usage, error)
-        raise error from None
-    except BaseException as exc:
-        await runtime.release(admission)
-        end_span(span, ctx.usage, exc)
-        raise
+        raise InternalError("the orchestrator produced no output") from None
     if isinstance(first, ChunkError):
-        await _close(items, runtime, admission)
-        end_span(span, ctx.usage, first.error)
         raise first.error
     record.first_token()
     _finish_headers(headers, upstreams, admission, record)
     renderer = ChunkRenderer(f"chatcmpl-{random.getrandbits(96):024x}", int(time.time()),
                              requested)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    stream = StreamState(renderer, include_usage, events, runtime, admission, record, span,
-                         ctx, gate.stream_filter(principal, req.model))
-    return EventSourceResponse(sse_frames(first, items, stream), headers=headers, sep="\n",
-                               ping=15, client_close_handler_callable=stream.client_left)
+    stream = StreamState(renderer, include_usage, events, call,
+                         gate.stream_filter(principal, req.model))
+    return CallStream(call, sse_frames(first, items, stream), headers=headers, sep="\n",
+                      ping=15, client_close_handler_callable=stream.client_left)
 
 
-def _finish_headers(headers: dict[str, str], upstreams: Upstreams, admission: Any,
+def _finish_headers(headers: dict[str, str], upstreams: Upstreams, admission: Admission,
                     record: RequestRecord) -> None:
     elapsed = time.perf_counter() - record.started
     record.upstream_s = admission.upstream_seconds
@@ -222,26 +196,15 @@ def _finish_headers(headers: dict[str, str], upstreams: Upstreams, admission: An
         record.deployment = answered
 
 
-async def _close(items: AsyncIterator[StreamItem], runtime: Any, admission: Any) -> None:
-    with anyio.CancelScope(shield=True):
-        aclose = getattr(items, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        await runtime.release(admission)
-
-
 @dataclass(slots=True)
 class StreamState:
     renderer: ChunkRenderer
     include_usage: bool
     events: bool
-    runtime: Any
-    admission: Any
-    record: RequestRecord
-    span: Any
-    ctx: RunContext
+    call: Call
     guard: StreamFilter | None
-    error: TakoError | None = None
+    failed: bool = False
+    broken: bool = False  # the run itself raised: nothing more will come
     client_gone: bool = False
 
     async def client_left(self, _message: Any) -> None:
@@ -250,73 +213,76 @@ class StreamState:
         put off for the whole answer, so the frame loop checks this flag itself."""
         self.client_gone = True
 
+    def error_frame(self, error: TakoError) -> bytes:
+        self.failed = True
+        self.call.fail(error)
+        return self.renderer.error(error)
+
+    def delta_frame(self, item: Delta) -> bytes | None:
+        if self.guard is not None and item.content:
+            item = Delta(self.guard.feed(item.content), item.tool_calls, item.role)
+            if not item.content and not item.tool_calls and self.renderer.role_sent:
+                return None
+        return self.renderer.delta(item)
+
+    async def end_frames(self, end: End) -> AsyncIterator[bytes]:
+        if not self.failed and self.guard is not None:
+            try:
+                tail = await self.guard.finish()
+                if tail:
+                    yield self.renderer.delta(Delta(content=tail))
+            except PolicyDenied as exc:
+                yield self.error_frame(exc)
+        if not self.failed:
+            yield self.renderer.finish(end.finish_reason)
+            if self.include_usage:
+                yield self.renderer.usage(end.usage)
+
+    def frame_of(self, item: StreamItem) -> bytes | None:
+        if isinstance(item, Delta):
+            return self.delta_frame(item)
+        if isinstance(item, OrchEvent):
+            return self.renderer.event(item) if self.events else None
+        if isinstance(item, ChunkError):
+            return self.error_frame(item.error)
+        return None
+
 
 async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
                      st: StreamState) -> AsyncIterator[bytes]:
     """Render stream items as SSE frames. A failure after the first byte becomes an error
-    frame; ``[DONE]`` always ends the stream; the upstream is closed (and the spend
-    reconciled) also when the client goes away."""
-    renderer = st.renderer
-    failed = False
+    frame; ``[DONE]`` always ends the stream. The call (upstream, spend, span, record) is
+    closed by the response that owns it, also when the client goes away."""
+    span = st.call.span
     try:
         item: StreamItem | None = first
         iterator = aiter(items)
         while item is not None:
             if st.client_gone:  # stop the run (and its upstream calls) now
-                st.record.status, st.record.error_type = 499, "client_disconnected"
+                st.call.fail(GeneratorExit())
                 return
-            if isinstance(item, Delta):
-                if st.guard is not None and item.content:
-                    item = Delta(st.guard.feed(item.content), item.tool_calls, item.role)
-                    if not item.content and not item.tool_calls and renderer.role_sent:
-                        item = None
-                if item is not None:
-                    yield renderer.delta(item)
-            elif isinstance(item, OrchEvent):
-                if st.events:
-                    yield renderer.event(item)
-            elif isinstance(item, ChunkError):
-                failed = True
-                st.error = item.error
-                st.record.failed(item.error)
-                yield renderer.error(item.error)
-            elif isinstance(item, End):
-                if not failed and st.guard is not None:
-                    try:
-                        tail = await st.guard.finish()
-                        if tail:
-                            yield renderer.delta(Delta(content=tail))
-                    except PolicyDenied as exc:
-                        failed = True
-                        st.error = exc
-                        st.record.failed(exc)
-                        yield renderer.error(exc)
-                if not failed:
-                    yield renderer.finish(item.finish_reason)
-                    if st.include_usage:
-                        yield renderer.usage(item.usage)
+            if isinstance(item, End):
+                async for frame in st.end_frames(item):
+                    yield frame
                 break
-            try:
-                with use_span(st.span):
-                    item = await anext(iterator)
-            except StopAsyncIteration:
-                item = None
-            except Exception as exc:  # noqa: BLE001 - any failure becomes an error frame
-                failed = True
-                error = as_tako_error(exc)
-                st.error = error
-                st.record.failed(error)
-                yield renderer.error(error)
-                item = None
+            frame = st.frame_of(item)
+            if frame is not None:
+                yield frame
+            item = None if st.broken else await _next_item(iterator, span, st)
         yield DONE
     except BaseException as exc:
-        if not isinstance(exc, GeneratorExit | anyio.get_cancelled_exc_class()):
-            st.record.failed(exc)
-        else:
-            st.record.status, st.record.error_type = 499, "client_disconnected"
+        st.call.fail(exc)
         raise
-    finally:
-        await _close(items, st.runtime, st.admission)
-        st.record.usage = st.ctx.usage
-        end_span(st.span, st.ctx.usage, st.error)
-        _done(st.record)
+
+
+async def _next_item(iterator: AsyncIterator[StreamItem], span: Any,
+                     st: StreamState) -> StreamItem | None:
+    """The next item; a failure of the run becomes a ChunkError item."""
+    try:
+        with use_span(span):
+            return await anext(iterator)
+    except StopAsyncIteration:
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure becomes an error frame
+        st.broken = True
+        return ChunkError(as_tako_error(exc))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tako.core.types import Principal
+from tako.core.types import Principal, Usage
 from tako.runtime.plan import Plan
 
 
@@ -35,6 +35,9 @@ class Admission:
     request_tokens: int = 0
     unaccounted: bool = False  # admitted while the state store was unreachable (fail_open)
     first: Reservation | None = None
+    # charged from an estimate because the upstream reported no usage (a stream cut short,
+    # or one that ended without usage): the request's record adds it to what it reports
+    estimated: Usage = field(default_factory=Usage)
 
     def take_first(self) -> Reservation | None:
         """The admission's reservation, handed to the first upstream call only."""

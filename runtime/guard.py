@@ -179,6 +179,10 @@ class GuardedProvider:
             raise
         except BaseException:
             # cancelled mid-call: the upstream may have billed it, so keep the estimate
+            prompt = min(estimate_prompt_tokens(req), reservation.tokens)
+            self.admission.estimated.add(Usage(prompt_tokens=prompt,
+                                               completion_tokens=reservation.tokens - prompt,
+                                               cost_usd=reservation.usd_nano / 1e9))
             await self._settle(reservation, reservation.usd_nano / 1e9, reservation.tokens)
             raise
         usage = response.usage
@@ -257,14 +261,18 @@ class GuardedProvider:
             return
         seen_tokens = prompt_tokens + (text_chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
         seen_usd = opened.provider.estimate_cost_usd(prompt_tokens, seen_tokens - prompt_tokens)
-        if end is not None:
+        if end is not None and (end.usage.total_tokens or not text_chars):
             usd = max(usage_cost(opened.provider, end.usage), 0.0)
-            tokens = end.usage.total_tokens
-            if tokens == 0 and text_chars:
-                usd, tokens = max(usd, seen_usd), seen_tokens
+            await self._settle(reservation, usd, end.usage.total_tokens)
+            return
+        if end is not None:  # ended without usage: charge what was seen streaming
+            usd, tokens = max(usage_cost(opened.provider, end.usage), seen_usd), seen_tokens
         else:  # closed or cancelled before End: never charge less than the estimate
             usd = max(reservation.usd_nano / 1e9, seen_usd)
             tokens = max(reservation.tokens, seen_tokens)
+        self.admission.estimated.add(Usage(prompt_tokens=prompt_tokens,
+                                           completion_tokens=tokens - prompt_tokens,
+                                           cost_usd=usd))
         await self._settle(reservation, usd, tokens)
 
 
