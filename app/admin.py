@@ -48,9 +48,48 @@ def _minted_body(minted: MintedKey) -> dict[str, Any]:
     return {**_record_body(minted.record), "key": minted.key}
 
 
-def admin_router(store: KeyStore, admin_key_sha256: str | None,
-                 spend: SpendLookup | None) -> APIRouter:
-    """Routes under ``/admin``; include with ``app.include_router(admin_router(...))``."""
+async def _key_spec(request: Request) -> KeySpecIn:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidRequest("the request body must be a JSON object") from None
+    try:
+        return KeySpecIn.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidRequest(f"invalid key request: {param}: {first['msg']}",
+                             param=param) from None
+
+
+def _spend_query(scope: str | None, key: str | None, period: str) -> tuple[str, str]:
+    if scope not in SPEND_SCOPES:
+        raise InvalidRequest(f"scope must be one of {', '.join(SPEND_SCOPES)}", param="scope")
+    if period not in SPEND_PERIODS:
+        raise InvalidRequest(f"period must be one of {', '.join(SPEND_PERIODS)}",
+                             param="period")
+    if not key:
+        raise InvalidRequest("id is required (the key id, user id or tenant id)", param="id")
+    return scope, key
+
+
+async def _spend_tenant(store: KeyStore, scope: str, key: str, tenant: str | None) -> str:
+    """The tenant whose counters hold the scope: given, the id itself, or the key's."""
+    if scope == "tenant":
+        if tenant is not None and tenant != key:
+            raise InvalidRequest("for scope=tenant, tenant_id must equal id",
+                                 param="tenant_id")
+        return key
+    if scope == "key" and tenant is None:
+        record = await store.get(key)
+        tenant = record.tenant_id if record else None
+    if tenant is None:
+        raise InvalidRequest(f"tenant_id is required for scope={scope}", param="tenant_id")
+    return tenant
+
+
+def _admin_check(admin_key_sha256: str | None) -> Callable[[Request], Awaitable[None]]:
+    """The dependency every admin route has: the admin key as a bearer token."""
     expected = admin_key_sha256.strip().lower().encode() if admin_key_sha256 else None
 
     async def require_admin(request: Request) -> None:
@@ -66,23 +105,20 @@ def admin_router(store: KeyStore, admin_key_sha256: str | None,
         if not hmac.compare_digest(digest, expected):
             raise AuthenticationFailed("incorrect admin key", code="invalid_admin_key")
 
+    return require_admin
+
+
+def admin_router(store: KeyStore, admin_key_sha256: str | None,
+                 spend: SpendLookup | None) -> APIRouter:
+    """Routes under ``/admin``; include with ``app.include_router(admin_router(...))``."""
+    require_admin = _admin_check(admin_key_sha256)
+
     router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)],
                        include_in_schema=False)
 
     @router.post("/keys")
     async def create_key(request: Request) -> JSONResponse:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise InvalidRequest("the request body must be a JSON object") from None
-        try:
-            spec = KeySpecIn.model_validate(body)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            param = ".".join(str(p) for p in first["loc"]) or None
-            raise InvalidRequest(f"invalid key request: {param}: {first['msg']}",
-                                 param=param) from None
-        minted = await store.create(spec)
+        minted = await store.create(await _key_spec(request))
         return JSONResponse(_minted_body(minted), status_code=201, headers=_NO_STORE)
 
     @router.get("/keys")
@@ -114,29 +150,10 @@ def admin_router(store: KeyStore, admin_key_sha256: str | None,
         if spend is None:
             raise NotFound("spend reporting is not configured on this gateway",
                            code="spend_unavailable")
-        if scope not in SPEND_SCOPES:
-            raise InvalidRequest(f"scope must be one of {', '.join(SPEND_SCOPES)}",
-                                 param="scope")
-        if period not in SPEND_PERIODS:
-            raise InvalidRequest(f"period must be one of {', '.join(SPEND_PERIODS)}",
-                                 param="period")
-        if not id:
-            raise InvalidRequest("id is required (the key id, user id or tenant id)",
-                                 param="id")
-        tenant = tenant_id or None
-        if scope == "tenant":
-            if tenant is not None and tenant != id:
-                raise InvalidRequest("for scope=tenant, tenant_id must equal id",
-                                     param="tenant_id")
-            tenant = id
-        elif scope == "key" and tenant is None:
-            record = await store.get(id)
-            tenant = record.tenant_id if record else None
-        if tenant is None:
-            raise InvalidRequest(f"tenant_id is required for scope={scope}",
-                                 param="tenant_id")
-        usd = await spend(scope, id, period, tenant)
-        return JSONResponse({"object": "spend", "scope": scope, "id": id, "period": period,
+        scope, key = _spend_query(scope, id, period)
+        tenant = await _spend_tenant(store, scope, key, tenant_id or None)
+        usd = await spend(scope, key, period, tenant)
+        return JSONResponse({"object": "spend", "scope": scope, "id": key, "period": period,
                              "tenant_id": tenant, "usd": usd})
 
     return router

@@ -7,6 +7,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tako.core.errors import CircuitOpen, TakoError, UpstreamError, UpstreamTimeout
@@ -22,6 +23,13 @@ from tako.runtime.retry import backoff_s, counts_against_breaker, is_transient, 
 from tako.runtime.settings import RetrySettings
 
 T = TypeVar("T")
+
+
+@dataclass(slots=True, frozen=True)
+class _Failed:
+    """A deployment's last error after its retries, to fall back from."""
+
+    error: TakoError
 
 _settling: set[asyncio.Task[None]] = set()
 
@@ -113,6 +121,7 @@ class GuardedProvider:
             self.admission.upstream_seconds += time.monotonic() - started
 
     async def _cascade(self, attempt: Callable[[LlmProvider, bool, float], Awaitable[T]]) -> T:
+        """Each deployment in fallback order, each with its retries, until one answers."""
         deadline = time.monotonic() + self.retry.total_timeout_s
         last: TakoError | None = None
         for provider in attempt_order(self.providers, self.weights, self.rng):
@@ -124,42 +133,59 @@ class GuardedProvider:
                     f"deployment {provider.id} is failing; its circuit is open",
                     details={"provider": provider.id})
                 continue
-            probe = state == "probe"
-            for number in range(1, self.retry.max_attempts + 1):
-                try:
-                    result = await attempt(provider, probe, deadline)
-                except TakoError as error:
-                    last = error
-                    # a deployment that answered a bad request is up: that ends a probe well
-                    counts = counts_against_breaker(error)
-                    opened = None
-                    if counts or probe:
-                        opened = await self.breakers.record(provider.id, not counts, probe)
-                    if not may_fall_back(error):
-                        raise
-                    if probe or opened == "open" or not is_transient(error):
-                        break
-                    if number == self.retry.max_attempts:
-                        break
-                    delay = backoff_s(number, self.retry, error.retry_after, self.rng)
-                    if time.monotonic() + delay >= deadline:
-                        break
-                    self.events.retried(provider.id)
-                    await asyncio.sleep(delay)
-                    continue
-                except BaseException:
-                    if probe:  # cancelled mid-probe: let another caller probe
-                        await _shielded(self.breakers.abandon_probe(provider.id))
-                    raise
+            outcome = await self._retried(attempt, provider, state == "probe", deadline)
+            if not isinstance(outcome, _Failed):
                 self.answered_by = provider.id
-                return result
+                return outcome
+            last = outcome.error
+        raise self._exhausted(last)
+
+    async def _retried(self, attempt: Callable[[LlmProvider, bool, float], Awaitable[T]],
+                       provider: LlmProvider, probe: bool, deadline: float) -> T | _Failed:
+        """One deployment with its retries: the result, or the failure to fall back from.
+        Errors that must not fall back are raised."""
+        for number in range(1, self.retry.max_attempts + 1):
+            try:
+                return await attempt(provider, probe, deadline)
+            except TakoError as error:
+                if not await self._may_retry(error, provider, probe, number, deadline):
+                    return _Failed(error)
+            except BaseException:
+                if probe:  # cancelled mid-probe: let another caller probe
+                    await _shielded(self.breakers.abandon_probe(provider.id))
+                raise
+        raise AssertionError("unreachable: the last attempt never retries")
+
+    async def _may_retry(self, error: TakoError, provider: LlmProvider, probe: bool,
+                         number: int, deadline: float) -> bool:
+        """Record the failure; wait out the backoff and say True when another attempt on
+        the same deployment is worth it. Raises errors that must not fall back."""
+        # a deployment that answered a bad request is up: that ends a probe well
+        counts = counts_against_breaker(error)
+        opened = None
+        if counts or probe:
+            opened = await self.breakers.record(provider.id, not counts, probe)
+        if not may_fall_back(error):
+            raise error
+        if probe or opened == "open" or not is_transient(error):
+            return False
+        if number == self.retry.max_attempts:
+            return False
+        delay = backoff_s(number, self.retry, error.retry_after, self.rng)
+        if time.monotonic() + delay >= deadline:
+            return False
+        self.events.retried(provider.id)
+        await asyncio.sleep(delay)
+        return True
+
+    def _exhausted(self, last: TakoError | None) -> TakoError:
         if last is None:
-            last = UpstreamTimeout(f"alias {self.id}: no deployment answered before the "
+            return UpstreamTimeout(f"alias {self.id}: no deployment answered before the "
                                    "call deadline")
         if isinstance(last, CircuitOpen) and len(self.providers) > 1:
-            last = CircuitOpen(f"every deployment of {self.id} is failing; circuits are open",
+            return CircuitOpen(f"every deployment of {self.id} is failing; circuits are open",
                                details={"alias": self.id})
-        raise last
+        return last
 
     # ---- chat ----
 
