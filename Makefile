@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench bench-redis bench-runtime bench-search clean
 
 setup: $(VENV)/.installed
 
@@ -26,8 +26,24 @@ test: setup
 	$(MAKE) lint
 	$(VENV)/bin/pytest
 
-bench: setup
-	$(PY) bench/overhead.py
+# Benchmarks. BENCH_SECONDS shortens the timed runs (seconds per row or measurement),
+# BENCH_SEEDS the search benchmark; BENCH_ARGS passes more flags to the script.
+BENCH_DEPS := ./bench/system-deps.sh
+
+bench: setup  # gateway overhead over a canned upstream, memory runtime
+	$(BENCH_DEPS) nginx wrk
+	$(PY) bench/overhead.py $(BENCH_ARGS)
+
+bench-redis: setup  # the same with rate limits and budgets on Redis
+	$(BENCH_DEPS) nginx wrk redis-server
+	$(PY) bench/overhead.py --runtime-backend redis $(BENCH_ARGS)
+
+bench-runtime: setup  # admission alone (admit + reconcile, guarded call), memory and Redis
+	$(BENCH_DEPS) redis-server
+	$(PY) bench/runtime_bench.py $(BENCH_ARGS)
+
+bench-search: setup  # AB-MCTS against repeated sampling, simulated workers
+	$(PY) bench/search_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tmp

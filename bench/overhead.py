@@ -3,10 +3,13 @@
 Starts a canned OpenAI-shaped upstream (nginx answering from memory), then ``tako serve``
 (one worker, auth on, a deployment pointing at nginx), and drives both with wrk.
 
-    python bench/overhead.py [--duration 10] [--runtime-backend memory|redis]
-                             [--redis-url URL] [--connections 1,16]
+    make bench                  # memory runtime (the embedded default's)
+    make bench-redis            # budgets and rate limits on Redis
+    .venv/bin/python bench/overhead.py [--duration 10] [--runtime-backend memory|redis]
+                                       [--redis-url URL] [--connections 1,16]
 
-Needs nginx and wrk (apt-get install -y nginx wrk).
+``--duration`` (seconds per row) defaults to ``$BENCH_SECONDS``, else 10. Needs nginx and
+wrk (``make bench`` installs them through ``bench/system-deps.sh`` when run as root).
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ def _pct(out: str, label: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int,  # wrk counts whole seconds
+                        default=max(1, round(float(os.environ.get("BENCH_SECONDS") or 10))))
     parser.add_argument("--connections", default="1,16")
     parser.add_argument("--runtime-backend", default="memory", choices=["memory", "redis"])
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
@@ -130,7 +134,7 @@ def main() -> None:
     try:
         direct_url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
         tako_url = gateway.url + "/v1/chat/completions"
-        wrk(tako_url, 16, 2, workdir)  # warm up
+        wrk(tako_url, 16, min(2, args.duration), workdir)  # warm up
         print(f"runtime backend: {args.runtime_backend}; duration {args.duration}s per row")
         print(f"{'path':<22}{'conns':>6}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}")
         rows = {}

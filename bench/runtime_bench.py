@@ -7,9 +7,11 @@ key/month):
                     deployment that answers at once, reconcile
 sequentially (c=1: ops/s, p50, p99) and with 16 concurrent tasks (c=16: ops/s).
 
-    python bench/runtime_bench.py [--seconds 2] [--redis-url redis://...]
+    make bench-runtime
+    .venv/bin/python bench/runtime_bench.py [--seconds 2] [--redis-url redis://...]
 
-Without --redis-url (or REDIS_URL) a throwaway redis-server is started on a free port.
+``--seconds`` (per measurement) defaults to ``$BENCH_SECONDS``, else 2. Without
+--redis-url (or REDIS_URL) a throwaway redis-server is started on a free port.
 """
 
 from __future__ import annotations
@@ -142,7 +144,8 @@ async def main_async(url: str, seconds: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float,
+                        default=float(os.environ.get("BENCH_SECONDS") or 2.0))
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     args = parser.parse_args()
     if args.redis_url:

@@ -12,13 +12,17 @@ verifier score; the table reports the mean hidden quality of that returned answe
 Workers: A samples well (fresh ~ N(0.45, 0.15)) but refines weakly (+N(0.02, 0.05));
 B samples worse (fresh ~ N(0.30, 0.15)) but refines well (+N(0.10, 0.08)).
 
-    python bench/search_bench.py [--seeds 30] [--budgets 8 16 32 64] [--noise 0.1]
+    make bench-search
+    .venv/bin/python bench/search_bench.py [--seeds 30] [--budgets 8 16 32 64] [--noise 0.1]
+
+``--seeds`` defaults to ``$BENCH_SEEDS``, else 30 (about 15 s on one core).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import time
@@ -136,7 +140,7 @@ async def best_of_n(world: World, worker: str, budget: int) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--seeds", type=int, default=int(os.environ.get("BENCH_SEEDS") or 30))
     parser.add_argument("--budgets", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--noise", type=float, default=0.1)
     parser.add_argument("--batch", type=int, default=1)
