@@ -14,15 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tako.core.errors import ConfigError
 from tako.core.specs import DeploymentSpec, ProfileSpec
 from tako.policies.settings import PolicySettings
 from tako.runtime.settings import RuntimeSettings
 from tako.tools.mcp_spec import McpServerSpec
 
 DEMO_KEY = "sk-tako-demo"
+INTERNAL_FIELDS = ("config", "embedded_default")  # set by tako, not written in a config
 
 
 def sha256_hex(value: str) -> str:
@@ -36,7 +38,8 @@ class ServerSettings(BaseModel):
     port: int = 8000
     workers: int = 1
     max_body_bytes: int = 4 * 1024 * 1024
-    request_timeout_s: float = 600.0
+    # bounds a non-streamed answer and the time to a stream's first chunk (504 after it)
+    request_timeout_s: float = Field(default=600.0, gt=0)
     graceful_shutdown_s: float = 30.0
     access_log: bool = True
 
@@ -133,40 +136,40 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (env_settings, init_settings)
 
-    @model_validator(mode="after")
-    def _check_names(self) -> Settings:
-        names = [d.name for d in self.deployments]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise ValueError(f"deployment names must be unique: {sorted(dupes)}")
-        known = set(names)
-        for alias, spec in self.aliases.items():
-            missing = [t for t in spec.targets if t not in known]
-            if missing:
-                raise ValueError(f"alias {alias!r} names unknown deployments {missing}")
-            if spec.weights is not None and len(spec.weights) != len(spec.targets):
-                raise ValueError(f"alias {alias!r}: weights and targets differ in length")
-        clash = known & {p.name for p in self.profiles} | set(self.aliases) & {
-            p.name for p in self.profiles}
-        if clash:
-            raise ValueError(f"profile names clash with deployments/aliases: {sorted(clash)}")
-        return self
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
-    """Read the YAML file (``path`` or ``TAKO_CONFIG``); none means the embedded default."""
+    """Read the YAML file (``path`` or ``TAKO_CONFIG``); none means the embedded default.
+
+    Raises ConfigError: the file cannot be read or parsed, or fields are invalid (each at
+    its path). Names that must exist across sections are checked when the gateway is built
+    from the settings (``Gateway.from_settings``)."""
     path = path or os.environ.get("TAKO_CONFIG")
-    data: dict[str, Any]
-    if path:
-        text = Path(path).read_text()
-        data = yaml.safe_load(text) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: the config must be a YAML mapping")
-        data["config"] = str(path)
-    else:
-        data = embedded_default()
+    data = _read_yaml(Path(path)) if path else embedded_default()
     data.update(overrides)
-    return Settings(**data)
+    try:
+        return Settings(**data)
+    except ValidationError as error:
+        sections = [name for name in Settings.model_fields if name not in INTERNAL_FIELDS]
+        raise ConfigError.from_validation(
+            error, unknown=f"unknown section; known: {', '.join(sections)}") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError.at("", f"cannot read {path}: {exc.strerror or exc}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError.at("", f"{path} is not valid YAML{where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError.at("", f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError.at("", f"{path}: the config must be a YAML mapping")
+    data["config"] = str(path)
+    return data
 
 
 def embedded_default(environ: dict[str, str] | None = None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
@@ -29,6 +30,7 @@ from tako.core.errors import (
     ModelNotFound,
     PayloadTooLarge,
     PolicyDenied,
+    RequestTimeout,
     TakoError,
 )
 from tako.core.protocols import LlmProvider, RunContext, StreamItem
@@ -122,9 +124,19 @@ async def chat_completions(request: Request) -> Response:
             call.record.principal = request.scope[PRINCIPAL]
             body = await read_body(request, state.gateway.settings.server.max_body_bytes)
             async with call.watching_client(request.receive):
-                return await _chat(request, call, body)
+                return await _within_deadline(request, call, body)
     except ClientLeft:
         return Response(status_code=499)  # nobody reads it
+
+
+async def _within_deadline(request: Request, call: Call, body: bytes) -> Response:
+    limit = request.app.state.gateway.settings.server.request_timeout_s
+    try:
+        async with asyncio.timeout(limit):
+            return await _chat(request, call, body)
+    except TimeoutError:
+        raise RequestTimeout(f"the request did not finish within the gateway's limit of "
+                             f"{limit:g}s (server.request_timeout_s)") from None
 
 
 async def _chat(request: Request, call: Call, body: bytes) -> Response:

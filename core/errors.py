@@ -1,8 +1,15 @@
-"""The TakoError family: every failure maps to an OpenAI error body and HTTP status."""
+"""The TakoError family: every failure maps to an OpenAI error body and HTTP status.
+ConfigError, apart from it, lists the problems of a configuration that cannot run."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError as PydanticValidationError
 
 
 class TakoError(Exception):
@@ -169,7 +176,9 @@ class UpstreamTimeout(TakoError):
 
 
 class RequestTimeout(TakoError):
-    status = 408
+    """The gateway's own deadline for a request (``server.request_timeout_s``) ran out."""
+
+    status = 504
     type = "timeout"
     code = "request_timeout"
 
@@ -230,3 +239,75 @@ def _vendor_message(body: Any) -> str | None:
     if isinstance(body, str) and body:
         return body[:500]
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One mistake in a configuration, at its path (``profiles[2].params.deployment``)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    """A configuration that cannot run, with every problem found in it.
+
+    Raised while settings load and while the gateway is built from them, never while a
+    request is served, so it is no TakoError: no client ever receives it."""
+
+    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    @classmethod
+    def at(cls, path: str, message: str) -> ConfigError:
+        return cls([ConfigProblem(path, message)])
+
+    @classmethod
+    def from_validation(cls, error: PydanticValidationError, prefix: str = "", *,
+                        unknown: str | None = None) -> ConfigError:
+        """pydantic's errors as problems, their locations appended to ``prefix``;
+        ``unknown`` replaces the message of a top-level name that is not accepted."""
+        return cls(ConfigProblem(join_path(prefix, *e["loc"]), _plain_message(e, unknown))
+                   for e in error.errors())
+
+    def under(self, prefix: str) -> ConfigError:
+        """The same problems with ``prefix`` put before their paths."""
+        return ConfigError(ConfigProblem(join_path(prefix, p.path), p.message)
+                           for p in self.problems)
+
+
+def join_path(prefix: str, *loc: str | int) -> str:
+    """``join_path("profiles[2]", "params", "workers", 0)`` is
+    ``profiles[2].params.workers[0]``; pydantic's ``[key]`` marker of a mapping key's own
+    error is left out (the key is already the last part)."""
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part and part != "[key]":
+            path = f"{path}.{part}" if path else part
+    return path
+
+
+@contextmanager
+def gathering(problems: list[ConfigProblem]) -> Iterator[None]:
+    """Adds the problems of a ConfigError raised inside the block to ``problems``, so
+    building goes on and every problem of a config is found in one pass."""
+    try:
+        yield
+    except ConfigError as error:
+        problems.extend(error.problems)
+
+
+def _plain_message(error: Any, unknown: str | None = None) -> str:
+    if unknown is not None and error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
+        return unknown
+    message: str = error["msg"]
+    for wrapper in ("Value error, ", "Assertion failed, "):
+        if message.startswith(wrapper):
+            return message[len(wrapper):]
+    return message

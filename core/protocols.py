@@ -61,18 +61,10 @@ class Verifier(Protocol):
     async def score(self, req: ChatRequest, answer: str) -> Score: ...
 
 
-class StreamingVerifier(Verifier, Protocol):
-    def evaluate_streaming(self, req: ChatRequest) -> StreamEvaluation: ...
-
-
 class StreamEvaluation(Protocol):
     def feed(self, text: str) -> Score | None: ...
 
     def result(self) -> Score: ...
-
-
-class Router(Protocol):
-    async def pick(self, state: Any) -> tuple[str, str]: ...
 
 
 @dataclass(slots=True)
@@ -96,14 +88,6 @@ class AuthResolver(Protocol):
     failure raises Unavailable (never a silent pass or deny)."""
 
     async def resolve(self, token: str) -> Principal | None: ...
-
-
-class StateStore(Protocol):
-    async def get(self, key: str) -> float | None: ...
-
-    async def raise_to(self, key: str, value: float) -> float:
-        """Monotonic compare-and-set: store max(current, value) and return it."""
-        ...
 
 
 StreamItem = Union[Delta, OrchEvent, ChunkError, End]

@@ -17,7 +17,6 @@ from typing import Any
 
 from tako.core.errors import PolicyDenied
 from tako.policies.pii_detectors import DETECTORS, Candidate, Detector, candidates, select
-from tako.policies.pii_stream import StreamRedactor
 from tako.policies.settings import PiiGuardSettings, PiiSettings
 
 
@@ -80,10 +79,6 @@ class PiiGuard:
                 message = {**message, "content": parts}
             out.append(message)
         return out
-
-    def stream(self) -> StreamRedactor:
-        """A redactor for one streamed text (one per response)."""
-        return StreamRedactor(self)
 
     def _select(self, text: str) -> list[Candidate]:
         return select(candidates(self.detectors, text)[0])

@@ -3,8 +3,7 @@ same semantics in memory (one process) and on Redis (every replica).
 
 One request::
 
-    tokens, usd = estimate_request(req, deployments)      # conservative
-    admission = await runtime.admit(principal, req.model, tokens, usd)
+    admission = await runtime.admit(principal, req.model, est_tokens, est_usd)
     try:                                                   # RateLimited / QuotaExceeded /
         provider = runtime.guard(admission, alias, deployments)   # Unavailable above
         ... orchestrator calls provider.chat() / provider.stream() ...
@@ -42,7 +41,6 @@ Decisions an operator may want to know:
 from tako.runtime.admission import Admission
 from tako.runtime.events import NoEvents, RuntimeEvents
 from tako.runtime.guard import GuardedProvider
-from tako.runtime.memory import MemoryStateStore
 from tako.runtime.settings import (
     BreakerSettings,
     BudgetLimit,
@@ -50,21 +48,17 @@ from tako.runtime.settings import (
     RetrySettings,
     RuntimeSettings,
 )
-from tako.runtime.stack import Runtime, estimate_request
-from tako.runtime.watermark import RedisStateStore
+from tako.runtime.stack import Runtime
 
 __all__ = [
     "Admission",
     "BreakerSettings",
     "BudgetLimit",
     "GuardedProvider",
-    "MemoryStateStore",
     "NoEvents",
     "RateLimit",
-    "RedisStateStore",
     "RetrySettings",
     "Runtime",
     "RuntimeEvents",
     "RuntimeSettings",
-    "estimate_request",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tako.core.protocols import StateStore
 from tako.runtime.plan import BudgetItem, RateItem
 from tako.runtime.settings import BreakerSettings
 
@@ -51,9 +50,6 @@ class CounterDelta:
 class Backend(Protocol):
     #: operations complete without yielding to the event loop (nothing to cancel)
     in_process: bool
-
-    @property
-    def state_store(self) -> StateStore: ...
 
     async def start(self) -> None: ...
 

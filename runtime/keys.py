@@ -30,6 +30,3 @@ def breaker_key(prefix: str, deployment: str) -> str:
 def probe_key(prefix: str, deployment: str) -> str:
     return f"{prefix}:{{brk:{_safe(deployment)}}}:probe"
 
-
-def watermark_key(prefix: str, key: str) -> str:
-    return f"{prefix}:wm:{{{_safe(key)}}}"

@@ -16,23 +16,6 @@ from tako.runtime.settings import BreakerSettings
 PRUNE_EVERY_S = 60.0
 
 
-class MemoryStateStore:
-    """Water-marks that only ever grow."""
-
-    def __init__(self) -> None:
-        self._values: dict[str, float] = {}
-
-    async def get(self, key: str) -> float | None:
-        return self._values.get(key)
-
-    async def raise_to(self, key: str, value: float) -> float:
-        current = self._values.get(key)
-        if current is None or value > current:
-            self._values[key] = value
-            return value
-        return current
-
-
 @dataclass(slots=True)
 class _Breaker:
     open_until: float = 0.0
@@ -47,7 +30,6 @@ class MemoryBackend:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self.state_store = MemoryStateStore()
         self._tat: dict[str, float] = {}
         self._counters: dict[str, int] = {}
         self._expires: dict[str, float] = {}

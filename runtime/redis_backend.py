@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from tako.runtime import admit_script, breaker_script, reconcile_script, spend_script, watermark
+from tako.runtime import admit_script, breaker_script, reconcile_script, spend_script
 from tako.runtime.backend import AdmitResult, BackendUnreachable, CounterDelta, TpmDelta
 from tako.runtime.plan import BudgetItem, RateItem
 from tako.runtime.resp import PipelinedRedis
@@ -46,7 +46,6 @@ class RedisBackend:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self.client: Redis = Redis(connection_pool=pool)
-        self.state_store = watermark.RedisStateStore(self.client, prefix)
         # The per-request scripts share one pipelined connection (see runtime/resp.py).
         self.hot: Any = PipelinedRedis(url, timeout_s) if resp_supports(url) else self.client
 
@@ -58,7 +57,7 @@ class RedisBackend:
 
     async def start(self) -> None:
         scripts = (admit_script.SCRIPT, reconcile_script.SCRIPT, spend_script.SCRIPT,
-                   breaker_script.SCRIPT, watermark.SCRIPT)
+                   breaker_script.SCRIPT)
         for script in scripts:
             await self._call(partial(script.load, self.client))
 

@@ -5,7 +5,7 @@ need not wait for each other: each call writes its command and waits for its own
 taken from a FIFO as replies are parsed (hiredis). On this path redis-py's pooled client
 spends several times the server's own time per call; this keeps the hot scripts (admit,
 reconcile, breaker) to one write and one parsed reply each. Everything else (script
-loading at start, spend reads, the water-mark store, health checks) stays on redis-py.
+loading at start, spend reads, health checks) stays on redis-py.
 
 Errors use redis-py's classes, so callers handle both clients alike: a lost or timed-out
 connection fails every call in flight with ConnectionError/TimeoutError and the next call

@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 
 from tako.core.errors import InvalidRequest
-from tako.core.protocols import LlmProvider, StateStore
-from tako.core.tokens import estimate_output_tokens, estimate_prompt_tokens
-from tako.core.types import ChatRequest, Principal
+from tako.core.protocols import LlmProvider
+from tako.core.types import Principal
 from tako.runtime import keys
 from tako.runtime.accounting import Accountant
 from tako.runtime.admission import Admission
@@ -19,15 +18,6 @@ from tako.runtime.memory import MemoryBackend
 from tako.runtime.outage import OutageLog
 from tako.runtime.plan import NANO_PER_USD
 from tako.runtime.settings import RuntimeSettings
-
-
-def estimate_request(req: ChatRequest, providers: list[LlmProvider]) -> tuple[int, float]:
-    """A conservative (tokens, USD) estimate for admitting ``req``: prompt plus the output
-    limit (or a default), priced at the dearest deployment that may answer."""
-    prompt = estimate_prompt_tokens(req)
-    output = estimate_output_tokens(req)
-    usd = max((p.estimate_cost_usd(prompt, output) for p in providers), default=0.0)
-    return prompt + output, usd
 
 
 class Runtime:
@@ -54,10 +44,6 @@ class Runtime:
         else:
             backend = MemoryBackend()
         return cls(settings, backend, events)
-
-    @property
-    def state_store(self) -> StateStore:
-        return self.backend.state_store
 
     async def start(self) -> None:
         """Connect and load the scripts. An unreachable Redis does not stop the service

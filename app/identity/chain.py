@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tako.core.errors import AuthenticationFailed
 from tako.core.protocols import AuthResolver
 from tako.core.types import Principal
 
@@ -28,14 +27,3 @@ class ChainResolver:
             if principal is not None:
                 return principal
         return None
-
-    async def authenticate(self, token: str | None) -> Principal:
-        """The principal for a bearer token; 401 in OpenAI's shape when nobody knows it."""
-        if not token:
-            raise AuthenticationFailed(
-                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
-                code="missing_api_key")
-        principal = await self.resolve(token)
-        if principal is None:
-            raise AuthenticationFailed("Incorrect API key provided.")
-        return principal

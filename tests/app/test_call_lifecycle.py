@@ -149,3 +149,23 @@ def test_a_cancelled_request_closes_its_call_once(gw: Gateway, fake: FakeOpenAI)
         model="slow", messages=[{"role": "user", "content": "again"}])
     assert reply.choices[0].message.content == "fine"
     assert len(access_lines(gw, follow_up)) == 1
+
+
+def test_server_request_timeout_bounds_a_request() -> None:
+    cfg = basic_config()
+    cfg["server"] = {"request_timeout_s": 0.3}
+    cfg["deployments"].append({"name": "sleepy", "provider": "echo", "model": "echo",
+                               "options": {"delay_s": 2.0}})
+    with gateway(cfg) as gw:
+        started = time.monotonic()
+        with pytest.raises(openai.InternalServerError) as info:
+            openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0).chat.\
+                completions.create(model="sleepy", messages=[{"role": "user", "content": "x"}])
+        assert time.monotonic() - started < 1.5
+        assert info.value.status_code == 504
+        assert info.value.body["code"] == "request_timeout"  # type: ignore[index]
+        assert _in_flight_settles_to_zero(gw) == 0
+        fast = httpx.post(gw.base_url + "/chat/completions", timeout=5,
+                          headers={"authorization": f"Bearer {TEST_KEY}"},
+                          json={"model": "echo", "messages": [{"role": "user", "content": "x"}]})
+        assert fast.status_code == 200

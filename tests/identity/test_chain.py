@@ -78,12 +78,6 @@ async def test_outage_propagates_instead_of_passing_or_denying() -> None:
     await jwt_resolver.aclose()
 
 
-async def test_authenticate_turns_unknown_and_missing_tokens_into_401() -> None:
+async def test_a_token_nobody_knows_resolves_to_none() -> None:
     chain = ChainResolver([KeyStoreResolver(MemoryKeyStore())])
     assert await chain.resolve("sk-tako-" + "x" * 43) is None
-    with pytest.raises(AuthenticationFailed) as unknown:
-        await chain.authenticate("sk-tako-" + "x" * 43)
-    assert unknown.value.status == 401 and unknown.value.code == "invalid_api_key"
-    with pytest.raises(AuthenticationFailed) as missing:
-        await chain.authenticate(None)
-    assert missing.value.code == "missing_api_key"

@@ -9,6 +9,7 @@ import pytest
 
 from tako.core.errors import PolicyDenied
 from tako.policies.pii import PiiGuard, mask
+from tako.policies.pii_stream import StreamRedactor
 from tako.policies.settings import ALL_PII_KINDS, PiiGuardSettings, PiiSettings
 from tests.policies.corpus import NEGATIVES, POSITIVES, sample_id
 
@@ -110,7 +111,7 @@ def test_off_mode_changes_nothing_but_still_scans() -> None:
     assert g.apply(text) == text
     assert g.apply_messages([{"role": "user", "content": text}])[0]["content"] == text
     assert [f.kind for f in g.scan(text)] == ["email"]
-    stream = g.stream()
+    stream = StreamRedactor(g)
     assert stream.feed("a@exam") + stream.feed("ple.com") + stream.flush() == text
 
 

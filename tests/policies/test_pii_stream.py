@@ -9,6 +9,7 @@ import pytest
 
 from tako.core.errors import PolicyDenied
 from tako.policies.pii import PiiGuard
+from tako.policies.pii_stream import StreamRedactor
 from tako.policies.settings import PiiGuardSettings
 from tests.policies.corpus import CORPUS, POSITIVES, sample_id
 
@@ -18,7 +19,7 @@ def guard(mode: str = "hash") -> PiiGuard:
 
 
 def run_stream(g: PiiGuard, chunks: list[str]) -> str:
-    stream = g.stream()
+    stream = StreamRedactor(g)
     return "".join(stream.feed(c) for c in chunks) + stream.flush()
 
 
@@ -83,7 +84,7 @@ def test_whole_corpus_as_one_stream_in_random_chunks() -> None:
 
 def test_only_a_short_tail_is_held_back() -> None:
     g = guard("redact")
-    stream = g.stream()
+    stream = StreamRedactor(g)
     prose = "The quick brown fox, 42 times, jumped over 3.5 lazy dogs; SO LOUD it was. " * 200
     emitted = []
     held_max = 0
@@ -99,7 +100,7 @@ def test_only_a_short_tail_is_held_back() -> None:
 def test_long_token_like_runs_are_not_held_whole() -> None:
     rng = random.Random(3)
     blob = "".join(rng.choice("0123456789abcdef_-") for _ in range(5000))
-    stream = guard("redact").stream()
+    stream = StreamRedactor(guard("redact"))
     emitted = []
     held_max = 0
     for i in range(0, len(blob), 3):
@@ -110,13 +111,13 @@ def test_long_token_like_runs_are_not_held_whole() -> None:
 
 
 def test_text_without_findings_passes_through_promptly() -> None:
-    stream = guard("redact").stream()
+    stream = StreamRedactor(guard("redact"))
     assert stream.feed("Hello there, how are you today?\n") == "Hello there, how are you today?\n"
     assert stream.flush() == ""
 
 
 def test_unterminated_private_key_is_held_until_flush() -> None:
-    stream = guard("redact").stream()
+    stream = StreamRedactor(guard("redact"))
     out = stream.feed("key:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAu1SU1L\n")
     assert out == "key:\n"
     assert stream.feed("fVLPHCozMxH2Mo4lgOEePz\n") == ""
@@ -126,7 +127,7 @@ def test_unterminated_private_key_is_held_until_flush() -> None:
 
 def test_block_mode_stream_raises_without_leaking_the_secret() -> None:
     secret = "sk-proj-Xy7_Qm2LpZ9aB4cD6eF8gH0iJ1kL3mN5oP7q"
-    stream = guard("block").stream()
+    stream = StreamRedactor(guard("block"))
     emitted = stream.feed("here: " + secret[:10])
     with pytest.raises(PolicyDenied, match="openai_api_key"):
         emitted += stream.feed(secret[10:25])
