@@ -1,8 +1,14 @@
-"""``tako serve [--config FILE] [--host H] [--port P] [--workers N]``."""
+"""``tako serve [--config FILE] [--host H] [--port P] [--workers N]``, ``tako check``.
+
+Both build the gateway from the config the same way (``load_settings`` then
+``Gateway.from_settings``); a config that cannot run makes either print every problem,
+one line each with its path, and exit with status 2. ``serve`` checks before it listens.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -10,7 +16,11 @@ import tempfile
 
 import uvicorn
 
-from tako.app.config import load_settings
+from tako.app.config import Settings, load_settings
+from tako.app.gateway import Gateway
+from tako.core.errors import ConfigError
+
+CONFIG_ERROR_EXIT = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,18 +38,42 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def checked_settings() -> Settings:
+    """The settings, once the gateway built from them (and closed); raises ConfigError."""
+    settings = load_settings()
+    gateway = Gateway.from_settings(settings)
+    asyncio.run(gateway.aclose())
+    return settings
+
+
+def report(error: ConfigError) -> int:
+    source = os.environ.get("TAKO_CONFIG") or "the embedded default config"
+    count = len(error.problems)
+    print(f"tako: invalid configuration {source}: {count} problem{'s' * (count != 1)}",
+          file=sys.stderr)
+    for problem in error.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return CONFIG_ERROR_EXIT
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if getattr(args, "config", None):
         os.environ["TAKO_CONFIG"] = os.path.abspath(args.config)
     try:
-        settings = load_settings()
-    except Exception as exc:  # noqa: BLE001 - a config error is reported, not raised
-        print(f"tako: invalid configuration: {exc}", file=sys.stderr)
-        return 2
+        settings = checked_settings()
+    except ConfigError as error:
+        return report(error)
     if args.command == "check":
         print(f"ok: {len(settings.deployments)} deployments, {len(settings.profiles)} profiles")
         return 0
+    try:
+        return _serve(args, settings)
+    except ConfigError as error:  # the workers' own build, from the same environment
+        return report(error)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or settings.server.host
     port = args.port or settings.server.port
     workers = args.workers or settings.server.workers

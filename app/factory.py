@@ -150,6 +150,15 @@ async def _connect_mcp_tools(settings: Settings, gateway: Gateway,
             log.warning("MCP tool %s shadows a tool of the same name", tool.name)
         gateway.tools.add(tool if tracer is None else TracedTool(tool, tracer))
     log.info("MCP tools ready: %s", ", ".join(mcp_tools.names()) or "none")
+    served = set(mcp_tools.names())
+    for server in settings.tools.mcp_servers:
+        missing = [n for n in server.declared_tool_names() if n not in served]
+        if missing:
+            log.warning("MCP server %s does not serve the tools its config lists: %s",
+                        server.name, ", ".join(missing))
+    unserved = sorted(gateway.unverified_tools - served)
+    if unserved:
+        log.warning("profiles name tools that no server serves: %s", ", ".join(unserved))
     return mcp_tools
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tako.app.config import Settings
-from tako.core.errors import InternalError, ModelNotFound
+from tako.app.config_check import cross_reference_problems, in_config_order, known_names
+from tako.core.errors import ConfigError, ConfigProblem, InternalError, ModelNotFound, gathering
 from tako.core.protocols import LlmProvider, Orchestrator
 from tako.core.specs import ProfileSpec
 from tako.orchestrators import registry as orchestrators
@@ -33,33 +34,50 @@ class Gateway:
     targets: dict[str, Target] = field(default_factory=dict)
     tools: ToolRegistry = field(default_factory=ToolRegistry)
     max_price_per_token: tuple[float, float] = (0.0, 0.0)
+    # Tool names profiles use that only an MCP server may serve (see known_names).
+    unverified_tools: set[str] = field(default_factory=set)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
+        """The gateway start-up serves, and ``tako check`` builds. Raises ConfigError with
+        every problem of the config, each at its path, found in one pass."""
+        problems = cross_reference_problems(settings)
         gw = cls(settings=settings)
-        kinds = {spec.name: spec.provider for spec in settings.deployments}
-        for spec in settings.deployments:
-            gw.deployments[spec.name] = providers.build(spec)
-            gw.aliases[spec.name] = ([spec.name], None)
-        for alias, alias_spec in settings.aliases.items():
-            gw.aliases[alias] = (list(alias_spec.targets), alias_spec.weights)
-        for name in gw.aliases:
-            owner = kinds.get(name, "tako")
-            desc = settings.aliases[name].description if name in settings.aliases else None
-            gw.targets[name] = Target(
-                name, "deployment",
-                orchestrators.build(ProfileSpec(name=name, kind="single",
-                                                params={"deployment": name})),
-                desc, owner)
-        for profile in settings.profiles:
-            gw.targets[profile.name] = Target(profile.name, profile.kind,
-                                              orchestrators.build(profile), profile.description)
-        gw.tools = ToolRegistry([BUILTIN[n] for n in settings.tools.builtin if n in BUILTIN])
+        gw._add_deployments(problems)
+        gw._add_profiles(problems)
+        if problems:
+            raise ConfigError(in_config_order(problems))
+        gw.tools = ToolRegistry([BUILTIN[n] for n in settings.tools.builtin])
         input_rates = [p.estimate_cost_usd(1_000_000, 0) for p in gw.deployments.values()]
         output_rates = [p.estimate_cost_usd(0, 1_000_000) for p in gw.deployments.values()]
         gw.max_price_per_token = (max(input_rates, default=0.0) / 1e6,
                                   max(output_rates, default=0.0) / 1e6)
         return gw
+
+    def _add_deployments(self, problems: list[ConfigProblem]) -> None:
+        """Each deployment and alias, which runs as ``single``."""
+        settings = self.settings
+        for i, spec in enumerate(settings.deployments):
+            with gathering(problems):
+                self.deployments[spec.name] = providers.build(spec, f"deployments[{i}]")
+            self.aliases[spec.name] = ([spec.name], None)
+        for alias, alias_spec in settings.aliases.items():
+            self.aliases[alias] = (list(alias_spec.targets), alias_spec.weights)
+        kinds = {spec.name: spec.provider for spec in settings.deployments}
+        for name in self.aliases:
+            desc = settings.aliases[name].description if name in settings.aliases else None
+            single = ProfileSpec(name=name, kind="single", params={"deployment": name})
+            self.targets[name] = Target(name, "deployment", orchestrators.build(single),
+                                        desc, kinds.get(name, "tako"))
+
+    def _add_profiles(self, problems: list[ConfigProblem]) -> None:
+        names = known_names(self.settings)
+        for i, profile in enumerate(self.settings.profiles):
+            with gathering(problems):
+                orchestrator = orchestrators.build(profile, names, f"profiles[{i}]")
+                self.targets[profile.name] = Target(profile.name, profile.kind, orchestrator,
+                                                    profile.description)
+        self.unverified_tools = names.unverified_tools
 
     def target(self, model: str) -> Target:
         target = self.targets.get(model)

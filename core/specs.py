@@ -28,7 +28,8 @@ class DeploymentSpec(BaseModel):
     """One upstream model: which adapter, which vendor model, where and how to reach it.
 
     ``options`` holds vendor-specific settings (api_version, region, project, location,
-    default_max_tokens, ...); each adapter documents the ones it reads.
+    default_max_tokens, ...); each adapter declares the ones it accepts in its options
+    model (``EchoOptions``, ``AnthropicOptions``, ...), and any other is a config error.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -59,7 +60,8 @@ class DeploymentSpec(BaseModel):
 
 class ProfileSpec(BaseModel):
     """A named orchestrator profile: ``model: <name>`` runs orchestrator ``kind`` with
-    ``params`` (workers, roles, router, verifier, limits; each kind documents its own)."""
+    ``params`` (workers, roles, router, verifier, limits), parsed by the kind's params
+    model (``SingleParams``, ``ConductorParams``, ...)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -16,8 +16,8 @@ least ``min_confidence``; returns the best-scoring answer. ``seed`` makes the se
 reproducible (the sampling uses its own random stream, never the process-wide one).
 With a trace, every node is listed: node, parent, action, score, depth.
 
-Params: ``workers`` (aliases), ``verifier`` (required), ``max_calls`` (16),
-``max_cost_usd``, ``min_confidence``, ``batch_size`` (3), ``seed``, ``refine_prompt``
+Params (``ABMCTSParams``): ``workers`` (aliases), ``verifier`` (required), ``max_calls``
+(16), ``max_cost_usd``, ``min_confidence``, ``batch_size`` (3), ``seed``, ``refine_prompt``
 (str.format with {score} and {feedback}).
 """
 
@@ -27,20 +27,21 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 from treequest import ABMCTSA
 
-from tako.core.errors import InvalidRequest, QuotaExceeded, TakoError, UpstreamError
+from tako.core.errors import QuotaExceeded, TakoError, UpstreamError
 from tako.core.protocols import RunContext, Verifier
-from tako.core.specs import ProfileSpec
 from tako.core.types import ChatRequest, Message
 from tako.orchestrators.calls import ask, assistant, user
 from tako.orchestrators.flow import Answer, Orchestration, Sink, record
+from tako.orchestrators.params import Alias, Params, prompt_template
 from tako.orchestrators.registry import register
 from tako.orchestrators.textparse import clamp
-from tako.orchestrators.verifiers import build_verifier
+from tako.orchestrators.verifiers import VerifierSpec, build_verifier
 
 MAX_BATCH = 5
 
@@ -80,25 +81,30 @@ class PrivateRandom:
             np.random.set_state(saved)
 
 
+class ABMCTSParams(Params):
+    workers: list[Alias] = Field(min_length=1)
+    verifier: VerifierSpec
+    max_calls: int = Field(default=16, ge=1)
+    max_cost_usd: float | None = None
+    min_confidence: float | None = None
+    batch_size: int = 3
+    seed: int | None = None
+    refine_prompt: Annotated[str, prompt_template("score", "feedback")] = REFINE_PROMPT
+
+
+@register("abmcts", ABMCTSParams)
 class ABMCTS(Orchestration):
     kind = "abmcts"
 
-    def __init__(self, workers: list[str], verifier: dict[str, Any] | list[Any],
-                 max_calls: int = 16, max_cost_usd: float | None = None,
-                 min_confidence: float | None = None, batch_size: int = 3,
-                 seed: int | None = None, refine_prompt: str = REFINE_PROMPT) -> None:
-        if not workers:
-            raise InvalidRequest("abmcts needs at least one worker")
-        if max_calls < 1:
-            raise InvalidRequest("abmcts max_calls must be at least 1")
-        self.workers = list(dict.fromkeys(workers))
-        self.verifier_spec = verifier
-        self.max_calls = max_calls
-        self.max_cost_usd = max_cost_usd
-        self.min_confidence = min_confidence
-        self.batch_size = max(1, min(MAX_BATCH, batch_size))
-        self.seed = seed
-        self.refine_prompt = refine_prompt
+    def __init__(self, params: ABMCTSParams) -> None:
+        self.workers = list(dict.fromkeys(params.workers))
+        self.verifier_spec = params.verifier
+        self.max_calls = params.max_calls
+        self.max_cost_usd = params.max_cost_usd
+        self.min_confidence = params.min_confidence
+        self.batch_size = max(1, min(MAX_BATCH, params.batch_size))
+        self.seed = params.seed
+        self.refine_prompt = params.refine_prompt
 
     async def run(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> Answer:
         verifier = build_verifier(self.verifier_spec, ctx)
@@ -176,19 +182,3 @@ class ABMCTS(Orchestration):
         text = await ask(ctx, action, req, messages)
         score = await verifier.score(req, text)
         return Candidate(text, clamp(score.value), score.feedback, action)
-
-
-@register("abmcts")
-def _abmcts(spec: ProfileSpec) -> ABMCTS:
-    p = spec.params
-    workers = p.get("workers")
-    if not isinstance(workers, list) or "verifier" not in p:
-        raise InvalidRequest(f"profile {spec.name!r}: abmcts needs params.workers (a list of "
-                             "aliases) and params.verifier")
-    cost, confidence, seed = p.get("max_cost_usd"), p.get("min_confidence"), p.get("seed")
-    return ABMCTS(
-        [str(w) for w in workers], p["verifier"], int(p.get("max_calls", 16)),
-        None if cost is None else float(cost),
-        None if confidence is None else float(confidence), int(p.get("batch_size", 3)),
-        None if seed is None else int(seed), str(p.get("refine_prompt", REFINE_PROMPT)),
-    )

@@ -5,7 +5,9 @@
                          {"model": "conductor", "messages": [...]},
                          {"coordinator": provider_a, "coder": provider_b})
 
-``providers`` maps the aliases a profile names to ``core.protocols.LlmProvider`` objects,
+A profile that does not parse raises ConfigError (its params are checked by the kind's
+params model; the aliases it names are not, they are looked up in ``providers`` as the
+run goes). ``providers`` maps the aliases a profile names to ``core.protocols.LlmProvider`` objects,
 used as given (the gateway adds its budget, retry and breaker stack around them; here the
 caller decides). ``stream=True`` returns the async iterator of stream items (Delta,
 OrchEvent, at most one ChunkError, one End); ``trace=True`` puts the run's trace in
@@ -19,7 +21,9 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from tako.core.errors import ModelNotFound
+from pydantic import ValidationError
+
+from tako.core.errors import ConfigError, ModelNotFound
 from tako.core.protocols import LlmProvider, RunContext, StreamItem, Tool, ToolLookup
 from tako.core.specs import ProfileSpec
 from tako.core.types import ChatRequest, ChatResponse, Principal
@@ -34,7 +38,10 @@ def _profile(profile: ProfileSpec | Mapping[str, Any]) -> ProfileSpec:
         return profile
     data = dict(profile)
     data.setdefault("name", str(data.get("kind", "profile")))
-    return ProfileSpec.model_validate(data)
+    try:
+        return ProfileSpec.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError.from_validation(error) from None
 
 
 def _request(request: ChatRequest | Mapping[str, Any], name: str) -> ChatRequest:

@@ -17,9 +17,9 @@ A workflow that does not parse or validate (not JSON, empty, unknown worker, acc
 later or missing step, too many steps) is sent back once with the validation error; a
 second bad workflow ends the run with UpstreamError code ``malformed_workflow``.
 
-Params: ``coordinator`` (alias), ``workers`` (list of aliases, or a mapping alias ->
-description shown to the coordinator), ``max_fanout`` (4), ``max_depth`` (1),
-``max_steps`` (8).
+Params (``ConductorParams``): ``coordinator`` (alias), ``workers`` (list of aliases, or a
+mapping alias -> description shown to the coordinator), ``max_fanout`` (4), ``max_depth``
+(1), ``max_steps`` (8).
 """
 
 from __future__ import annotations
@@ -27,14 +27,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from tako.core.errors import InvalidRequest, UpstreamError
+from pydantic import Field, PlainValidator, ValidationInfo
+
+from tako.core.errors import UpstreamError
 from tako.core.protocols import RunContext
-from tako.core.specs import ProfileSpec
 from tako.core.types import ChatRequest, Message
 from tako.orchestrators.calls import ask, ask_streaming, assistant, system, user
 from tako.orchestrators.flow import Answer, Orchestration, Sink, record
+from tako.orchestrators.params import Alias, Params, validate_under
 from tako.orchestrators.registry import register
 from tako.orchestrators.textparse import extract_json
 
@@ -113,20 +115,38 @@ def coordinator_prompt(workers: dict[str, str], allow_self: bool, max_steps: int
     )
 
 
+def _workers(value: Any, info: ValidationInfo) -> dict[str, str]:
+    """Workers as alias -> description, from a list of aliases or that mapping."""
+    if isinstance(value, list):
+        workers = dict.fromkeys(validate_under(list[Alias], value, info), "")
+    elif isinstance(value, dict):
+        described = validate_under(dict[Alias, str | None], value, info)
+        workers = {alias: desc or "" for alias, desc in described.items()}
+    else:
+        raise ValueError("workers must be a list of aliases or a mapping alias -> description")
+    if not workers:
+        raise ValueError("conductor needs at least one worker")
+    return workers
+
+
+class ConductorParams(Params):
+    coordinator: Alias
+    workers: Annotated[dict[str, str], PlainValidator(_workers)]
+    max_fanout: int = Field(default=4, ge=1)
+    max_depth: int = Field(default=1, ge=0)
+    max_steps: int = Field(default=8, ge=1)
+
+
+@register("conductor", ConductorParams)
 class Conductor(Orchestration):
     kind = "conductor"
 
-    def __init__(self, coordinator: str, workers: dict[str, str], max_fanout: int = 4,
-                 max_depth: int = 1, max_steps: int = 8) -> None:
-        if not workers:
-            raise InvalidRequest("conductor needs at least one worker")
-        if max_fanout < 1:
-            raise InvalidRequest("conductor max_fanout must be at least 1")
-        self.coordinator = coordinator
-        self.workers = workers
-        self.max_fanout = max_fanout
-        self.max_depth = max_depth
-        self.max_steps = max_steps
+    def __init__(self, params: ConductorParams) -> None:
+        self.coordinator = params.coordinator
+        self.workers = params.workers
+        self.max_fanout = params.max_fanout
+        self.max_depth = params.max_depth
+        self.max_steps = params.max_steps
 
     async def run(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> Answer:
         text = await self._conduct(ctx, req, sink, level=0)
@@ -207,22 +227,3 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
     return error
-
-
-def _workers(value: Any) -> dict[str, str]:
-    if isinstance(value, dict):
-        return {str(k): str(v or "") for k, v in value.items()}
-    if isinstance(value, list):
-        return {str(v): "" for v in value}
-    raise InvalidRequest("conductor params.workers must be a list of aliases or a mapping")
-
-
-@register("conductor")
-def _conductor(spec: ProfileSpec) -> Conductor:
-    p = spec.params
-    if "coordinator" not in p or "workers" not in p:
-        raise InvalidRequest(f"profile {spec.name!r}: conductor needs params.coordinator "
-                             "and params.workers")
-    return Conductor(str(p["coordinator"]), _workers(p["workers"]),
-                     int(p.get("max_fanout", 4)), int(p.get("max_depth", 1)),
-                     int(p.get("max_steps", 8)))

@@ -15,25 +15,27 @@ sub-question. Self-calls nest at most ``max_self_call_depth`` levels (1), at mos
 ``max_self_call_cost_usd`` (when set); every call still passes ``ctx.provider`` and so
 the per-call budget check. Set ``self_call: false`` to not offer the tool.
 
-Params: ``inner`` (required), ``verifier`` (required), ``threshold`` (0.7), ``max_depth``
-(2), ``revision_prompt`` (str.format with {score}, {threshold}, {feedback}), the
-self-call settings above.
+Params (``SelfCallerParams``): ``inner`` (required), ``verifier`` (required),
+``threshold`` (0.7), ``max_depth`` (2), ``revision_prompt`` (str.format with {score},
+{threshold}, {feedback}), the self-call settings above.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Annotated, Any
 
-from tako.core.errors import InvalidRequest
+from pydantic import Field
+
 from tako.core.protocols import Orchestrator, RunContext, Tool, ToolLookup
-from tako.core.specs import ProfileSpec
 from tako.core.types import ChatRequest, ChatResponse, ChunkError, Delta, End, FunctionDef, ToolSpec
 from tako.orchestrators.base import ToolCallBuffer, with_messages
 from tako.orchestrators.calls import assistant, user
 from tako.orchestrators.flow import Answer, Orchestration, Sink, record
-from tako.orchestrators.registry import build, register
-from tako.orchestrators.verifiers import build_verifier
+from tako.orchestrators.params import Params, prompt_template
+from tako.orchestrators.registry import NestedProfile, Profile, register
+from tako.orchestrators.single import SingleParams
+from tako.orchestrators.verifiers import VerifierSpec, build_verifier
 
 SELF_CALL = "self_call"
 SELF_CALLS_USED = "selfcaller.self_calls"
@@ -107,30 +109,38 @@ class SelfCallTool:
         return response.content or ""
 
 
+class SelfCallerParams(Params):
+    inner: NestedProfile
+    verifier: VerifierSpec
+    threshold: float = 0.7
+    max_depth: int = Field(default=2, ge=0)
+    self_call: bool = True
+    max_self_calls: int = Field(default=3, ge=0)
+    max_self_call_depth: int = Field(default=1, ge=0)
+    max_self_call_cost_usd: float | None = None
+    revision_prompt: Annotated[str, prompt_template("score", "threshold", "feedback")] = (
+        REVISION_PROMPT)
+
+
+@register("selfcaller", SelfCallerParams)
 class SelfCaller(Orchestration):
     kind = "selfcaller"
 
-    def __init__(self, inner: dict[str, Any], verifier: dict[str, Any] | list[Any],
-                 threshold: float = 0.7, max_depth: int = 2, self_call: bool = True,
-                 max_self_calls: int = 3, max_self_call_depth: int = 1,
-                 max_self_call_cost_usd: float | None = None,
-                 revision_prompt: str = REVISION_PROMPT) -> None:
-        kind = inner.get("kind")
-        if not isinstance(kind, str):
-            raise InvalidRequest("selfcaller params.inner needs a kind")
-        params = dict(inner.get("params", {}))
-        self.offers_self_call = self_call and kind == "single"
-        if self.offers_self_call:
-            params["tools"] = [*params.get("tools", []), SELF_CALL]
-        self.inner = build(ProfileSpec(name=f"selfcaller-inner-{kind}", kind=kind,
-                                       params=params))
-        self.verifier_spec = verifier
-        self.threshold = threshold
-        self.max_depth = max_depth
-        self.max_self_calls = max_self_calls
-        self.max_self_call_depth = max_self_call_depth
-        self.max_self_call_cost_usd = max_self_call_cost_usd
-        self.revision_prompt = revision_prompt
+    def __init__(self, params: SelfCallerParams) -> None:
+        inner = params.inner
+        self.offers_self_call = False
+        if params.self_call and isinstance(inner.params, SingleParams):
+            self.offers_self_call = True
+            tools = [*inner.params.tools, SELF_CALL]
+            inner = Profile(inner.kind, inner.params.model_copy(update={"tools": tools}))
+        self.inner = inner.build()
+        self.verifier_spec = params.verifier
+        self.threshold = params.threshold
+        self.max_depth = params.max_depth
+        self.max_self_calls = params.max_self_calls
+        self.max_self_call_depth = params.max_self_call_depth
+        self.max_self_call_cost_usd = params.max_self_call_cost_usd
+        self.revision_prompt = params.revision_prompt
 
     async def run(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> Answer:
         verifier = build_verifier(self.verifier_spec, ctx)
@@ -183,18 +193,3 @@ class SelfCaller(Orchestration):
         return ChatResponse(id="inner", model=req.model, created=0,
                             content="".join(text) if text or not tool_calls else None,
                             tool_calls=tool_calls, finish_reason=finish)
-
-
-@register("selfcaller")
-def _selfcaller(spec: ProfileSpec) -> SelfCaller:
-    p = spec.params
-    if not isinstance(p.get("inner"), dict) or "verifier" not in p:
-        raise InvalidRequest(f"profile {spec.name!r}: selfcaller needs params.inner "
-                             "({kind, params}) and params.verifier")
-    cost = p.get("max_self_call_cost_usd")
-    return SelfCaller(
-        p["inner"], p["verifier"], float(p.get("threshold", 0.7)), int(p.get("max_depth", 2)),
-        bool(p.get("self_call", True)), int(p.get("max_self_calls", 3)),
-        int(p.get("max_self_call_depth", 1)), None if cost is None else float(cost),
-        str(p.get("revision_prompt", REVISION_PROMPT)),
-    )

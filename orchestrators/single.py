@@ -1,9 +1,9 @@
 """``single``: one deployment in a tool loop.
 
-Params: ``deployment`` (alias), ``max_steps`` (default 8), ``tools`` (server-side tool
-names). Server-side tool calls run here and the loop continues; any client-side tool call
-ends the run and goes back to the client, as OpenAI does. With no server-side tools the
-provider's answer (or stream) passes straight through.
+Params (``SingleParams``): ``deployment`` (alias), ``max_steps`` (default 8), ``tools``
+(server-side tool names). Server-side tool calls run here and the loop continues; any
+client-side tool call ends the run and goes back to the client, as OpenAI does. With no
+server-side tools the provider's answer (or stream) passes straight through.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from pydantic import Field
 
 from tako.core.errors import InternalError, InvalidRequest, TakoError
 from tako.core.protocols import RunContext, StreamItem
-from tako.core.specs import ProfileSpec
 from tako.core.types import (
     ChatRequest,
     ChatResponse,
@@ -27,16 +27,24 @@ from tako.core.types import (
     ToolCall,
 )
 from tako.orchestrators.base import ToolCallBuffer, with_messages
+from tako.orchestrators.params import Alias, Params, ToolName
 from tako.orchestrators.registry import register
 
 
+class SingleParams(Params):
+    deployment: Alias
+    max_steps: int = Field(default=8, ge=1)
+    tools: list[ToolName] = []
+
+
+@register("single", SingleParams)
 class Single:
     kind = "single"
 
-    def __init__(self, deployment: str, max_steps: int = 8, tools: list[str] | None = None):
-        self.deployment = deployment
-        self.max_steps = max_steps
-        self.tool_names = list(tools or [])
+    def __init__(self, params: SingleParams) -> None:
+        self.deployment = params.deployment
+        self.max_steps = params.max_steps
+        self.tool_names = list(params.tools)
 
     def _prepare(self, ctx: RunContext, req: ChatRequest) -> tuple[ChatRequest, set[str]]:
         server = {n for n in self.tool_names if ctx.tools.get(n) is not None}
@@ -131,11 +139,3 @@ def _too_many_steps(max_steps: int) -> TakoError:
     return InternalError(f"the tool loop did not finish within max_steps={max_steps}",
                          code="max_steps_exceeded")
 
-
-@register("single")
-def _single(spec: ProfileSpec) -> Single:
-    params = spec.params
-    if "deployment" not in params:
-        raise InvalidRequest(f"profile {spec.name!r}: single needs params.deployment")
-    return Single(str(params["deployment"]), int(params.get("max_steps", 8)),
-                  list(params.get("tools", [])))

@@ -7,20 +7,22 @@ sees the client's conversation plus the transcript of all earlier turns. The run
 when a Verifier accepts a Worker answer or after ``max_turns``; the answer is the last
 Worker output (if no Worker ever ran, the last turn's text).
 
-Params: ``roles`` {thinker, worker, verifier: alias or list of aliases (rotated)};
-``router``: "rule" (default) or {"kind": "llm", "deployment": alias}; ``max_turns`` (6).
+Params (``TrinityParams``): ``roles`` {thinker, worker, verifier: alias or list of aliases
+(rotated)}; ``router``: "rule" (default) or {"kind": "llm", "deployment": alias};
+``max_turns`` (6).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from tako.core.errors import InvalidRequest
+from pydantic import Field, PlainValidator, ValidationInfo, model_validator
+
 from tako.core.protocols import RunContext
-from tako.core.specs import ProfileSpec
 from tako.core.types import ChatRequest, Message
 from tako.orchestrators.calls import ask, system, user
 from tako.orchestrators.flow import Answer, Orchestration, Sink, record
+from tako.orchestrators.params import Alias, AliasPool, Params, validate_under
 from tako.orchestrators.registry import register
 from tako.orchestrators.routers import (
     ROLES,
@@ -49,24 +51,53 @@ ROLE_PROMPTS = {
 }
 
 
+class TrinityRoles(Params):
+    """An alias or a list of aliases (rotated per turn) for each role."""
+
+    thinker: AliasPool
+    worker: AliasPool
+    verifier: AliasPool
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lower_case_roles(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(role).lower(): aliases for role, aliases in value.items()}
+        return value
+
+
+class LlmRouterSpec(Params):
+    kind: Literal["llm"]
+    deployment: Alias
+
+
+def _router(value: Any, info: ValidationInfo) -> LlmRouterSpec | None:
+    if value is None or value == "rule":
+        return None
+    if isinstance(value, dict):
+        return validate_under(LlmRouterSpec, value, info)  # type: ignore[no-any-return]
+    raise ValueError('router must be "rule" or {"kind": "llm", "deployment": alias}')
+
+
+class TrinityParams(Params):
+    roles: TrinityRoles
+    router: Annotated[LlmRouterSpec | None, PlainValidator(_router)] = None
+    max_turns: int = Field(default=6, ge=1)
+
+
+@register("trinity", TrinityParams)
 class Trinity(Orchestration):
     kind = "trinity"
 
-    def __init__(self, roles: dict[str, list[str]], router: dict[str, Any] | None = None,
-                 max_turns: int = 6) -> None:
-        missing = [r for r in ROLES if not roles.get(r)]
-        if missing:
-            raise InvalidRequest(f"trinity params.roles needs an LLM for {missing}")
-        if max_turns < 1:
-            raise InvalidRequest("trinity max_turns must be at least 1")
-        self.roles = roles
-        self.router_spec = router
-        self.max_turns = max_turns
+    def __init__(self, params: TrinityParams) -> None:
+        self.roles = {role: list(getattr(params.roles, role)) for role in ROLES}
+        self.router_spec = params.router
+        self.max_turns = params.max_turns
 
     def _router(self, ctx: RunContext) -> RuleRouter | LlmRouter:
         if self.router_spec is None:
             return RuleRouter()
-        return LlmRouter(ctx, str(self.router_spec["deployment"]))
+        return LlmRouter(ctx, self.router_spec.deployment)
 
     async def run(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> Answer:
         state = TrinityState(request=req, roles=self.roles)
@@ -102,29 +133,3 @@ class Trinity(Orchestration):
             messages.append(user("Team transcript so far:\n\n" + render_transcript(state.turns)
                                  + f"\n\nNow act as the {role.capitalize()}."))
         return messages
-
-
-def _roles(value: Any) -> dict[str, list[str]]:
-    if not isinstance(value, dict):
-        raise InvalidRequest("trinity params.roles must map thinker/worker/verifier to aliases")
-    roles: dict[str, list[str]] = {}
-    for role, aliases in value.items():
-        key = str(role).lower()
-        if key not in ROLES:
-            raise InvalidRequest(f"trinity: unknown role {role!r}; roles are {list(ROLES)}")
-        roles[key] = [str(a) for a in aliases] if isinstance(aliases, list) else [str(aliases)]
-    return roles
-
-
-@register("trinity")
-def _trinity(spec: ProfileSpec) -> Trinity:
-    p = spec.params
-    router = p.get("router", "rule")
-    if router == "rule" or router is None:
-        router_spec = None
-    elif isinstance(router, dict) and router.get("kind") == "llm" and router.get("deployment"):
-        router_spec = dict(router)
-    else:
-        raise InvalidRequest(f"profile {spec.name!r}: trinity router must be \"rule\" or "
-                             '{"kind": "llm", "deployment": alias}')
-    return Trinity(_roles(p.get("roles")), router_spec, int(p.get("max_turns", 6)))

@@ -12,6 +12,9 @@ Kinds (a profile names one in its ``verifier`` param):
 - ``{"kind": "all", "of": [spec, ...], "mode": "min" | "mean"}`` (or a plain list) —
   combined verifiers.
 
+The specs parse into ``RulesSpec``, ``LlmJudgeSpec`` and ``AllOfSpec`` (``VerifierSpec`` in
+a params model), so a bad one is a config problem when the profile is built.
+
 Each offers ``evaluate_streaming(req)``: an evaluation fed the answer as it streams,
 whose ``feed`` returns a Score as soon as the answer can be flagged early (a must-not
 pattern or the length bound for rules; a judged prefix scoring below ``flag_below`` for the
@@ -24,14 +27,30 @@ import asyncio
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import jsonschema
+from pydantic import (
+    AfterValidator,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
-from tako.core.errors import InvalidRequest
+from tako.core.errors import ConfigError
 from tako.core.protocols import RunContext, Score, StreamEvaluation, Verifier
 from tako.core.types import ChatRequest
 from tako.orchestrators.calls import ask, system, user
+from tako.orchestrators.params import (
+    Alias,
+    KnownNames,
+    Params,
+    invalid,
+    validate,
+    validate_under,
+)
 from tako.orchestrators.textparse import extract_json, parse_score
 
 
@@ -47,11 +66,9 @@ class RuleVerifier:
         self.must = [re.compile(p, re.IGNORECASE | re.DOTALL) for p in must]
         self.must_not = [re.compile(p, re.IGNORECASE | re.DOTALL) for p in must_not]
         self.json_schema = json_schema
-        if json_schema is not None:
-            try:
-                jsonschema.validators.validator_for(json_schema).check_schema(json_schema)
-            except jsonschema.SchemaError as exc:
-                raise InvalidRequest(f"verifier json_schema is invalid: {exc.message}") from exc
+        problem = schema_problem(json_schema)
+        if problem:
+            raise ConfigError.at("json_schema", problem)
         self.min_chars = min_chars
         self.max_chars = max_chars
 
@@ -205,7 +222,7 @@ class _JudgeEvaluation:
 class AllOf:
     def __init__(self, verifiers: Sequence[Verifier], mode: str = "min") -> None:
         if mode not in ("min", "mean"):
-            raise InvalidRequest(f"verifier mode must be min or mean, not {mode!r}")
+            raise ConfigError.at("mode", f"must be min or mean, not {mode!r}")
         self.verifiers = list(verifiers)
         self.mode = mode
 
@@ -239,28 +256,110 @@ class _AllEvaluation:
         return self.combined.combine([p.result() for p in self.parts])
 
 
-def build_verifier(spec: dict[str, Any] | list[Any] | None, ctx: RunContext) -> Verifier:
-    """A verifier from its profile spec (see the module docstring); None: no checks."""
+def schema_problem(schema: dict[str, Any] | None) -> str | None:
+    if schema is None:
+        return None
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return f"invalid JSON schema: {exc.message}"
+    return None
+
+
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return pattern
+
+
+Pattern = Annotated[str, AfterValidator(_compiles)]
+
+
+class VerifierParams(Params):
+    """A parsed verifier spec."""
+
+
+class RulesSpec(VerifierParams):
+    kind: Literal["rules"] = "rules"
+    must: list[Pattern] = []
+    must_not: list[Pattern] = []
+    json_schema: dict[str, Any] | None = None
+    min_chars: int | None = Field(default=None, ge=0)
+    max_chars: int | None = Field(default=None, ge=0)
+
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        problem = schema_problem(schema)
+        if problem:
+            raise ValueError(problem)
+        return schema
+
+
+class LlmJudgeSpec(VerifierParams):
+    kind: Literal["llm"]
+    deployment: Alias
+    rubric: str | None = None
+    check_every: int = Field(default=0, ge=0)
+    flag_below: float = 0.3
+
+
+def _verifier(value: Any, info: ValidationInfo) -> VerifierParams:
+    if isinstance(value, VerifierParams):
+        return value
+    if isinstance(value, list):
+        return AllOfSpec(kind="all", of=validate_under(list[VerifierSpec], value, info))
+    if not isinstance(value, dict):
+        raise ValueError("a verifier is a mapping {kind: rules | llm | all, ...} or a list "
+                         "of them")
+    kind = value.get("kind", "rules")
+    spec = _SPECS.get(kind) if isinstance(kind, str) else None
+    if spec is None:
+        raise invalid(f"unknown verifier kind {kind!r}; known: {', '.join(_SPECS)}", kind,
+                      "kind")
+    return validate_under(spec, value, info)  # type: ignore[no-any-return]
+
+
+VerifierSpec = Annotated[VerifierParams, PlainValidator(_verifier)]
+"""A verifier spec in a params model: a mapping with a ``kind``, or a list (all of)."""
+
+
+class AllOfSpec(VerifierParams):
+    kind: Literal["all"]
+    of: list[VerifierSpec] = []
+    mode: Literal["min", "mean"] = "min"
+
+
+_SPECS: dict[str, type[VerifierParams]] = {"rules": RulesSpec, "llm": LlmJudgeSpec,
+                                           "all": AllOfSpec}
+
+
+def parse_verifier(value: Any, names: KnownNames | None = None,
+                   path: str = "verifier") -> VerifierParams:
+    """A verifier spec parsed; ConfigError lists its problems below ``path``."""
+    try:
+        return validate(VerifierSpec, value, None if names is None  # type: ignore[no-any-return]
+                        else names.context())
+    except ValidationError as error:
+        raise ConfigError.from_validation(error, path) from None
+
+
+def build_verifier(spec: VerifierParams | dict[str, Any] | list[Any] | None,
+                   ctx: RunContext) -> Verifier:
+    """A verifier from its spec (parsed, or as a profile holds it); None: no checks."""
     if spec is None:
         return RuleVerifier()
-    if isinstance(spec, list):
-        return AllOf([build_verifier(s, ctx) for s in spec])
-    kind = spec.get("kind", "rules")
-    if kind == "rules":
-        return RuleVerifier(
-            must=spec.get("must", ()), must_not=spec.get("must_not", ()),
-            json_schema=spec.get("json_schema"), min_chars=spec.get("min_chars"),
-            max_chars=spec.get("max_chars"),
-        )
-    if kind == "llm":
-        if "deployment" not in spec:
-            raise InvalidRequest("an llm verifier needs a deployment")
-        return LlmJudge(ctx, str(spec["deployment"]), spec.get("rubric"),
-                        int(spec.get("check_every", 0)), float(spec.get("flag_below", 0.3)))
-    if kind == "all":
-        return AllOf([build_verifier(s, ctx) for s in spec.get("of", [])],
-                     str(spec.get("mode", "min")))
-    raise InvalidRequest(f"unknown verifier kind {kind!r}; known: rules, llm, all")
+    if not isinstance(spec, VerifierParams):
+        spec = parse_verifier(spec)
+    if isinstance(spec, RulesSpec):
+        return RuleVerifier(spec.must, spec.must_not, spec.json_schema, spec.min_chars,
+                            spec.max_chars)
+    if isinstance(spec, LlmJudgeSpec):
+        return LlmJudge(ctx, spec.deployment, spec.rubric, spec.check_every, spec.flag_below)
+    assert isinstance(spec, AllOfSpec)
+    return AllOf([build_verifier(s, ctx) for s in spec.of], spec.mode)
 
 
 def _conversation_text(req: ChatRequest) -> str:

@@ -25,7 +25,7 @@ map to OpenAI finish reasons, and usage counts cache reads and cache writes as p
 tokens (OpenAI's convention), cache reads as cached tokens. Cache writes are priced at
 the plain input rate.
 
-Options:
+Options (``AnthropicOptions``):
 - ``default_max_tokens`` (int, 4096): Anthropic requires ``max_tokens``; used when the
   request sets neither ``max_tokens`` nor ``max_completion_tokens``.
 - ``anthropic_version`` (str, ``2023-06-01``): the ``anthropic-version`` header.
@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import orjson
+from pydantic import Field
 
 from tako.core.errors import InvalidRequest, TakoError, UpstreamTransient, upstream_error_for
 from tako.core.specs import DeploymentSpec
@@ -69,7 +70,7 @@ from tako.providers.base import (
     parse_data_url,
     stream_failure,
 )
-from tako.providers.registry import register
+from tako.providers.registry import AdapterOptions, either, register
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
@@ -404,6 +405,14 @@ class StreamState:
         return None
 
 
+class AnthropicOptions(AdapterOptions):
+    default_max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
+    anthropic_version: str = DEFAULT_VERSION
+    anthropic_beta: Annotated[str | list[str] | None,
+                              either("a string or a list of strings")] = None
+    json_schema_mode: Literal["native", "prompt"] = "native"
+
+
 class AnthropicProvider(HttpProvider):
     def __init__(self, spec: DeploymentSpec) -> None:
         super().__init__(spec)
@@ -455,6 +464,6 @@ class AnthropicProvider(HttpProvider):
         yield End(finish_reason=finish_reason(state.stop_reason), usage=state.usage())
 
 
-@register("anthropic")
+@register("anthropic", AnthropicOptions)
 def _anthropic(spec: DeploymentSpec) -> AnthropicProvider:
     return AnthropicProvider(spec)

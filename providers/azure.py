@@ -12,7 +12,7 @@ Authentication, first match wins:
   as ``Authorization: Bearer``;
 - the API key (``api_key`` / ``api_key_env``), sent as the ``api-key`` header.
 
-Options:
+Options (``AzureOptions``):
 - ``deployment`` (str, default ``model``): the Azure deployment name.
 - ``api_version`` (str, default ``2024-10-21``).
 - ``bearer_token_env`` (str): see above.
@@ -30,12 +30,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-from tako.core.errors import TakoError, UpstreamError, upstream_error_for
+from tako.core.errors import ConfigError, TakoError, UpstreamError, upstream_error_for
 from tako.core.specs import DeploymentSpec
 from tako.core.types import ChatChunk, ChatRequest, ChatResponse, ChunkError, Delta
 from tako.providers import openai_wire
 from tako.providers.base import HttpProvider, open_stream
-from tako.providers.registry import register
+from tako.providers.registry import AdapterOptions, register
 
 DEFAULT_API_VERSION = "2024-10-21"
 # Vendor error codes that say more than the status does.
@@ -62,18 +62,25 @@ def refine(error: TakoError) -> TakoError:
                               retry_after=error.retry_after, code=code)
 
 
+class AzureOptions(AdapterOptions):
+    deployment: str | None = None
+    api_version: str | None = None
+    bearer_token_env: str | None = None
+    stream_usage: bool = True
+
+
 class AzureOpenAI(HttpProvider):
     def __init__(self, spec: DeploymentSpec) -> None:
         super().__init__(spec)
         if not spec.base_url:
-            raise TakoError(f"deployment {spec.name!r} needs a base_url "
-                            "(https://<resource>.openai.azure.com)")
-        options = spec.options
-        self.url = deployment_url(spec.base_url, str(options.get("deployment") or spec.model),
-                                  str(options.get("api_version") or DEFAULT_API_VERSION))
-        self.bearer_token_env: str | None = options.get("bearer_token_env")
+            raise ConfigError.at("base_url", "azure-openai needs a base_url "
+                                 "(https://<resource>.openai.azure.com)")
+        options = AzureOptions.model_validate(spec.options)
+        self.url = deployment_url(spec.base_url, options.deployment or spec.model,
+                                  options.api_version or DEFAULT_API_VERSION)
+        self.bearer_token_env = options.bearer_token_env
         self.api_key = spec.secret()
-        self.stream_usage = bool(options.get("stream_usage", True))
+        self.stream_usage = options.stream_usage
 
     def auth_headers(self) -> dict[str, str]:
         if self.bearer_token_env:
@@ -129,6 +136,6 @@ class AzureOpenAI(HttpProvider):
             raise refined from exc
 
 
-@register("azure-openai")
+@register("azure-openai", AzureOptions)
 def _azure(spec: DeploymentSpec) -> AzureOpenAI:
     return AzureOpenAI(spec)

@@ -3,7 +3,7 @@
 ``model`` is a Bedrock model id, inference profile id or ARN
 (``anthropic.claude-3-haiku-20240307-v1:0``, ``us.amazon.nova-pro-v1:0``).
 
-Options:
+Options (``BedrockOptions``):
 
 - ``region``: AWS region; else ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` / the profile's region.
 - ``endpoint_url``: overrides ``https://bedrock-runtime.{region}.amazonaws.com`` (VPC
@@ -44,6 +44,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 from botocore.exceptions import BotoCoreError
 from botocore.session import Session
+from pydantic import Field
 
 from tako.core.errors import (
     ContextLengthExceeded,
@@ -80,7 +81,7 @@ from tako.providers.base import (
 )
 from tako.providers.eventstream import EventMessage, EventStreamDecoder, EventStreamError
 from tako.providers.image_fetch import FetchPolicy, fetch_image
-from tako.providers.registry import register
+from tako.providers.registry import AdapterOptions, register
 
 SERVICE = "bedrock"
 SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"
@@ -474,6 +475,18 @@ class StreamState:
 # ---------------------------------------------------------------- the adapter
 
 
+class BedrockOptions(AdapterOptions):
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    credentials_file: str | None = None
+    default_max_tokens: int | None = Field(default=None, ge=1)
+    guardrail_identifier: str | None = None
+    guardrail_version: str = "DRAFT"
+    additional_model_request_fields: dict[str, Any] | None = None
+    image_fetch: FetchPolicy | None = None
+
+
 class BedrockProvider(HttpProvider):
     def __init__(self, spec: DeploymentSpec) -> None:
         super().__init__(spec)
@@ -564,6 +577,6 @@ class BedrockProvider(HttpProvider):
                 details={"provider": self.id}, code="upstream_connection_error")
 
 
-@register("bedrock")
+@register("bedrock", BedrockOptions)
 def _bedrock(spec: DeploymentSpec) -> BedrockProvider:
     return BedrockProvider(spec)

@@ -4,7 +4,8 @@ It answers ``echo: <last user text>``. When the request offers tools and the las
 message names one of them (or ``tool_choice`` forces one), it calls that tool: the text
 after ``<tool>:`` (or the whole text) goes to the tool's first required parameter. After a
 tool result it answers ``tool <name> returned: <result>``.
-Options: ``delay_s`` (sleep before answering), ``fail`` (raise this error message).
+Options (``EchoOptions``): ``delay_s`` (sleep before answering), ``fail`` (raise this error
+message).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import orjson
+from pydantic import Field
 
 from tako.core.errors import UpstreamTransient
 from tako.core.specs import DeploymentSpec
@@ -30,16 +32,22 @@ from tako.core.types import (
 )
 from tako.providers.base import new_id, now
 from tako.providers.pricing import price_for
-from tako.providers.registry import register
+from tako.providers.registry import AdapterOptions, register
+
+
+class EchoOptions(AdapterOptions):
+    delay_s: float = Field(default=0.0, ge=0)
+    fail: str | None = None
 
 
 class EchoProvider:
     def __init__(self, spec: DeploymentSpec) -> None:
+        options = EchoOptions.model_validate(spec.options)
         self.id = spec.name
         self.model = spec.model
         self.price = price_for(spec)
-        self.delay_s = float(spec.options.get("delay_s", 0.0))
-        self.fail: str | None = spec.options.get("fail")
+        self.delay_s = options.delay_s
+        self.fail = options.fail
 
     def estimate_cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return self.price.cost(prompt_tokens, completion_tokens)
@@ -150,7 +158,7 @@ class EchoProvider:
         yield End("stop", self._usage(req, text))
 
 
-@register("echo")
+@register("echo", EchoOptions)
 def _echo(spec: DeploymentSpec) -> EchoProvider:
     return EchoProvider(spec)
 

@@ -18,7 +18,7 @@ The wire format is OpenAI-like; the differences tako translates:
 - finish reason ``model_length`` becomes ``length``; ``error`` ends the stream with an
   error; answers whose content is a list of chunks (text and thinking) keep the text.
 
-Options:
+Options (``MistralOptions``):
 - ``safe_prompt`` (bool): sent as Mistral's ``safe_prompt``.
 - ``normalize_tool_call_ids`` (bool, default true): the id rewriting above.
 
@@ -45,7 +45,7 @@ from tako.providers.base import (
     open_stream,
     stream_failure,
 )
-from tako.providers.registry import register
+from tako.providers.registry import AdapterOptions, register
 
 MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
 NOT_SENT = ("stream_options", "user", "max_completion_tokens", "seed")
@@ -92,6 +92,11 @@ def text_of(content: Any) -> Any:
 
 def finish_reason(value: str) -> str:
     return FINISH_REASONS.get(value, value)
+
+
+class MistralOptions(AdapterOptions):
+    safe_prompt: bool | None = None
+    normalize_tool_call_ids: bool = True
 
 
 class MistralProvider(HttpProvider):
@@ -190,6 +195,6 @@ def stream_error(provider_id: str, chunk: dict[str, Any]) -> TakoError:
     return upstream_error_for(provider_id, status, chunk, code=kind or None)
 
 
-@register("mistral")
+@register("mistral", MistralOptions)
 def _mistral(spec: DeploymentSpec) -> MistralProvider:
     return MistralProvider(spec)

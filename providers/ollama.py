@@ -19,7 +19,7 @@ Streaming reads Ollama's NDJSON lines; an ``{"error": ...}`` line or a dropped c
 after output started ends the stream with one ChunkError and the End; before any output it
 raises, so retries and fallbacks can act.
 
-Deployment options:
+Deployment options (``OllamaOptions``):
   ``keep_alive``       how long Ollama keeps the model loaded (``"5m"``, ``0``, ``-1``).
   ``model_options``    extra Ollama ``options`` (``num_ctx``, ``repeat_penalty``...);
                        request values win over these.
@@ -37,10 +37,11 @@ import base64
 import hashlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import orjson
+from pydantic import Field
 
 from tako.core.errors import InvalidRequest, TakoError, UpstreamTransient, upstream_error_for
 from tako.core.specs import DeploymentSpec
@@ -60,24 +61,33 @@ from tako.core.types import (
 )
 from tako.providers.base import HttpProvider, new_id, now, open_stream, parse_data_url
 from tako.providers.image_fetch import FetchPolicy, fetch_image
-from tako.providers.registry import register
+from tako.providers.registry import AdapterOptions, either, register
 
 OLLAMA_BASE_URL = "http://127.0.0.1:11434"
+
+
+class OllamaOptions(AdapterOptions):
+    keep_alive: Annotated[str | float | None,
+                          either("a duration (\"5m\") or a number of seconds")] = None
+    model_options: dict[str, Any] = Field(default_factory=dict)
+    think: Annotated[bool | str | None, either("true, false or a level (\"high\")")] = None
+    image_fetch: FetchPolicy | None = None
 
 
 class OllamaProvider(HttpProvider):
     def __init__(self, spec: DeploymentSpec) -> None:
         super().__init__(spec)
+        options = OllamaOptions.model_validate(spec.options)
         base = (spec.base_url or OLLAMA_BASE_URL).rstrip("/")
         self.url = base + "/api/chat"
         self.headers: dict[str, str] = {}
         key = spec.secret()
         if key:
             self.headers["authorization"] = f"Bearer {key}"
-        self.image_policy = FetchPolicy.from_options(spec.options.get("image_fetch"))
+        self.image_policy = options.image_fetch or FetchPolicy()
         self.keep_alive = spec.options.get("keep_alive")
-        self.think = spec.options.get("think")
-        self.model_options: dict[str, Any] = dict(spec.options.get("model_options") or {})
+        self.think = options.think
+        self.model_options = dict(options.model_options)
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         body = await self.request_body(req, stream=False)
@@ -364,6 +374,6 @@ def _decode_line(line: bytes, provider_id: str) -> dict[str, Any]:
     return value
 
 
-@register("ollama")
+@register("ollama", OllamaOptions)
 def _ollama(spec: DeploymentSpec) -> OllamaProvider:
     return OllamaProvider(spec)

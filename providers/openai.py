@@ -1,18 +1,24 @@
 """``openai`` (api.openai.com) and ``http-generic`` (any OpenAI-compatible server:
-vLLM, llama.cpp server, LM Studio). Options: ``organization``, ``project``."""
+vLLM, llama.cpp server, LM Studio). Options (``OpenAIOptions``): ``organization``,
+``project``."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from tako.core.errors import TakoError
+from tako.core.errors import ConfigError
 from tako.core.specs import DeploymentSpec
 from tako.core.types import ChatChunk, ChatRequest, ChatResponse
 from tako.providers import openai_wire
 from tako.providers.base import HttpProvider, open_stream
-from tako.providers.registry import register
+from tako.providers.registry import AdapterOptions, register
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIOptions(AdapterOptions):
+    organization: str | None = None
+    project: str | None = None
 
 
 class OpenAICompatible(HttpProvider):
@@ -20,7 +26,7 @@ class OpenAICompatible(HttpProvider):
         super().__init__(spec)
         base = (spec.base_url or default_base_url or "").rstrip("/")
         if not base:
-            raise TakoError(f"deployment {spec.name!r} needs a base_url")
+            raise ConfigError.at("base_url", f"provider {spec.provider!r} needs a base_url")
         self.url = base + "/chat/completions"
         self.headers: dict[str, str] = {}
         key = spec.secret()
@@ -43,11 +49,11 @@ class OpenAICompatible(HttpProvider):
                 yield item
 
 
-@register("openai")
+@register("openai", OpenAIOptions)
 def _openai(spec: DeploymentSpec) -> OpenAICompatible:
     return OpenAICompatible(spec, OPENAI_BASE_URL)
 
 
-@register("http-generic")
+@register("http-generic", OpenAIOptions)
 def _generic(spec: DeploymentSpec) -> OpenAICompatible:
     return OpenAICompatible(spec, None)

@@ -5,7 +5,7 @@
 ``https://{location}-aiplatform.googleapis.com`` (``https://aiplatform.googleapis.com`` for
 the ``global`` location).
 
-Options:
+Options (``VertexOptions``):
 
 - ``project``: the Google Cloud project; else the service account's or ADC's project.
 - ``location``: region, default ``us-central1``.
@@ -42,6 +42,7 @@ import orjson
 from google.auth.credentials import Credentials as GoogleCredentials
 from google.auth.transport.requests import Request as GoogleAuthRequest
 from google.oauth2 import service_account
+from pydantic import Field
 
 from tako.core.errors import (
     ContextLengthExceeded,
@@ -77,7 +78,7 @@ from tako.providers.base import (
     retry_after_seconds,
     transport_error,
 )
-from tako.providers.registry import register
+from tako.providers.registry import AdapterOptions, register
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 DEFAULT_LOCATION = "us-central1"
@@ -464,6 +465,14 @@ class StreamState:
 # ---------------------------------------------------------------- the adapter
 
 
+class VertexOptions(AdapterOptions):
+    project: str | None = None
+    location: str | None = None
+    credentials_file: str | None = None
+    default_max_tokens: int | None = Field(default=None, ge=1)
+    safety_settings: list[dict[str, Any]] | None = None
+
+
 class VertexProvider(HttpProvider):
     def __init__(self, spec: DeploymentSpec) -> None:
         super().__init__(spec)
@@ -549,6 +558,6 @@ class VertexProvider(HttpProvider):
                 details={"provider": self.id}, code="upstream_connection_error")
 
 
-@register("vertex")
+@register("vertex", VertexOptions)
 def _vertex(spec: DeploymentSpec) -> VertexProvider:
     return VertexProvider(spec)

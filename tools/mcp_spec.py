@@ -11,7 +11,12 @@ class McpServerSpec(BaseModel):
     """One MCP server: ``transport: http`` needs ``url`` (and optional ``headers``);
     ``transport: stdio`` needs ``command`` (with ``args`` and extra ``env``).
     ``required`` servers that cannot be reached stop the gateway from starting; others
-    are logged and left out."""
+    are logged and left out.
+
+    A server's tool names are only learnt when it connects; ``tools`` lists the MCP names
+    profiles may use before that, so ``tako check`` can check them (see
+    ``app.config_check.known_names``). A listed tool the server does not serve is logged
+    when it connects."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -24,6 +29,7 @@ class McpServerSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = 30.0
     prefix: str | None = None
+    tools: list[str] | None = None
     required: bool = False
 
     @model_validator(mode="after")
@@ -36,3 +42,7 @@ class McpServerSpec(BaseModel):
 
     def tool_name(self, mcp_name: str) -> str:
         return f"{self.prefix}__{mcp_name}" if self.prefix else mcp_name
+
+    def declared_tool_names(self) -> list[str]:
+        """The tool names profiles may use before the server connects (see above)."""
+        return [self.tool_name(n) for n in self.tools or ()]

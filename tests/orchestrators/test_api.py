@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tako.core.errors import InvalidRequest, ModelNotFound
+from tako.core.errors import ConfigError, ModelNotFound
 from tako.core.specs import ProfileSpec
 from tako.orchestrators.api import run, run_sync
 from tako.orchestrators.registry import build
@@ -36,14 +36,24 @@ def test_every_kind_builds_from_a_profile(kind: str, params: dict[str, object]) 
     assert build(ProfileSpec(name=f"my-{kind}", kind=kind, params=params)).kind == kind
 
 
-@pytest.mark.parametrize("kind, params", [
-    ("conductor", {"workers": ["b"]}),
-    ("trinity", {"roles": {"thinker": "a", "worker": "b"}}),
+@pytest.mark.parametrize("kind, params, path", [
+    ("conductor", {"workers": ["b"]}, "params.coordinator"),
+    ("trinity", {"roles": {"thinker": "a", "worker": "b"}}, "params.roles.verifier"),
     ("trinity", {"roles": {"thinker": "a", "worker": "b", "verifier": "c"},
-                 "router": "magic"}),
-    ("selfcaller", {"inner": {"kind": "single", "params": {"deployment": "a"}}}),
-    ("abmcts", {"workers": "a", "verifier": {"kind": "rules"}}),
+                 "router": "magic"}, "params.router"),
+    ("selfcaller", {"inner": {"kind": "single", "params": {"deployment": "a"}}},
+     "params.verifier"),
+    ("abmcts", {"workers": "a", "verifier": {"kind": "rules"}}, "params.workers"),
+    ("single", {"deployment": "a", "max_steps": 0}, "params.max_steps"),
+    ("hydra", {}, "kind"),
 ])
-def test_incomplete_profiles_are_rejected(kind: str, params: dict[str, object]) -> None:
-    with pytest.raises(InvalidRequest):
+def test_incomplete_profiles_are_rejected(kind: str, params: dict[str, object],
+                                          path: str) -> None:
+    with pytest.raises(ConfigError) as refused:
         build(ProfileSpec(name="bad", kind=kind, params=params))
+    assert [p.path for p in refused.value.problems] == [path]
+
+
+async def test_run_refuses_a_profile_that_does_not_parse() -> None:
+    with pytest.raises(ConfigError, match="params.deployment"):
+        await run({"kind": "single", "params": {}}, REQ, {})

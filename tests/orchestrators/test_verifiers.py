@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tako.core.errors import InvalidRequest
+from tako.core.errors import ConfigError
 from tako.core.types import ChatRequest
 from tako.orchestrators.api import make_context
 from tako.orchestrators.textparse import parse_score
@@ -56,7 +56,7 @@ async def test_json_schema_check() -> None:
     bad = await v.score(REQ, '{"n": "three"}')
     assert bad.value == 0.0 and "schema" in bad.feedback
     assert (await v.score(REQ, "no json")).feedback == "not valid JSON"
-    with pytest.raises(InvalidRequest, match="json_schema"):
+    with pytest.raises(ConfigError, match="json_schema"):
         RuleVerifier(json_schema={"type": "nonsense"})
 
 
@@ -68,7 +68,7 @@ async def test_combined_verifiers() -> None:
                                                                "max_chars": 3}], make_context({}))
     assert (await built.score(REQ, "xx")).value == 1.0
     assert (await built.score(REQ, "xxxx")).value == 0.0
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(ConfigError, match="verifier.kind: unknown verifier kind 'astrology'"):
         build_verifier({"kind": "astrology"}, make_context({}))
 
 
