@@ -17,7 +17,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from tako.core.errors import TakoError
 from tako.core.protocols import LlmProvider, RunContext, Tool
@@ -87,7 +87,8 @@ def _usage_attributes(span: Span, usage: Usage) -> None:
 
 
 class TracedProvider:
-    """A deployment whose every call is a ``tako.provider.chat`` span."""
+    """A deployment whose every call is a ``tako.provider.chat`` span, of kind CLIENT: the
+    adapter's request carries it to the vendor as ``traceparent``."""
 
     def __init__(self, inner: LlmProvider, kind: str, tracer: Tracer) -> None:
         self.inner = inner
@@ -112,7 +113,8 @@ class TracedProvider:
             attributes["gen_ai.request.temperature"] = req.temperature
         if req.output_limit() is not None:
             attributes["gen_ai.request.max_tokens"] = req.output_limit()
-        return self.tracer.start_span("tako.provider.chat", attributes=attributes)
+        return self.tracer.start_span("tako.provider.chat", kind=SpanKind.CLIENT,
+                                      attributes=attributes)
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         span = self._start(req, False)

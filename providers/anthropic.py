@@ -47,13 +47,10 @@ from pydantic import Field
 from tako.core.errors import InvalidRequest, TakoError, UpstreamTransient, upstream_error_for
 from tako.core.specs import DeploymentSpec
 from tako.core.types import (
-    ChatChunk,
     ChatRequest,
     ChatResponse,
-    ChunkError,
     ContentPart,
     Delta,
-    End,
     FunctionCall,
     Message,
     ToolCall,
@@ -61,14 +58,12 @@ from tako.core.types import (
     Usage,
 )
 from tako.providers.base import (
-    STREAM_ERRORS,
     HttpProvider,
+    StreamOutcome,
     iter_sse,
     new_id,
     now,
-    open_stream,
     parse_data_url,
-    stream_failure,
 )
 from tako.providers.registry import AdapterOptions, either, register
 
@@ -344,23 +339,25 @@ def stream_error(provider_id: str, body: dict[str, Any]) -> TakoError:
 
 
 class StreamState:
-    """Anthropic stream events folded into OpenAI-style deltas."""
+    """Anthropic stream events folded into OpenAI-style deltas; the stop reason and usage
+    go to ``outcome``."""
 
-    def __init__(self, provider: HttpProvider) -> None:
+    def __init__(self, provider: HttpProvider, outcome: StreamOutcome) -> None:
         self.provider = provider
+        self.outcome = outcome
         self.raw_usage: dict[str, Any] = {}
-        self.stop_reason: str | None = None
         self.tool_index: dict[int, int] = {}  # content block index -> tool call index
         self.tool_has_args: dict[int, bool] = {}
         self.done = False
 
-    def usage(self) -> Usage:
-        return usage_from(self.raw_usage, self.provider)
+    def _add_usage(self, raw: dict[str, Any]) -> None:
+        self.raw_usage.update({k: v for k, v in raw.items() if v is not None})
+        self.outcome.usage = usage_from(self.raw_usage, self.provider)
 
     def feed(self, event: dict[str, Any]) -> Delta | None:
         kind = event.get("type")
         if kind == "message_start":
-            self.raw_usage.update((event.get("message") or {}).get("usage") or {})
+            self._add_usage((event.get("message") or {}).get("usage") or {})
         elif kind == "content_block_start":
             return self._block_start(int(event.get("index", 0)), event.get("content_block") or {})
         elif kind == "content_block_delta":
@@ -371,9 +368,10 @@ class StreamState:
                 self.tool_has_args[block] = True
                 return Delta(tool_calls=[ToolCallDelta(self.tool_index[block], arguments="{}")])
         elif kind == "message_delta":
-            self.stop_reason = (event.get("delta") or {}).get("stop_reason") or self.stop_reason
-            usage = event.get("usage") or {}
-            self.raw_usage.update({k: v for k, v in usage.items() if v is not None})
+            stop_reason = (event.get("delta") or {}).get("stop_reason")
+            if stop_reason:
+                self.outcome.finish_reason = finish_reason(stop_reason)
+            self._add_usage(event.get("usage") or {})
         elif kind == "message_stop":
             self.done = True
         elif kind == "error":
@@ -430,38 +428,22 @@ class AnthropicProvider(HttpProvider):
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         body = request_body(req, self.model, self.options, stream=False)
-        answer = await self.post_json(self.url, body, self.headers)
+        answer = await self.send_json(self.url, body, self.headers)
         return parse_message(answer, self)
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+    async def deltas(self, req: ChatRequest, outcome: StreamOutcome) -> AsyncIterator[Delta]:
         body = request_body(req, self.model, self.options, stream=True)
-        state = StreamState(self)
-        started = False
-        failure: TakoError | None = None
-        async with open_stream(self.client, self.id, self.url, body, self.headers) as response:
-            try:
-                async for _event, data in iter_sse(response):
-                    delta = state.feed(orjson.loads(data))
-                    if delta is not None:
-                        if not started:
-                            delta.role, started = "assistant", True
-                        yield delta
-                    if state.done:
-                        break
-                if not state.done:
-                    failure = UpstreamTransient(
-                        f"provider {self.id} stream ended before message_stop",
-                        details={"provider": self.id},
-                    )
-            except STREAM_ERRORS as exc:
-                failure = stream_failure(self.id, exc)
-        if failure is not None:
-            if not started:
-                raise failure
-            yield ChunkError(failure)
-            yield End(finish_reason="error", usage=state.usage())
-            return
-        yield End(finish_reason=finish_reason(state.stop_reason), usage=state.usage())
+        state = StreamState(self, outcome)
+        async with self.open_stream(self.url, body, self.headers) as chunks:
+            async for _event, data in iter_sse(chunks):
+                delta = state.feed(orjson.loads(data))
+                if delta is not None:
+                    yield delta
+                if state.done:
+                    break
+        if not state.done:
+            raise UpstreamTransient(f"provider {self.id} stream ended before message_stop",
+                                    details={"provider": self.id})
 
 
 @register("anthropic", AnthropicOptions)

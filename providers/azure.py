@@ -26,15 +26,20 @@ Azure's content filter refusals (``code: content_filter``) map to ``ContentFilte
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
 from tako.core.errors import ConfigError, TakoError, UpstreamError, upstream_error_for
 from tako.core.specs import DeploymentSpec
-from tako.core.types import ChatChunk, ChatRequest, ChatResponse, ChunkError, Delta
+from tako.core.types import ChatRequest, ChatResponse, Delta
 from tako.providers import openai_wire
-from tako.providers.base import HttpProvider, open_stream
+from tako.providers.base import (
+    HttpProvider,
+    StreamOutcome,
+    decode_body,
+    retry_after_seconds,
+)
 from tako.providers.registry import AdapterOptions, register
 
 DEFAULT_API_VERSION = "2024-10-21"
@@ -50,16 +55,14 @@ def deployment_url(base_url: str, deployment: str, api_version: str) -> str:
             f"?api-version={quote(api_version, safe='')}")
 
 
-def refine(error: TakoError) -> TakoError:
-    """Re-map an upstream error using Azure's ``error.code`` (e.g. ``content_filter``)."""
-    details = error.details or {}
-    body = details.get("body")
+def azure_error(provider_id: str, status: int, body: Any,
+                retry_after: float | None = None) -> TakoError:
+    """An Azure error (an answer or a stream event), mapped with its ``error.code`` when
+    that says more than the status (``content_filter``)."""
     err = body.get("error") if isinstance(body, dict) else None
     code = str(err.get("code") or "") if isinstance(err, dict) else ""
-    if code not in TELLING_CODES or "status" not in details:
-        return error
-    return upstream_error_for(str(details.get("provider")), int(details["status"]), body,
-                              retry_after=error.retry_after, code=code)
+    return upstream_error_for(provider_id, status, body, retry_after=retry_after,
+                              code=code if code in TELLING_CODES else None)
 
 
 class AzureOptions(AdapterOptions):
@@ -101,39 +104,20 @@ class AzureOpenAI(HttpProvider):
             body.pop("stream_options", None)
         return body
 
+    def _error(self, status: int, headers: Mapping[str, str], raw: bytes) -> TakoError:
+        return azure_error(self.id, status, decode_body(raw), retry_after_seconds(headers))
+
     async def chat(self, req: ChatRequest) -> ChatResponse:
-        try:
-            answer = await self.post_json(self.url, self.body(req, stream=False),
-                                          self.auth_headers())
-        except TakoError as exc:
-            refined = refine(exc)
-            if refined is exc:
-                raise
-            raise refined from exc
+        answer = await self.send_json(self.url, self.body(req, stream=False),
+                                      self.auth_headers(), on_error=self._error)
         return openai_wire.parse_response(answer, self.id, self.cost)
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
-        body = self.body(req, stream=True)
-        started = False
-        try:
-            async with open_stream(self.client, self.id, self.url, body,
-                                   self.auth_headers()) as response:
-                async for item in openai_wire.stream_chunks(response, self.id, self.cost):
-                    if isinstance(item, Delta):
-                        if not (item.content or item.tool_calls):
-                            continue  # role-only and empty deltas: the role rides on the next
-                        if not started:
-                            item.role, started = "assistant", True
-                    elif isinstance(item, ChunkError):
-                        if not started:
-                            raise item.error
-                        item = ChunkError(refine(item.error))
-                    yield item
-        except TakoError as exc:
-            refined = refine(exc)
-            if refined is exc:
-                raise
-            raise refined from exc
+    async def deltas(self, req: ChatRequest, outcome: StreamOutcome) -> AsyncIterator[Delta]:
+        async with self.open_stream(self.url, self.body(req, stream=True), self.auth_headers(),
+                                    on_error=self._error) as chunks:
+            async for delta in openai_wire.deltas(chunks, self.id, self.cost, outcome,
+                                                  azure_error):
+                yield delta
 
 
 @register("azure-openai", AzureOptions)

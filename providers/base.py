@@ -1,4 +1,5 @@
-"""What HTTP adapters share: a pooled client, error mapping, SSE/NDJSON readers, ids."""
+"""What HTTP adapters share: the one client path of every vendor call, vendor error
+mapping, the stream contract, SSE and line readers, ids."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import binascii
 import email.utils
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiohttp
-import httpx
 import orjson
-from httpx_aiohttp import AiohttpTransport
+from opentelemetry import propagate
+from yarl import URL
 
 from tako.core.errors import (
     InvalidRequest,
@@ -24,7 +27,14 @@ from tako.core.errors import (
     upstream_error_for,
 )
 from tako.core.specs import DeploymentSpec, Price
+from tako.core.types import ChatChunk, ChatRequest, ChunkError, Delta, End, Usage
 from tako.providers.pricing import price_for
+
+ErrorMapper = Callable[[int, Mapping[str, str], bytes], TakoError]
+"""A vendor's error answer (status, headers, raw body) as a TakoError."""
+
+Signer = Callable[[str, dict[str, str], bytes], dict[str, str]]
+"""Signs a request from its URL, final headers and final body; returns the headers to send."""
 
 
 def new_id(prefix: str = "chatcmpl-") -> str:
@@ -35,35 +45,16 @@ def now() -> int:
     return int(time.time())
 
 
-def make_client(spec: DeploymentSpec,
-                session: Callable[[], aiohttp.ClientSession] | None = None) -> httpx.AsyncClient:
-    """A pooled keep-alive client. aiohttp underneath: several times faster than httpx's
-    default transport on this hot path (measured in the README's "Performance" section).
-    ``session`` shares one aiohttp pool with the adapter's direct JSON path."""
-    limits = httpx.Limits(
-        max_connections=spec.max_connections,
-        max_keepalive_connections=spec.max_connections,
-        keepalive_expiry=30.0,
-    )
-    timeout = httpx.Timeout(spec.timeout_s, connect=spec.connect_timeout_s)
-    return httpx.AsyncClient(
-        transport=AiohttpTransport(limits=limits, trust_env=False, client=session),
-        timeout=timeout,
-        headers=spec.headers,
-    )
-
-
 class HttpProvider:
-    """State every HTTP adapter has: its spec, client, price. Adapters add chat/stream.
+    """What every HTTP adapter has: its spec, price and connection pool, and the one client
+    path every vendor call takes, traced or not: ``send_json`` for a JSON answer,
+    ``open_stream`` for a stream. Both are aiohttp, without httpx on top: measured on this
+    path, httpx's request/response layer cost about four times the rest of a call (see
+    the README's "Performance").
 
-    Non-streaming JSON calls (``post_json``) go straight to the aiohttp pool under the
-    httpx client: measured on this path, httpx's request/response layer costs about three
-    times the rest of the call (282 vs 68 microseconds per request at concurrency 16).
-    Streams, and every call while ``direct_json`` is off (the gateway turns it off when
-    tracing instruments the httpx client), use httpx.
+    An adapter adds ``chat`` and ``deltas``, its delta generator; ``stream`` is
+    ``deltas`` inside the stream contract (``keep_stream_contract``).
     """
-
-    direct_json = True
 
     def __init__(self, spec: DeploymentSpec) -> None:
         self.spec = spec
@@ -73,14 +64,13 @@ class HttpProvider:
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=None, connect=spec.connect_timeout_s,
                                               sock_read=spec.timeout_s)
-        self.client = make_client(spec, self._pool)
+        self._base_headers = {"content-type": "application/json", **spec.headers}
 
     def _pool(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self.spec.max_connections,
                                              keepalive_timeout=30.0)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
-                                                  headers=self.spec.headers)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self._session
 
     def estimate_cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
@@ -89,36 +79,78 @@ class HttpProvider:
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
         return self.price.cost(prompt_tokens, completion_tokens, cached_tokens)
 
-    async def post_json(self, url: str, body: Any, headers: dict[str, str] | None = None,
-                        *, content: bytes | None = None) -> Any:
-        """POST a JSON body; the decoded JSON answer, or the mapped TakoError."""
-        if not self.direct_json:
-            return await post_json(self.client, self.id, url, body, headers, content=content)
-        payload = content if content is not None else orjson.dumps(body)
-        hdrs = {"content-type": "application/json"}
-        if headers:
-            hdrs.update(headers)
+    def _prepare(self, url: str, body: Any, headers: dict[str, str] | None,
+                 sign: Signer | None) -> tuple[URL, dict[str, str], bytes]:
+        """The URL (sent exactly as given), headers and body of a JSON POST. The headers
+        carry the current trace context (``traceparent``; nothing when no span is active);
+        ``sign`` sees them final."""
+        payload = orjson.dumps(body)
+        sent = {**self._base_headers, **(headers or {})}
+        propagate.inject(sent)
+        if sign is not None:
+            sent = sign(url, sent, payload)
+        return URL(url, encoded=True), sent, payload
+
+    def _answer_error(self, on_error: ErrorMapper | None, status: int,
+                      headers: Mapping[str, str], raw: bytes) -> TakoError:
+        if on_error is not None:
+            return on_error(status, headers, raw)
+        return answer_error(self.id, status, headers, raw)
+
+    async def send_json(self, url: str, body: Any, headers: dict[str, str] | None = None, *,
+                        on_error: ErrorMapper | None = None, sign: Signer | None = None) -> Any:
+        """POST ``body`` as JSON; the decoded JSON answer. An error status raises
+        ``on_error``'s TakoError (by default one chosen from the status and body), a
+        connection failure or timeout a retryable one."""
+        target, sent, payload = self._prepare(url, body, headers, sign)
         try:
-            async with self._pool().post(url, data=payload, headers=hdrs,
+            async with self._pool().post(target, data=payload, headers=sent,
                                          timeout=self._timeout) as response:
                 raw = await response.read()
-                status, resp_headers = response.status, response.headers
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(f"provider {self.id} timed out ({type(exc).__name__})",
-                                  details={"provider": self.id}) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamTransient(
-                f"provider {self.id} connection failed: {type(exc).__name__}: {exc}",
-                details={"provider": self.id}, code="upstream_connection_error") from exc
+                status, answer_headers = response.status, response.headers
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(self.id, exc) from exc
         if status >= 400:
-            raise upstream_error_for(self.id, status, decode_body(raw),
-                                     retry_after=retry_after_seconds(resp_headers))
+            raise self._answer_error(on_error, status, answer_headers, raw)
         return _json_answer(self.id, status, raw)
 
+    @asynccontextmanager
+    async def open_stream(self, url: str, body: Any, headers: dict[str, str] | None = None,
+                          *, on_error: ErrorMapper | None = None, sign: Signer | None = None,
+                          ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """POST ``body`` as JSON and give the answer's bytes as they arrive. An error status
+        or a connection failure raises here, as ``send_json`` would."""
+        target, sent, payload = self._prepare(url, body, headers, sign)
+        try:
+            response = await self._pool().post(target, data=payload, headers=sent,
+                                               timeout=self._timeout)
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(self.id, exc) from exc
+        async with response:
+            if response.status >= 400:
+                raw = await _read_or_nothing(response)
+                raise self._answer_error(on_error, response.status, response.headers, raw)
+            yield response.content.iter_any()
+
+    def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        return keep_stream_contract(self.id, partial(self.deltas, req))
+
+    def deltas(self, req: ChatRequest, outcome: StreamOutcome) -> AsyncGenerator[Delta, None]:
+        """The adapter's delta generator: the vendor's stream events as Deltas, the finish
+        reason and usage reported in ``outcome``; a vendor error event, a broken connection
+        or a stream cut short raises."""
+        raise NotImplementedError
+
     async def aclose(self) -> None:
-        await self.client.aclose()
         if self._session is not None and not self._session.closed:
             await self._session.close()
+
+
+async def _read_or_nothing(response: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await response.read()
+    except TRANSPORT_ERRORS:
+        return b""
 
 
 def _json_answer(provider_id: str, status: int, raw: bytes) -> Any:
@@ -157,22 +189,20 @@ def decode_body(raw: bytes) -> Any:
         return raw.decode("utf-8", "replace")[:4000]
 
 
-def error_from_response(provider_id: str, response: httpx.Response, raw: bytes) -> TakoError:
-    return upstream_error_for(
-        provider_id,
-        response.status_code,
-        decode_body(raw),
-        retry_after=retry_after_seconds(response.headers),
-    )
+def answer_error(provider_id: str, status: int, headers: Mapping[str, str],
+                 raw: bytes) -> TakoError:
+    """A vendor's error answer as the TakoError its status and body call for."""
+    return upstream_error_for(provider_id, status, decode_body(raw),
+                              retry_after=retry_after_seconds(headers))
+
+
+# Connection failures and timeouts (aiohttp's connect and read timeouts are TimeoutErrors).
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
 
 
 def transport_error(provider_id: str, exc: Exception) -> TakoError:
     """Map a connection-level failure to a retryable TakoError, naming the provider."""
-    cause = exc.__cause__
-    # The aiohttp transport reports a refused connection as ConnectTimeout: look at the cause.
-    timed_out = isinstance(exc, httpx.TimeoutException) and (
-        cause is None or isinstance(cause, TimeoutError))
-    if timed_out:
+    if isinstance(exc, TimeoutError):
         return UpstreamTimeout(
             f"provider {provider_id} timed out ({type(exc).__name__})",
             details={"provider": provider_id},
@@ -184,87 +214,65 @@ def transport_error(provider_id: str, exc: Exception) -> TakoError:
     )
 
 
-# What can go wrong while a vendor stream is being read and parsed.
-STREAM_ERRORS = (TakoError, httpx.HTTPError, orjson.JSONDecodeError, KeyError, TypeError,
-                 ValueError)
+# What can go wrong while a vendor stream is being read and translated: a vendor error, a
+# broken connection, an event that does not parse.
+STREAM_ERRORS = (TakoError, *TRANSPORT_ERRORS, KeyError, IndexError, TypeError, ValueError)
 
 
 def stream_failure(provider_id: str, exc: Exception) -> TakoError:
     """The TakoError for a failure caught while reading a vendor stream."""
     if isinstance(exc, TakoError):
         return exc
-    if isinstance(exc, httpx.HTTPError):
+    if isinstance(exc, TRANSPORT_ERRORS):
         return transport_error(provider_id, exc)
     return UpstreamTransient(f"provider {provider_id} sent a malformed stream event: {exc}",
                              details={"provider": provider_id})
 
 
-async def post_json(
-    client: httpx.AsyncClient,
-    provider_id: str,
-    url: str,
-    body: Any,
-    headers: dict[str, str] | None = None,
-    *,
-    content: bytes | None = None,
-) -> Any:
-    """POST a JSON body; return the decoded JSON answer or raise the mapped TakoError."""
-    payload = content if content is not None else orjson.dumps(body)
-    hdrs = {"content-type": "application/json"}
-    if headers:
-        hdrs.update(headers)
+# ---------------------------------------------------------------- the stream contract
+
+
+@dataclass(slots=True)
+class StreamOutcome:
+    """What a delta generator reports besides its Deltas, kept current as events arrive:
+    the finish reason and the usage seen so far."""
+
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=Usage)
+
+
+async def keep_stream_contract(
+    provider_id: str, deltas_for: Callable[[StreamOutcome], AsyncGenerator[Delta, None]],
+) -> AsyncGenerator[ChatChunk, None]:
+    """The stream contract (docs/architecture.md, section 3) around a delta generator:
+    every Delta with text or a tool call fragment, in order, then exactly one End with the
+    reported finish reason and usage. A failure before the first of them raises, so retries
+    and fallbacks can act; after it, one ChunkError and then the End, finish reason
+    ``error``, with the usage seen so far."""
+    outcome = StreamOutcome()
+    started = False
     try:
-        response = await client.post(url, content=payload, headers=hdrs)
-        raw = response.content
-    except httpx.HTTPError as exc:
-        raise transport_error(provider_id, exc) from exc
-    if response.status_code >= 400:
-        raise error_from_response(provider_id, response, raw)
-    return _json_answer(provider_id, response.status_code, raw)
+        async with aclosing(deltas_for(outcome)) as deltas:
+            async for delta in deltas:
+                if delta.content or delta.tool_calls:
+                    started = True
+                    yield delta
+    except STREAM_ERRORS as exc:
+        failure = stream_failure(provider_id, exc)
+        if not started:
+            if failure is exc:
+                raise
+            raise failure from exc
+        yield ChunkError(failure)
+        yield End("error", outcome.usage)
+        return
+    yield End(outcome.finish_reason, outcome.usage)
 
 
-@asynccontextmanager
-async def open_stream(
-    client: httpx.AsyncClient,
-    provider_id: str,
-    url: str,
-    body: Any,
-    headers: dict[str, str] | None = None,
-    *,
-    content: bytes | None = None,
-    on_error: Callable[[httpx.Response, bytes], TakoError] | None = None,
-) -> AsyncIterator[httpx.Response]:
-    """Open a streaming POST. A non-2xx status or a connect failure raises (before any
-    chunk, so fallbacks can act); the caller reads the body incrementally. ``on_error``
-    maps an error answer when the vendor needs more than its status and body (a signed
-    request's headers are sent exactly as given)."""
-    payload = content if content is not None else orjson.dumps(body)
-    hdrs = httpx.Headers({"content-type": "application/json"})
-    if headers:
-        hdrs.update(headers)
-    request = client.build_request("POST", url, content=payload, headers=hdrs)
-    try:
-        response = await client.send(request, stream=True)
-    except httpx.HTTPError as exc:
-        raise transport_error(provider_id, exc) from exc
-    try:
-        if response.status_code >= 400:
-            try:
-                raw = await response.aread()
-            except httpx.HTTPError:
-                raw = b""
-            if on_error is not None:
-                raise on_error(response, raw)
-            raise error_from_response(provider_id, response, raw)
-        yield response
-    finally:
-        await response.aclose()
-
-
-async def iter_lines(response: httpx.Response) -> AsyncIterator[bytes]:
+async def iter_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """Lines of a streamed body, split on LF (CR stripped), however the bytes arrive."""
     buffer = b""
-    async for chunk in response.aiter_bytes():
+    async for chunk in chunks:
         buffer += chunk
         while True:
             cut = buffer.find(b"\n")
@@ -276,11 +284,11 @@ async def iter_lines(response: httpx.Response) -> AsyncIterator[bytes]:
         yield buffer.rstrip(b"\r")
 
 
-async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str, bytes]]:
+async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, bytes]]:
     """Server-sent events as (event name, data) pairs; multi-line data joined by LF."""
     event = ""
     data: list[bytes] = []
-    async for line in iter_lines(response):
+    async for line in iter_lines(chunks):
         if not line:
             if data:
                 yield event or "message", b"\n".join(data)
@@ -297,12 +305,6 @@ async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str, bytes]]
             event = value.decode()
     if data:
         yield event or "message", b"\n".join(data)
-
-
-async def iter_ndjson(response: httpx.Response) -> AsyncIterator[Any]:
-    async for line in iter_lines(response):
-        if line.strip():
-            yield orjson.loads(line)
 
 
 def parse_data_url(url: str) -> tuple[str, bytes]:

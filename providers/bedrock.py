@@ -31,13 +31,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -56,13 +56,10 @@ from tako.core.errors import (
 )
 from tako.core.specs import DeploymentSpec
 from tako.core.types import (
-    ChatChunk,
     ChatRequest,
     ChatResponse,
-    ChunkError,
     ContentPart,
     Delta,
-    End,
     FunctionCall,
     Message,
     ToolCall,
@@ -71,19 +68,20 @@ from tako.core.types import (
 )
 from tako.providers.base import (
     HttpProvider,
+    Signer,
+    StreamOutcome,
     decode_body,
     new_id,
     now,
-    open_stream,
     parse_data_url,
     retry_after_seconds,
-    transport_error,
 )
-from tako.providers.eventstream import EventMessage, EventStreamDecoder, EventStreamError
+from tako.providers.eventstream import EventMessage, EventStreamDecoder
 from tako.providers.image_fetch import FetchPolicy, fetch_image
 from tako.providers.registry import AdapterOptions, register
 
 SERVICE = "bedrock"
+EVENTSTREAM = "application/vnd.amazon.eventstream"
 SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"
 
 IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg",
@@ -414,14 +412,13 @@ def _is_context_length(message: str) -> bool:
 
 @dataclass(slots=True)
 class StreamState:
-    """What a ConverseStream has said so far, turned into Delta items."""
+    """What a ConverseStream has said so far, turned into Delta items; the stop reason and
+    usage go to ``outcome``."""
 
     provider_id: str
     cost: Any
-    finish_reason: str = "stop"
-    usage: Usage = field(default_factory=Usage)
+    outcome: StreamOutcome
     stopped: bool = False
-    role_sent: bool = False
     tool_index: dict[int, int] = field(default_factory=dict)
 
     def handle(self, message: EventMessage) -> Delta | None:
@@ -434,32 +431,26 @@ class StreamState:
             if use:
                 index = self.tool_index.setdefault(int(data.get("contentBlockIndex", 0)),
                                                    len(self.tool_index))
-                return self._delta(tool_calls=[ToolCallDelta(
+                return Delta(tool_calls=[ToolCallDelta(
                     index=index, id=str(use.get("toolUseId")), name=str(use.get("name")),
                     arguments="")])
         elif event == "contentBlockDelta":
             delta = data.get("delta") or {}
             if "text" in delta:
-                return self._delta(content=str(delta["text"]))
+                return Delta(content=str(delta["text"]))
             if "toolUse" in delta:
                 block = int(data.get("contentBlockIndex", 0))
                 index = self.tool_index.setdefault(block, len(self.tool_index))
                 fragment = str((delta["toolUse"] or {}).get("input") or "")
-                return self._delta(tool_calls=[ToolCallDelta(index=index, arguments=fragment)])
+                return Delta(tool_calls=[ToolCallDelta(index=index, arguments=fragment)])
         elif event == "messageStop":
             self.stopped = True
             reason = str(data.get("stopReason") or "end_turn")
-            self.finish_reason = STOP_REASONS.get(
+            self.outcome.finish_reason = STOP_REASONS.get(
                 reason, "tool_calls" if self.tool_index else "stop")
         elif event == "metadata":
-            self.usage = parse_usage(data.get("usage"), self.cost)
+            self.outcome.usage = parse_usage(data.get("usage"), self.cost)
         return None
-
-    def _delta(self, content: str | None = None,
-               tool_calls: list[ToolCallDelta] | None = None) -> Delta:
-        role = None if self.role_sent else "assistant"
-        self.role_sent = True
-        return Delta(content=content, tool_calls=tool_calls, role=role)
 
     def _exception(self, message: EventMessage) -> TakoError:
         body = decode_body(message.payload) if message.payload else {}
@@ -506,71 +497,34 @@ class BedrockProvider(HttpProvider):
         base = self.endpoint or f"https://bedrock-runtime.{region}.amazonaws.com"
         return f"{base}{self.model_path}/{action}"
 
-    async def _signed(self, action: str, payload: bytes,
-                      accept: str) -> tuple[str, dict[str, str]]:
+    async def _target(self, action: str) -> tuple[str, Signer]:
+        """The action's URL and its SigV4 signer, with the current credentials."""
         credentials, region = await self.credentials.get()
-        url = self._url(region, action)
-        headers = sign_request(credentials, region, "POST", url,
-                               {"content-type": "application/json", "accept": accept}, payload)
-        return url, headers
+        return self._url(region, action), partial(sign_request, credentials, region, "POST")
 
-    def _error(self, response: httpx.Response, raw: bytes) -> TakoError:
-        return bedrock_error(self.id, response.status_code,
-                             response.headers.get("x-amzn-errortype", ""), decode_body(raw),
-                             retry_after_seconds(response.headers))
+    def _error(self, status: int, headers: Mapping[str, str], raw: bytes) -> TakoError:
+        return bedrock_error(self.id, status, headers.get("x-amzn-errortype", ""),
+                             decode_body(raw), retry_after_seconds(headers))
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
-        payload = orjson.dumps(await converse_body(req, self.options))
-        url, headers = await self._signed("converse", payload, "application/json")
-        try:
-            response = await self.client.post(url, content=payload, headers=headers)
-            raw = response.content
-        except httpx.HTTPError as exc:
-            raise transport_error(self.id, exc) from exc
-        if response.status_code >= 400:
-            raise self._error(response, raw)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamTransient(f"provider {self.id} sent a body that is not JSON",
-                                    details={"provider": self.id,
-                                             "body": raw[:2000].decode("utf-8", "replace")},
-                                    ) from exc
-        return parse_converse(body, self.id, self.model, self.cost)
+        body = await converse_body(req, self.options)
+        url, sign = await self._target("converse")
+        answer = await self.send_json(url, body, {"accept": "application/json"},
+                                      on_error=self._error, sign=sign)
+        return parse_converse(answer, self.id, self.model, self.cost)
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
-        payload = orjson.dumps(await converse_body(req, self.options))
-        url, headers = await self._signed("converse-stream", payload,
-                                          "application/vnd.amazon.eventstream")
-        state = StreamState(self.id, self.cost)
-        started = False
-        async with open_stream(self.client, self.id, url, None, headers, content=payload,
-                               on_error=self._error) as response:
-            try:
-                async for delta in self._deltas(response, state):
-                    started = True
-                    yield delta
-            except TakoError as exc:
-                if not started:
-                    raise
-                yield ChunkError(exc)
-                state.finish_reason = "error"
-        yield End(finish_reason=state.finish_reason, usage=state.usage)
-
-    async def _deltas(self, response: httpx.Response, state: StreamState) -> AsyncIterator[Delta]:
+    async def deltas(self, req: ChatRequest, outcome: StreamOutcome) -> AsyncIterator[Delta]:
+        body = await converse_body(req, self.options)
+        url, sign = await self._target("converse-stream")
+        state = StreamState(self.id, self.cost, outcome)
         decoder = EventStreamDecoder()
-        try:
-            async for data in response.aiter_bytes():
+        async with self.open_stream(url, body, {"accept": EVENTSTREAM}, on_error=self._error,
+                                    sign=sign) as chunks:
+            async for data in chunks:
                 for message in decoder.feed(data):
                     delta = state.handle(message)
                     if delta is not None:
                         yield delta
-        except httpx.HTTPError as exc:
-            raise transport_error(self.id, exc) from exc
-        except (EventStreamError, orjson.JSONDecodeError, KeyError, TypeError,
-                ValueError) as exc:
-            raise UpstreamTransient(f"provider {self.id} sent a malformed event stream: {exc}",
-                                    details={"provider": self.id}) from exc
         if not state.stopped:
             raise UpstreamTransient(
                 f"provider {self.id} closed the stream before messageStop",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 
 import orjson
 from pydantic import Field
@@ -24,13 +25,12 @@ from tako.core.types import (
     ChatRequest,
     ChatResponse,
     Delta,
-    End,
     FunctionCall,
     ToolCall,
     ToolCallDelta,
     Usage,
 )
-from tako.providers.base import new_id, now
+from tako.providers.base import StreamOutcome, keep_stream_contract, new_id, now
 from tako.providers.pricing import price_for
 from tako.providers.registry import AdapterOptions, register
 
@@ -138,24 +138,27 @@ class EchoProvider:
             provider_id=self.id,
         )
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+    def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        return keep_stream_contract(self.id, partial(self._deltas, req))
+
+    async def _deltas(self, req: ChatRequest, outcome: StreamOutcome) -> AsyncIterator[Delta]:
         await self._before()
         text, call = self._answer(req)
         if call is not None:
-            yield Delta(role="assistant", tool_calls=[
+            outcome.finish_reason = "tool_calls"
+            outcome.usage = self._usage(req, call.function.arguments)
+            yield Delta(tool_calls=[
                 ToolCallDelta(index=0, id=call.id, name=call.function.name, arguments="")])
             args = call.function.arguments
             half = len(args) // 2
             for piece in (args[:half], args[half:]):
                 yield Delta(tool_calls=[ToolCallDelta(index=0, arguments=piece)])
-            yield End("tool_calls", self._usage(req, args))
             return
         assert text is not None
+        outcome.usage = self._usage(req, text)
         words = text.split(" ")
         for i, word in enumerate(words):
-            piece = word if i == 0 else " " + word
-            yield Delta(content=piece, role="assistant" if i == 0 else None)
-        yield End("stop", self._usage(req, text))
+            yield Delta(content=word if i == 0 else " " + word)
 
 
 @register("echo", EchoOptions)

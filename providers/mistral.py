@@ -36,15 +36,9 @@ import orjson
 
 from tako.core.errors import TakoError, UpstreamTransient, upstream_error_for
 from tako.core.specs import DeploymentSpec
-from tako.core.types import ChatChunk, ChatRequest, ChatResponse, ChunkError, End, Usage
+from tako.core.types import ChatRequest, ChatResponse, Delta
 from tako.providers import openai_wire
-from tako.providers.base import (
-    STREAM_ERRORS,
-    HttpProvider,
-    iter_sse,
-    open_stream,
-    stream_failure,
-)
+from tako.providers.base import HttpProvider, StreamOutcome, iter_sse
 from tako.providers.registry import AdapterOptions, register
 
 MISTRAL_BASE_URL = "https://api.mistral.ai/v1"
@@ -94,6 +88,18 @@ def finish_reason(value: str) -> str:
     return FINISH_REASONS.get(value, value)
 
 
+def choice_delta(choice: dict[str, Any], tool_indexes: dict[str, int]) -> Delta | None:
+    """One streamed choice as a Delta: content chunks kept as their text, tool calls that
+    come without an index numbered in order of arrival."""
+    delta = choice.get("delta") or {}
+    delta["content"] = text_of(delta.get("content"))
+    for call in delta.get("tool_calls") or ():
+        if "index" not in call:
+            key = call.get("id") or str(len(tool_indexes))
+            call["index"] = tool_indexes.setdefault(key, len(tool_indexes))
+    return openai_wire.delta_from_chunk(choice)
+
+
 class MistralOptions(AdapterOptions):
     safe_prompt: bool | None = None
     normalize_tool_call_ids: bool = True
@@ -111,7 +117,7 @@ class MistralProvider(HttpProvider):
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         body = request_body(req, self.model, self.options, stream=False)
-        answer = await self.post_json(self.url, body, self.headers)
+        answer = await self.send_json(self.url, body, self.headers)
         for choice in answer.get("choices") or ():
             message = choice.get("message") or {}
             message["content"] = text_of(message.get("content"))
@@ -124,57 +130,35 @@ class MistralProvider(HttpProvider):
             )
         return response
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+    async def deltas(self, req: ChatRequest, outcome: StreamOutcome) -> AsyncIterator[Delta]:
         body = request_body(req, self.model, self.options, stream=True)
         body["stream"] = True
-        usage = Usage()
-        finish = "stop"
-        started = False
-        failure: TakoError | None = None
         tool_indexes: dict[str, int] = {}
         done = False
-        async with open_stream(self.client, self.id, self.url, body,
-                               {**self.headers, "accept": "text/event-stream"}) as response:
-            try:
-                async for _event, data in iter_sse(response):
-                    if data == b"[DONE]":
-                        done = True
-                        break
-                    chunk = orjson.loads(data)
-                    if chunk.get("object") == "error" or (
-                        "error" in chunk and not chunk.get("choices")
-                    ):
-                        raise stream_error(self.id, chunk)
-                    if chunk.get("usage"):
-                        usage = openai_wire.parse_usage(chunk["usage"], self.cost)
-                    for choice in chunk.get("choices") or ():
-                        delta = choice.get("delta") or {}
-                        delta["content"] = text_of(delta.get("content"))
-                        for call in delta.get("tool_calls") or ():
-                            if "index" not in call:
-                                key = call.get("id") or str(len(tool_indexes))
-                                call["index"] = tool_indexes.setdefault(key, len(tool_indexes))
-                        item = openai_wire.delta_from_chunk(choice)
-                        if item is not None and (item.content or item.tool_calls):
-                            if not started:
-                                item.role, started = "assistant", True
-                            yield item
-                        if choice.get("finish_reason"):
-                            finish = finish_reason(choice["finish_reason"])
-                if finish == "error" or not done:
-                    raise UpstreamTransient(
-                        f"provider {self.id} stream ended "
-                        + ("with finish_reason error" if done else "before [DONE]"),
-                        details={"provider": self.id},
-                    )
-            except STREAM_ERRORS as exc:
-                failure = stream_failure(self.id, exc)
-        if failure is not None:
-            if not started:
-                raise failure
-            yield ChunkError(failure)
-            finish = "error"
-        yield End(finish_reason=finish, usage=usage)
+        async with self.open_stream(self.url, body, {**self.headers,
+                                                     "accept": "text/event-stream"}) as chunks:
+            async for _event, data in iter_sse(chunks):
+                if data == b"[DONE]":
+                    done = True
+                    break
+                chunk = orjson.loads(data)
+                if chunk.get("object") == "error" or ("error" in chunk
+                                                      and not chunk.get("choices")):
+                    raise stream_error(self.id, chunk)
+                if chunk.get("usage"):
+                    outcome.usage = openai_wire.parse_usage(chunk["usage"], self.cost)
+                for choice in chunk.get("choices") or ():
+                    delta = choice_delta(choice, tool_indexes)
+                    if delta is not None:
+                        yield delta
+                    if choice.get("finish_reason"):
+                        outcome.finish_reason = finish_reason(choice["finish_reason"])
+        if outcome.finish_reason == "error" or not done:
+            raise UpstreamTransient(
+                f"provider {self.id} stream ended "
+                + ("with finish_reason error" if done else "before [DONE]"),
+                details={"provider": self.id},
+            )
 
 
 def stream_error(provider_id: str, chunk: dict[str, Any]) -> TakoError:

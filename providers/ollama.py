@@ -35,31 +35,33 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import httpx
 import orjson
 from pydantic import Field
 
-from tako.core.errors import InvalidRequest, TakoError, UpstreamTransient, upstream_error_for
+from tako.core.errors import InvalidRequest, UpstreamTransient, upstream_error_for
 from tako.core.specs import DeploymentSpec
 from tako.core.types import (
-    ChatChunk,
     ChatRequest,
     ChatResponse,
-    ChunkError,
     ContentPart,
     Delta,
-    End,
     FunctionCall,
     Message,
     ToolCall,
     ToolCallDelta,
     Usage,
 )
-from tako.providers.base import HttpProvider, new_id, now, open_stream, parse_data_url
+from tako.providers.base import (
+    HttpProvider,
+    StreamOutcome,
+    iter_lines,
+    new_id,
+    now,
+    parse_data_url,
+)
 from tako.providers.image_fetch import FetchPolicy, fetch_image
 from tako.providers.registry import AdapterOptions, either, register
 
@@ -91,7 +93,7 @@ class OllamaProvider(HttpProvider):
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         body = await self.request_body(req, stream=False)
-        answer = await self.post_json(self.url, body, self.headers)
+        answer = await self.send_json(self.url, body, self.headers)
         if not isinstance(answer, dict):
             raise UpstreamTransient(
                 f"provider {self.id} answered with a body that is not an object",
@@ -113,34 +115,25 @@ class OllamaProvider(HttpProvider):
             provider_id=self.id,
         )
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+    async def deltas(self, req: ChatRequest, outcome: StreamOutcome) -> AsyncIterator[Delta]:
         body = await self.request_body(req, stream=True)
         reader = _StreamReader(self.id)
-        usage = Usage()
-        try:
-            async with open_stream(self.client, self.id, self.url, body, self.headers) as response:
-                lines = _ndjson_lines(response, self.id)
-                async with aclosing(lines):
-                    async for line in lines:
-                        delta = reader.delta(line)
-                        if delta is not None:
-                            yield delta
-                        if reader.done:
-                            usage = self._usage(line)
-                            break
-                if not reader.done:
-                    raise UpstreamTransient(
-                        f"provider {self.id} closed the stream before it was done",
-                        details={"provider": self.id},
-                        code="upstream_stream_incomplete",
-                    )
-        except TakoError as exc:
-            if not reader.started:
-                raise
-            yield ChunkError(exc)
-            yield End(finish_reason="error", usage=usage)
-            return
-        yield End(finish_reason=reader.finish_reason, usage=usage)
+        async with self.open_stream(self.url, body, self.headers) as chunks:
+            async for raw in iter_lines(chunks):
+                if not raw.strip():
+                    continue
+                line = _decode_line(raw.strip(), self.id)
+                delta = reader.delta(line)
+                if delta is not None:
+                    yield delta
+                if reader.done:
+                    outcome.finish_reason = reader.finish_reason
+                    outcome.usage = self._usage(line)
+                    break
+        if not reader.done:
+            raise UpstreamTransient(f"provider {self.id} closed the stream before it was done",
+                                    details={"provider": self.id},
+                                    code="upstream_stream_incomplete")
 
     def _usage(self, answer: dict[str, Any]) -> Usage:
         prompt = int(answer.get("prompt_eval_count") or 0)
@@ -245,7 +238,6 @@ class _StreamReader:
 
     def __init__(self, provider_id: str) -> None:
         self.provider_id = provider_id
-        self.started = False
         self.done = False
         self.tool_calls = 0
         self.done_reason: Any = None
@@ -272,9 +264,7 @@ class _StreamReader:
         content = message.get("content") or None
         if content is None and not calls:
             return None
-        role = None if self.started else "assistant"
-        self.started = True
-        return Delta(content=content, tool_calls=calls or None, role=role)
+        return Delta(content=content, tool_calls=calls or None)
 
     @property
     def finish_reason(self) -> str:
@@ -334,28 +324,6 @@ def _format(response_format: dict[str, Any] | None) -> Any:
 def _error_status(line: dict[str, Any]) -> int:
     status = line.get("status") or line.get("status_code")
     return int(status) if isinstance(status, int) and status >= 400 else 500
-
-
-async def _ndjson_lines(
-    response: httpx.Response, provider_id: str
-) -> AsyncGenerator[dict[str, Any], None]:
-    """Ollama's NDJSON objects; a broken line or a broken connection raises a TakoError."""
-    buffer = b""
-    try:
-        async for chunk in response.aiter_bytes():
-            buffer += chunk
-            while (cut := buffer.find(b"\n")) >= 0:
-                line, buffer = buffer[:cut].strip(), buffer[cut + 1 :]
-                if line:
-                    yield _decode_line(line, provider_id)
-    except httpx.HTTPError as exc:
-        raise UpstreamTransient(
-            f"provider {provider_id} stream broke: {type(exc).__name__}: {exc}",
-            details={"provider": provider_id},
-            code="upstream_connection_error",
-        ) from exc
-    if buffer.strip():
-        yield _decode_line(buffer.strip(), provider_id)
 
 
 def _decode_line(line: bytes, provider_id: str) -> dict[str, Any]:

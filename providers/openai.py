@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 from tako.core.errors import ConfigError
 from tako.core.specs import DeploymentSpec
-from tako.core.types import ChatChunk, ChatRequest, ChatResponse
+from tako.core.types import ChatRequest, ChatResponse, Delta
 from tako.providers import openai_wire
-from tako.providers.base import HttpProvider, open_stream
+from tako.providers.base import HttpProvider, StreamOutcome
 from tako.providers.registry import AdapterOptions, register
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -39,14 +39,14 @@ class OpenAICompatible(HttpProvider):
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         body = openai_wire.request_body(req, self.model, stream=False)
-        answer = await self.post_json(self.url, body, self.headers)
+        answer = await self.send_json(self.url, body, self.headers)
         return openai_wire.parse_response(answer, self.id, self.cost)
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+    async def deltas(self, req: ChatRequest, outcome: StreamOutcome) -> AsyncIterator[Delta]:
         body = openai_wire.request_body(req, self.model, stream=True)
-        async with open_stream(self.client, self.id, self.url, body, self.headers) as response:
-            async for item in openai_wire.stream_chunks(response, self.id, self.cost):
-                yield item
+        async with self.open_stream(self.url, body, self.headers) as chunks:
+            async for delta in openai_wire.deltas(chunks, self.id, self.cost, outcome):
+                yield delta
 
 
 @register("openai", OpenAIOptions)

@@ -5,25 +5,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import orjson
 
-from tako.core.errors import UpstreamTransient, upstream_error_for
+from tako.core.errors import TakoError, UpstreamTransient, upstream_error_for
 from tako.core.types import (
-    ChatChunk,
     ChatRequest,
     ChatResponse,
-    ChunkError,
     Delta,
-    End,
     FunctionCall,
     ToolCall,
     ToolCallDelta,
     Usage,
 )
-from tako.providers.base import STREAM_ERRORS, iter_sse, new_id, now, stream_failure
+from tako.providers.base import StreamOutcome, iter_sse, new_id, now
 
 CostFn = Callable[[int, int, int], float]
+# (provider id, status, body) -> the TakoError for an error the vendor sent.
+ErrorFor = Callable[[str, int, Any], TakoError]
 
 
 def request_body(req: ChatRequest, model: str, *, stream: bool) -> dict[str, Any]:
@@ -94,8 +92,7 @@ def delta_from_chunk(choice: dict[str, Any]) -> Delta | None:
     delta = choice.get("delta") or {}
     content = delta.get("content")
     calls = delta.get("tool_calls")
-    role = delta.get("role")
-    if content is None and not calls and role is None:
+    if not content and not calls:
         return None
     tool_deltas = None
     if calls:
@@ -110,36 +107,27 @@ def delta_from_chunk(choice: dict[str, Any]) -> Delta | None:
                     arguments=fn.get("arguments"),
                 )
             )
-    return Delta(content=content, tool_calls=tool_deltas, role=role)
+    return Delta(content=content, tool_calls=tool_deltas)
 
 
-async def stream_chunks(
-    response: httpx.Response, provider_id: str, cost: CostFn
-) -> AsyncIterator[ChatChunk]:
-    """Parse an OpenAI SSE body into Delta items, then one ChunkError on failure, then End.
-
-    The caller must have checked the status already (``providers.base.open_stream``)."""
-    finish = "stop"
-    usage = Usage()
-    try:
-        async for _event, data in iter_sse(response):
-            if data == b"[DONE]":
-                break
-            obj = orjson.loads(data)
-            if "error" in obj and not obj.get("choices"):
-                raise upstream_error_for(provider_id, _error_status(obj["error"]), obj)
-            if obj.get("usage"):
-                usage = parse_usage(obj["usage"], cost)
-            for choice in obj.get("choices") or ():
-                delta = delta_from_chunk(choice)
-                if delta is not None:
-                    yield delta
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
-    except STREAM_ERRORS as exc:
-        yield ChunkError(stream_failure(provider_id, exc))
-        finish = "error"
-    yield End(finish_reason=finish, usage=usage)
+async def deltas(chunks: AsyncIterator[bytes], provider_id: str, cost: CostFn,
+                 outcome: StreamOutcome, error_for: ErrorFor = upstream_error_for,
+                 ) -> AsyncIterator[Delta]:
+    """An OpenAI SSE body as Deltas; an error event raises ``error_for``'s TakoError."""
+    async for _event, data in iter_sse(chunks):
+        if data == b"[DONE]":
+            return
+        obj = orjson.loads(data)
+        if "error" in obj and not obj.get("choices"):
+            raise error_for(provider_id, _error_status(obj["error"]), obj)
+        if obj.get("usage"):
+            outcome.usage = parse_usage(obj["usage"], cost)
+        for choice in obj.get("choices") or ():
+            delta = delta_from_chunk(choice)
+            if delta is not None:
+                yield delta
+            if choice.get("finish_reason"):
+                outcome.finish_reason = choice["finish_reason"]
 
 
 def _error_status(err: Any) -> int:

@@ -30,14 +30,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import mimetypes
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import google.auth
 import google.auth.exceptions
-import httpx
 import orjson
 from google.auth.credentials import Credentials as GoogleCredentials
 from google.auth.transport.requests import Request as GoogleAuthRequest
@@ -54,13 +53,10 @@ from tako.core.errors import (
 )
 from tako.core.specs import DeploymentSpec
 from tako.core.types import (
-    ChatChunk,
     ChatRequest,
     ChatResponse,
-    ChunkError,
     ContentPart,
     Delta,
-    End,
     FunctionCall,
     Message,
     ToolCall,
@@ -69,14 +65,13 @@ from tako.core.types import (
 )
 from tako.providers.base import (
     HttpProvider,
+    StreamOutcome,
     decode_body,
     iter_sse,
     new_id,
     now,
-    open_stream,
     parse_data_url,
     retry_after_seconds,
-    transport_error,
 )
 from tako.providers.registry import AdapterOptions, register
 
@@ -413,15 +408,16 @@ def vertex_error(provider_id: str, status: int, body: Any,
 
 @dataclass(slots=True)
 class StreamState:
+    """GenerateContentResponse chunks turned into Delta items; the finish reason and usage
+    go to ``outcome``."""
+
     provider_id: str
-    model: str
     cost: Any
+    outcome: StreamOutcome
     response_id: str = ""
     finish_raw: str | None = None
     finished: bool = False
     calls: int = 0
-    usage: Usage = field(default_factory=Usage)
-    role_sent: bool = False
 
     def handle(self, obj: dict[str, Any]) -> list[Delta]:
         if "error" in obj and not obj.get("candidates"):
@@ -431,7 +427,7 @@ class StreamState:
         if not self.response_id:
             self.response_id = str(obj.get("responseId") or new_id(""))
         if obj.get("usageMetadata"):
-            self.usage = parse_usage(obj["usageMetadata"], self.cost)
+            self.outcome.usage = parse_usage(obj["usageMetadata"], self.cost)
         deltas: list[Delta] = []
         candidates = obj.get("candidates") or []
         if not candidates and (obj.get("promptFeedback") or {}).get("blockReason"):
@@ -440,26 +436,17 @@ class StreamState:
             for part in (candidate.get("content") or {}).get("parts") or ():
                 if "functionCall" in part:
                     fc = part["functionCall"]
-                    deltas.append(self._delta(tool_calls=[ToolCallDelta(
+                    deltas.append(Delta(tool_calls=[ToolCallDelta(
                         index=self.calls, id=call_id(self.response_id, self.calls),
                         name=str(fc["name"]),
                         arguments=orjson.dumps(fc.get("args") or {}).decode())]))
                     self.calls += 1
                 elif part.get("text") and not part.get("thought"):
-                    deltas.append(self._delta(content=str(part["text"])))
+                    deltas.append(Delta(content=str(part["text"])))
             if candidate.get("finishReason"):
                 self.finished, self.finish_raw = True, str(candidate["finishReason"])
+        self.outcome.finish_reason = finish_reason(self.finish_raw, self.calls > 0)
         return deltas
-
-    def _delta(self, content: str | None = None,
-               tool_calls: list[ToolCallDelta] | None = None) -> Delta:
-        role = None if self.role_sent else "assistant"
-        self.role_sent = True
-        return Delta(content=content, tool_calls=tool_calls, role=role)
-
-    @property
-    def finish_reason(self) -> str:
-        return finish_reason(self.finish_raw, self.calls > 0)
 
 
 # ---------------------------------------------------------------- the adapter
@@ -496,62 +483,28 @@ class VertexProvider(HttpProvider):
                                 code="provider_misconfigured")
         url = (f"{self.base}/v1/projects/{project}/locations/{self.location}"
                f"/publishers/google/models/{self.model}:{method}")
-        return url, {"authorization": f"Bearer {token}", "content-type": "application/json"}
+        return url, {"authorization": f"Bearer {token}"}
 
-    def _error(self, response: httpx.Response, raw: bytes) -> TakoError:
-        return vertex_error(self.id, response.status_code, decode_body(raw),
-                            retry_after_seconds(response.headers))
+    def _error(self, status: int, headers: Mapping[str, str], raw: bytes) -> TakoError:
+        return vertex_error(self.id, status, decode_body(raw), retry_after_seconds(headers))
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
-        payload = orjson.dumps(generate_content_body(req, self.options))
+        body = generate_content_body(req, self.options)
         url, headers = await self._target("generateContent")
-        try:
-            response = await self.client.post(url, content=payload, headers=headers)
-            raw = response.content
-        except httpx.HTTPError as exc:
-            raise transport_error(self.id, exc) from exc
-        if response.status_code >= 400:
-            raise self._error(response, raw)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamTransient(f"provider {self.id} sent a body that is not JSON",
-                                    details={"provider": self.id,
-                                             "body": raw[:2000].decode("utf-8", "replace")},
-                                    ) from exc
-        return parse_generate_content(body, self.id, self.model, self.cost)
+        answer = await self.send_json(url, body, headers, on_error=self._error)
+        return parse_generate_content(answer, self.id, self.model, self.cost)
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
-        payload = orjson.dumps(generate_content_body(req, self.options))
+    async def deltas(self, req: ChatRequest, outcome: StreamOutcome) -> AsyncIterator[Delta]:
+        body = generate_content_body(req, self.options)
         url, headers = await self._target("streamGenerateContent")
-        state = StreamState(self.id, self.model, self.cost)
-        started = False
-        finish = ""
-        async with open_stream(self.client, self.id, url + "?alt=sse", None, headers,
-                               content=payload, on_error=self._error) as response:
-            try:
-                async for delta in self._deltas(response, state):
-                    started = True
-                    yield delta
-            except TakoError as exc:
-                if not started:
-                    raise
-                yield ChunkError(exc)
-                finish = "error"
-        yield End(finish_reason=finish or state.finish_reason, usage=state.usage)
-
-    async def _deltas(self, response: httpx.Response, state: StreamState) -> AsyncIterator[Delta]:
-        try:
-            async for _event, data in iter_sse(response):
+        state = StreamState(self.id, self.cost, outcome)
+        async with self.open_stream(url + "?alt=sse", body, headers,
+                                    on_error=self._error) as chunks:
+            async for _event, data in iter_sse(chunks):
                 if data == b"[DONE]":
                     break
                 for delta in state.handle(orjson.loads(data)):
                     yield delta
-        except httpx.HTTPError as exc:
-            raise transport_error(self.id, exc) from exc
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise UpstreamTransient(f"provider {self.id} sent a malformed stream chunk: {exc}",
-                                    details={"provider": self.id}) from exc
         if not state.finished:
             raise UpstreamTransient(
                 f"provider {self.id} closed the stream before a finishReason",

@@ -229,9 +229,6 @@ class GuardedProvider:
         except BaseException:
             await _aclose(upstream)
             raise
-        if isinstance(first, ChunkError):
-            await _aclose(upstream)
-            raise first.error
         await self.breakers.record(provider.id, True, probe)
         return _StreamOpened(provider, upstream, first, probe)
 
