@@ -237,18 +237,7 @@ def request_body(req: ChatRequest, model: str, options: dict[str, Any], *,
         or int(options.get("default_max_tokens", DEFAULT_MAX_TOKENS)),
     }
     instructions = [system] if system else []
-    fmt = req.response_format or {}
-    if fmt.get("type") == "json_object":
-        instructions.append(JSON_OBJECT_INSTRUCTION)
-    elif fmt.get("type") == "json_schema":
-        schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
-        if options.get("json_schema_mode", "native") == "prompt":
-            instructions.append(
-                "Respond with a single valid JSON value matching this JSON schema, and "
-                "nothing else: " + orjson.dumps(schema).decode()
-            )
-        else:
-            body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+    instructions += _response_format(req, options, body)
     if instructions:
         body["system"] = "\n\n".join(instructions)
     if req.temperature is not None:
@@ -271,6 +260,23 @@ def request_body(req: ChatRequest, model: str, options: dict[str, Any], *,
     if stream:
         body["stream"] = True
     return body
+
+
+def _response_format(req: ChatRequest, options: dict[str, Any],
+                     body: dict[str, Any]) -> list[str]:
+    """The system instructions ``response_format`` needs; a JSON schema asked for natively
+    goes into ``body`` as ``output_config``."""
+    fmt = req.response_format or {}
+    if fmt.get("type") == "json_object":
+        return [JSON_OBJECT_INSTRUCTION]
+    if fmt.get("type") != "json_schema":
+        return []
+    schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
+    if options.get("json_schema_mode", "native") == "prompt":
+        return ["Respond with a single valid JSON value matching this JSON schema, and "
+                "nothing else: " + orjson.dumps(schema).decode()]
+    body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+    return []
 
 
 def tool_def(function: dict[str, Any]) -> dict[str, Any]:

@@ -203,16 +203,7 @@ async def converse_body(req: ChatRequest, options: dict[str, Any]) -> dict[str, 
     body: dict[str, Any] = {"messages": messages}
     if system:
         body["system"] = system
-    inference: dict[str, Any] = {}
-    limit = req.output_limit() or options.get("default_max_tokens")
-    if limit:
-        inference["maxTokens"] = int(limit)
-    if req.temperature is not None:
-        inference["temperature"] = min(req.temperature, 1.0)
-    if req.top_p is not None:
-        inference["topP"] = req.top_p
-    if req.stop_list():
-        inference["stopSequences"] = req.stop_list()
+    inference = _inference_config(req, options)
     if inference:
         body["inferenceConfig"] = inference
     tool_config = _tool_config(req)
@@ -226,6 +217,20 @@ async def converse_body(req: ChatRequest, options: dict[str, Any]) -> dict[str, 
     if options.get("additional_model_request_fields"):
         body["additionalModelRequestFields"] = dict(options["additional_model_request_fields"])
     return body
+
+
+def _inference_config(req: ChatRequest, options: dict[str, Any]) -> dict[str, Any]:
+    inference: dict[str, Any] = {}
+    limit = req.output_limit() or options.get("default_max_tokens")
+    if limit:
+        inference["maxTokens"] = int(limit)
+    if req.temperature is not None:
+        inference["temperature"] = min(req.temperature, 1.0)
+    if req.top_p is not None:
+        inference["topP"] = req.top_p
+    if req.stop_list():
+        inference["stopSequences"] = req.stop_list()
+    return inference
 
 
 def _tool_config(req: ChatRequest) -> dict[str, Any] | None:

@@ -236,18 +236,37 @@ async def check_url(url: str, policy: FetchPolicy, resolver: Resolver) -> Checke
         host = str(literal)
         addresses = [literal]
     else:
-        try:
-            host = raw_host.encode("idna").decode("ascii").lower()
-        except UnicodeError as exc:
-            raise _refused(url, "its host name is not valid") from exc
-        try:
-            addresses = await resolver(host, port)
-        except OSError as exc:
-            raise _refused(url, f"its host {host!r} does not resolve") from exc
-        if not addresses:
-            raise _refused(url, f"its host {host!r} does not resolve")
-    networks = policy.networks()
+        host, addresses = await _resolved(url, raw_host, port, resolver)
     name_listed = literal is None and _matches_host(host, policy.host_patterns())
+    _check_addresses(url, policy, addresses, name_listed)
+    default_port = 443 if scheme == "https" else 80
+    literal_host = f"[{host}]" if ":" in host else host
+    host_header = literal_host if port == default_port else f"{literal_host}:{port}"
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return CheckedTarget(scheme, host, port, addresses[0], path, host_header)
+
+
+async def _resolved(url: str, raw_host: str, port: int,
+                    resolver: Resolver) -> tuple[str, list[IPAddress]]:
+    """The host name (IDNA-encoded) and the addresses it resolves to."""
+    try:
+        host = raw_host.encode("idna").decode("ascii").lower()
+    except UnicodeError as exc:
+        raise _refused(url, "its host name is not valid") from exc
+    try:
+        addresses = await resolver(host, port)
+    except OSError as exc:
+        raise _refused(url, f"its host {host!r} does not resolve") from exc
+    if not addresses:
+        raise _refused(url, f"its host {host!r} does not resolve")
+    return host, addresses
+
+
+def _check_addresses(url: str, policy: FetchPolicy, addresses: list[IPAddress],
+                     name_listed: bool) -> None:
+    networks = policy.networks()
     for address in addresses:
         in_listed_network = any(address in net for net in networks)
         if policy.allowlist and not (name_listed or in_listed_network):
@@ -256,13 +275,6 @@ async def check_url(url: str, policy: FetchPolicy, resolver: Resolver) -> Checke
             reason = blocked_reason(address)
             if reason:
                 raise _refused(url, f"it points to a {reason} address ({address})")
-    default_port = 443 if scheme == "https" else 80
-    literal_host = f"[{host}]" if ":" in host else host
-    host_header = literal_host if port == default_port else f"{literal_host}:{port}"
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return CheckedTarget(scheme, host, port, addresses[0], path, host_header)
 
 
 def _matches_host(host: str, patterns: list[str]) -> bool:
