@@ -124,8 +124,17 @@ class Vendor:
         format (streamed or not)."""
         raise NotImplementedError
 
+    def error_body(self) -> Any:
+        """The body of the error ``push_error`` scripts, as the vendor sends it."""
+        raise NotImplementedError
+
     def push_error(self) -> None:
-        """An error in the vendor's own format with status ``error_status``."""
+        """An error answer in the vendor's own format: status ``error_status``, body
+        ``error_body()``."""
+        raise NotImplementedError
+
+    def push_error_event_first(self) -> None:
+        """A stream that opens (200) and sends a vendor error event before any content."""
         raise NotImplementedError
 
     def push_broken_stream(self, text: str, *, dropped: bool) -> None:
@@ -205,10 +214,19 @@ class OpenAIVendor(Vendor):
         self.fake.push(fake_openai.Reply(text=text or None,
                                          tool_calls=_openai_calls(self.with_ids(calls))))
 
-    def push_error(self) -> None:
-        self.fake.push(fake_openai.Reply(status=429, body={"error": {
+    def error_body(self) -> Any:
+        return {"error": {
             "message": "Rate limit reached for gpt-4o-mini on requests per min (RPM)",
-            "type": "requests", "param": None, "code": "rate_limit_exceeded"}}))
+            "type": "requests", "param": None, "code": "rate_limit_exceeded"}}
+
+    def push_error(self) -> None:
+        self.fake.push(fake_openai.Reply(status=self.error_status, body=self.error_body()))
+
+    def push_error_event_first(self) -> None:
+        # no content: the role chunk, then the error where the middle of the stream would be
+        self.fake.push(fake_openai.Reply(chunks=[], stream_error={
+            "message": "The server had an error while processing your request.",
+            "type": "server_error", "param": None, "code": None}))
 
     def push_broken_stream(self, text: str, *, dropped: bool) -> None:
         if dropped:
@@ -238,11 +256,9 @@ class GenericVendor(OpenAIVendor):
         return {"name": self.name, "provider": self.provider, "model": self.model,
                 "base_url": self.url + "/v1", "price": {"input": 0.2, "output": 0.4}}
 
-    def push_error(self) -> None:
-        self.fake.push(fake_openai.Reply(status=500, body={"object": "error",
-                                                           "message": "CUDA out of memory",
-                                                           "type": "InternalServerError",
-                                                           "code": 500}))
+    def error_body(self) -> Any:
+        return {"object": "error", "message": "CUDA out of memory",
+                "type": "InternalServerError", "code": 500}
 
     def tool_results_sent(self, answered: list[Answered], said: str = "") -> None:
         assert "authorization" not in self.fake.requests[-1].headers
@@ -278,12 +294,21 @@ class AzureVendor(Vendor):
                 (cid, name, orjson.dumps(args).decode())
                 for cid, name, args in self.with_ids(calls)])))
 
-    def push_error(self) -> None:
-        self.fake.push(fake_azure.error(
-            429, "429", "Requests to the ChatCompletions_Create Operation under Azure OpenAI "
+    def error_body(self) -> Any:
+        return fake_azure.error_body(
+            "429", "Requests to the ChatCompletions_Create Operation under Azure OpenAI "
             "API version 2024-10-21 have exceeded token rate limit of your current "
-            "OpenAI S0 pricing tier. Please retry after 1 second.",
-            headers={"retry-after": "1"}))
+            "OpenAI S0 pricing tier. Please retry after 1 second.")
+
+    def push_error(self) -> None:
+        self.fake.push(fake_azure.Reply(status=429, body=self.error_body(),
+                                        headers={"retry-after": "1"}))
+
+    def push_error_event_first(self) -> None:
+        self.fake.push(fake_azure.Reply(chunks=[
+            fake_azure.prompt_filter_chunk(),
+            fake_azure.chunk({"role": "assistant", "content": ""}),
+            fake_azure.error_body("429", "Rate limit is exceeded.", status=429)]))
 
     def push_broken_stream(self, text: str, *, dropped: bool) -> None:
         chunks = fake_azure.text_stream(pieces(text))
@@ -332,9 +357,16 @@ class MistralVendor(Vendor):
             self.fake.push(fake_mistral.Reply(body=fake_mistral.completion(text,
                                                                            tool_calls=wire)))
 
+    def error_body(self) -> Any:
+        return fake_mistral.error_body("Requests rate limit exceeded", "rate_limited", "1300")
+
     def push_error(self) -> None:
-        self.fake.push(fake_mistral.error(429, "Requests rate limit exceeded", "rate_limited",
-                                          "1300"))
+        self.fake.push(fake_mistral.Reply(status=429, body=self.error_body()))
+
+    def push_error_event_first(self) -> None:
+        self.fake.push(fake_mistral.Reply(chunks=[
+            fake_mistral.chunk({"role": "assistant", "content": ""}),
+            fake_mistral.error_body("Requests rate limit exceeded", "rate_limited")]))
 
     def push_broken_stream(self, text: str, *, dropped: bool) -> None:
         chunks = fake_mistral.text_stream(pieces(text))
@@ -386,11 +418,20 @@ class AnthropicVendor(Vendor):
             self.fake.push(fake_anthropic.Reply(body=fake_anthropic.message(
                 text or None, tool_uses=self.with_ids(calls))))
 
-    def push_error(self) -> None:
-        self.fake.push(fake_anthropic.error(
-            429, "rate_limit_error",
+    def error_body(self) -> Any:
+        return fake_anthropic.error_body(
+            "rate_limit_error",
             "This request would exceed the rate limit for your organization of 50 input "
-            "tokens per minute.", headers={"retry-after": "1"}))
+            "tokens per minute.")
+
+    def push_error(self) -> None:
+        self.fake.push(fake_anthropic.Reply(status=429, body=self.error_body(),
+                                            headers={"retry-after": "1"}))
+
+    def push_error_event_first(self) -> None:
+        self.fake.push(fake_anthropic.Reply(events=[
+            fake_anthropic.message_start(), {"type": "ping"},
+            fake_anthropic.stream_error_event("api_error", "Internal server error")]))
 
     def push_broken_stream(self, text: str, *, dropped: bool) -> None:
         events = fake_anthropic.text_stream(pieces(text))
@@ -452,10 +493,17 @@ class BedrockVendor(Vendor):
     def push_tool_calls(self, calls: list[Call], *, stream: bool, text: str = "") -> None:
         self.fake.push(fake_bedrock.Turn(text=text, tool_calls=self.with_ids(calls)))
 
+    def error_body(self) -> Any:
+        return {"message": "Too many requests, please wait before trying again."}
+
     def push_error(self) -> None:
         self.fake.push(fake_bedrock.Failure(429, "ThrottlingException",
-                                            "Too many requests, please wait before trying "
-                                            "again."))
+                                            self.error_body()["message"]))
+
+    def push_error_event_first(self) -> None:
+        # after messageStart, before any content
+        self.fake.push(fake_bedrock.Turn(text="never sent", exception_after=1,
+                                         exception=("throttlingException", "Too many tokens")))
 
     def push_broken_stream(self, text: str, *, dropped: bool) -> None:
         if dropped:
@@ -519,11 +567,19 @@ class VertexVendor(Vendor):
         self.fake.push(fake_vertex.Turn(text=text, tool_calls=list(calls),
                                         response_id="resp-e2e"))
 
-    def push_error(self) -> None:
-        self.fake.push(fake_vertex.Failure(
+    def error_body(self) -> Any:
+        return fake_vertex.error_body(
             429, "RESOURCE_EXHAUSTED",
             "Quota exceeded for aiplatform.googleapis.com/generate_content_requests_per_"
-            "minute_per_project_per_base_model with base model: gemini-2.0-flash."))
+            "minute_per_project_per_base_model with base model: gemini-2.0-flash.")
+
+    def push_error(self) -> None:
+        error = self.error_body()["error"]
+        self.fake.push(fake_vertex.Failure(error["code"], error["status"], error["message"]))
+
+    def push_error_event_first(self) -> None:
+        self.fake.push(fake_vertex.Turn(text="never sent", error_after=0,
+                                        error=(503, "UNAVAILABLE", "Model overloaded.")))
 
     def push_broken_stream(self, text: str, *, dropped: bool) -> None:
         if dropped:
@@ -580,9 +636,14 @@ class OllamaVendor(Vendor):
     def push_tool_calls(self, calls: list[Call], *, stream: bool, text: str = "") -> None:
         self.fake.push(fake_ollama.tool_calls(*calls, content=text))
 
+    def error_body(self) -> Any:
+        return {"error": "llama runner process has terminated: signal: killed"}
+
     def push_error(self) -> None:
-        self.fake.push(fake_ollama.error(500, "llama runner process has terminated: "
-                                              "signal: killed"))
+        self.fake.push(fake_ollama.error(500, self.error_body()["error"]))
+
+    def push_error_event_first(self) -> None:
+        self.fake.push(fake_ollama.Reply(lines=[{"error": "model is loading"}]))
 
     def push_broken_stream(self, text: str, *, dropped: bool) -> None:
         reply = fake_ollama.text(*pieces(text))
