@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import re
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
@@ -19,11 +21,12 @@ from typing import Any
 import anyio
 from opentelemetry.trace import Span, Tracer
 from sse_starlette import EventSourceResponse
+from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from tako.app import metrics
 from tako.app.observe import RequestRecord
-from tako.app.telemetry import end_span, start_run_span
+from tako.app.telemetry import end_server_span, end_span, start_run_span, start_server_span
 from tako.core.protocols import RunContext, StreamItem
 from tako.core.types import Principal, Usage
 from tako.runtime.admission import Admission
@@ -37,15 +40,28 @@ class ClientLeft(Exception):
 CLIENT_LEFT = (ClientLeft, GeneratorExit, asyncio.CancelledError)  # the server runs on asyncio
 
 
-class Call:
-    __slots__ = ("record", "runtime", "tracer", "admission", "span", "ctx", "items", "error",
-                 "closed", "handed_off", "client_left")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-    def __init__(self, runtime: Runtime, tracer: Tracer | None, request_id: str) -> None:
-        self.record = RequestRecord(request_id)
+
+def request_id_of(request: Request) -> str:
+    """The client's ``x-request-id`` when it looks like one, else a fresh random id (an
+    identifier, not a secret: no system entropy call per request)."""
+    given = request.headers.get("x-request-id")
+    if given and _REQUEST_ID.match(given):
+        return given
+    return f"{random.getrandbits(128):032x}"
+
+
+class Call:
+    __slots__ = ("record", "runtime", "tracer", "admission", "server_span", "span", "ctx",
+                 "items", "error", "closed", "handed_off", "client_left")
+
+    def __init__(self, runtime: Runtime, tracer: Tracer | None, request: Request) -> None:
+        self.record = RequestRecord(request_id_of(request))
         self.runtime = runtime
         self.tracer = tracer
         self.admission: Admission | None = None
+        self.server_span = start_server_span(tracer, request)
         self.span: Span | None = None
         self.ctx: RunContext | None = None
         self.items: AsyncIterator[StreamItem] | None = None
@@ -81,7 +97,7 @@ class Call:
         return self.admission
 
     def start_run(self, kind: str, principal: Principal) -> Span | None:
-        self.span = start_run_span(self.tracer, kind, principal)
+        self.span = start_run_span(self.tracer, kind, principal, self.server_span)
         return self.span
 
     def fail(self, exc: BaseException) -> None:
@@ -134,6 +150,7 @@ class Call:
             usage = self.usage
             self.record.usage = usage
             end_span(self.span, usage, self.error)
+            end_server_span(self.server_span, self.record.status)
             metrics.IN_FLIGHT.dec()
             self.record.finish()
 

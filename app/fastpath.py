@@ -2,8 +2,8 @@
 
 ``POST /v1/chat/completions`` is dispatched straight to its endpoint, skipping the
 framework's routing and middleware layers (they cost more than the endpoint's own work on
-a fast upstream); every other path, and the hot route when tracing wraps the framework,
-goes through FastAPI as usual. Errors render exactly as the framework's handlers do.
+a fast upstream) in every configuration, tracing on or off; every other path goes through
+FastAPI. Errors render exactly as the framework's handlers do.
 """
 
 from __future__ import annotations
@@ -24,17 +24,14 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class FastPath:
-    def __init__(self, app: ASGIApp, framework_app: object,
-                 routes: dict[str, Endpoint]) -> None:
+    def __init__(self, app: ASGIApp, routes: dict[str, Endpoint]) -> None:
         self.app = app
-        self.framework_app = framework_app
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             endpoint = self.routes.get(scope["path"])
             if endpoint is not None:
-                scope["app"] = self.framework_app
                 try:
                     response = await endpoint(Request(scope, receive))
                 except TakoError as exc:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import Tracer
+
 from tako.app.config import Settings
 from tako.app.config_check import cross_reference_problems, in_config_order, known_names
+from tako.app.telemetry import TracedProvider, TracedTool
 from tako.core.errors import ConfigError, ConfigProblem, InternalError, ModelNotFound, gathering
-from tako.core.protocols import LlmProvider, Orchestrator
+from tako.core.protocols import LlmProvider, Orchestrator, Tool
 from tako.core.specs import ProfileSpec
 from tako.orchestrators import registry as orchestrators
 from tako.providers import registry as providers
@@ -36,23 +39,35 @@ class Gateway:
     max_price_per_token: tuple[float, float] = (0.0, 0.0)
     # Tool names profiles use that only an MCP server may serve (see known_names).
     unverified_tools: set[str] = field(default_factory=set)
+    tracer: Tracer | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Gateway:
+    def from_settings(cls, settings: Settings, tracer: Tracer | None = None) -> Gateway:
         """The gateway start-up serves, and ``tako check`` builds. Raises ConfigError with
-        every problem of the config, each at its path, found in one pass."""
+        every problem of the config, each at its path, found in one pass. With a tracer,
+        every deployment and tool is built inside its span wrapper."""
         problems = cross_reference_problems(settings)
         gw = cls(settings=settings)
         gw._add_deployments(problems)
         gw._add_profiles(problems)
         if problems:
             raise ConfigError(in_config_order(problems))
-        gw.tools = ToolRegistry([BUILTIN[n] for n in settings.tools.builtin])
+        gw.tracer = tracer
+        for name in settings.tools.builtin:
+            gw.add_tool(BUILTIN[name])
+        if tracer is not None:
+            kinds = {spec.name: spec.provider for spec in settings.deployments}
+            gw.deployments = {name: TracedProvider(provider, kinds[name], tracer)
+                              for name, provider in gw.deployments.items()}
         input_rates = [p.estimate_cost_usd(1_000_000, 0) for p in gw.deployments.values()]
         output_rates = [p.estimate_cost_usd(0, 1_000_000) for p in gw.deployments.values()]
         gw.max_price_per_token = (max(input_rates, default=0.0) / 1e6,
                                   max(output_rates, default=0.0) / 1e6)
         return gw
+
+    def add_tool(self, tool: Tool) -> None:
+        """A server-side tool, inside its span wrapper when tracing."""
+        self.tools.add(tool if self.tracer is None else TracedTool(tool, self.tracer))
 
     def _add_deployments(self, problems: list[ConfigProblem]) -> None:
         """Each deployment and alias, which runs as ``single``."""

@@ -9,7 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tako.app.auth import PRINCIPAL
-from tako.app.gateway import Gateway, Target
+from tako.app.fastpath import Endpoint
+from tako.app.gateway import Target
+from tako.app.services import Services
 from tako.core.errors import ModelNotFound
 from tako.core.types import Principal
 
@@ -23,21 +25,23 @@ def _json(body: Any) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-async def list_models(request: Request) -> Response:
-    gw: Gateway = request.app.state.gateway
-    principal: Principal = request.scope[PRINCIPAL]
-    created = request.app.state.started_at
-    data = [model_object(t, created) for name, t in gw.targets.items()
-            if principal.may_use(name)]
-    return _json({"object": "list", "data": data})
+def model_endpoints(services: Services) -> tuple[Endpoint, Endpoint]:
+    """``GET /v1/models`` and ``GET /v1/models/{model_id}`` over ``services``."""
+    gw = services.gateway
 
+    async def list_models(request: Request) -> Response:
+        principal: Principal = request.scope[PRINCIPAL]
+        data = [model_object(t, services.started_at) for name, t in gw.targets.items()
+                if principal.may_use(name)]
+        return _json({"object": "list", "data": data})
 
-async def get_model(request: Request) -> Response:
-    gw: Gateway = request.app.state.gateway
-    principal: Principal = request.scope[PRINCIPAL]
-    model_id = request.path_params["model_id"]
-    target = gw.targets.get(model_id)
-    if target is None or not principal.may_use(model_id):
-        raise ModelNotFound(f"The model '{model_id}' does not exist or you do not have "
-                            f"access to it.", param="model")
-    return _json(model_object(target, request.app.state.started_at))
+    async def get_model(request: Request) -> Response:
+        principal: Principal = request.scope[PRINCIPAL]
+        model_id = request.path_params["model_id"]
+        target = gw.targets.get(model_id)
+        if target is None or not principal.may_use(model_id):
+            raise ModelNotFound(f"The model '{model_id}' does not exist or you do not have "
+                                f"access to it.", param="model")
+        return _json(model_object(target, services.started_at))
+
+    return list_models, get_model

@@ -14,10 +14,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.propagate import extract
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from starlette.requests import Request
 
 from tako.core.errors import TakoError
 from tako.core.protocols import LlmProvider, RunContext, Tool
@@ -40,10 +42,33 @@ def build_tracer_provider(service_name: str, otlp_endpoint: str | None) -> Trace
     return provider
 
 
-def start_run_span(tracer: Tracer | None, kind: str, principal: Principal) -> Span | None:
+def start_server_span(tracer: Tracer | None, request: Request) -> Span | None:
+    """The request's SERVER span, joined to the client's trace when it sent
+    ``traceparent``. Made directly (no per-request framework instrumentation)."""
     if tracer is None:
         return None
-    return tracer.start_span("tako.orchestrator.run", attributes={
+    method, path = request.method, request.url.path
+    return tracer.start_span(f"{method} {path}", context=extract(request.headers),
+                             kind=SpanKind.SERVER, attributes={
+                                 "http.request.method": method, "url.path": path,
+                                 "http.route": path, "url.scheme": request.url.scheme})
+
+
+def end_server_span(span: Span | None, status: int) -> None:
+    if span is None:
+        return
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
+    span.end()
+
+
+def start_run_span(tracer: Tracer | None, kind: str, principal: Principal,
+                   parent: Span | None = None) -> Span | None:
+    if tracer is None:
+        return None
+    context = trace.set_span_in_context(parent) if parent is not None else None
+    return tracer.start_span("tako.orchestrator.run", context=context, attributes={
         "tako.orchestrator.kind": kind,
         "tako.principal.tenant_id": principal.tenant_id,
         "tako.principal.user_id": principal.user_id,
