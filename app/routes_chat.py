@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,9 +18,11 @@ from starlette.responses import Response
 from tako.app.auth import PRINCIPAL
 from tako.app.call import Call, CallStream, ClientLeft
 from tako.app.errors import validation_error
+from tako.app.fastpath import Endpoint
 from tako.app.gateway import Gateway
 from tako.app.observe import RequestRecord
-from tako.app.policy_gate import PolicyGate, StreamFilter
+from tako.app.policy_gate import StreamFilter
+from tako.app.services import Services
 from tako.app.sse import DONE, ChunkRenderer
 from tako.app.telemetry import use_span
 from tako.core.errors import (
@@ -37,20 +38,9 @@ from tako.core.protocols import LlmProvider, RunContext, StreamItem
 from tako.core.tokens import estimate_output_tokens, estimate_prompt_tokens
 from tako.core.types import ChatRequest, ChunkError, Delta, End, OrchEvent, Principal
 from tako.runtime.admission import Admission
-from tako.runtime.guard import GuardedProvider
 from tako.runtime.stack import Runtime
 
 log = logging.getLogger("tako.app")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-def request_id_of(request: Request) -> str:
-    """The client's ``x-request-id`` when it looks like one, else a fresh random id (an
-    identifier, not a secret: no system entropy call per request)."""
-    given = request.headers.get("x-request-id")
-    if given and _REQUEST_ID.match(given):
-        return given
-    return f"{random.getrandbits(128):032x}"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -97,51 +87,50 @@ def _flag(value: Any) -> bool:
 
 
 class Upstreams:
-    """Hands orchestrators guarded providers and remembers the last one that answered."""
+    """Hands orchestrators each alias wrapped in the runtime stack for this request."""
 
-    __slots__ = ("gw", "runtime", "admission", "last")
+    __slots__ = ("gw", "runtime", "admission")
 
     def __init__(self, gw: Gateway, runtime: Runtime, admission: Admission) -> None:
         self.gw = gw
         self.runtime = runtime
         self.admission = admission
-        self.last: GuardedProvider | None = None
 
     def __call__(self, alias: str) -> LlmProvider:
         providers, weights = self.gw.upstreams(alias)
-        guarded = self.runtime.guard(self.admission, alias, providers, weights)
-        self.last = guarded
-        return guarded
-
-    def answered_by(self) -> str | None:
-        return self.last.answered_by if self.last is not None else None
+        return self.runtime.guard(self.admission, alias, providers, weights)
 
 
-async def chat_completions(request: Request) -> Response:
-    state = request.app.state
-    try:
-        async with Call(state.runtime, state.tracer, request_id_of(request)) as call:
-            call.record.principal = request.scope[PRINCIPAL]
-            body = await read_body(request, state.gateway.settings.server.max_body_bytes)
-            async with call.watching_client(request.receive):
-                return await _within_deadline(request, call, body)
-    except ClientLeft:
-        return Response(status_code=499)  # nobody reads it
+def chat_endpoint(services: Services) -> Endpoint:
+    """``POST /v1/chat/completions`` over ``services``: parse, authorise, run, render."""
+    server = services.settings.server
+
+    async def chat_completions(request: Request) -> Response:
+        try:
+            async with Call(services.runtime, services.tracer, request) as call:
+                call.record.principal = request.scope[PRINCIPAL]
+                body = await read_body(request, server.max_body_bytes)
+                async with call.watching_client(request.receive):
+                    return await _within_deadline(request, call, body, services)
+        except ClientLeft:
+            return Response(status_code=499)  # nobody reads it
+
+    return chat_completions
 
 
-async def _within_deadline(request: Request, call: Call, body: bytes) -> Response:
-    limit = request.app.state.gateway.settings.server.request_timeout_s
+async def _within_deadline(request: Request, call: Call, body: bytes,
+                           services: Services) -> Response:
+    limit = services.settings.server.request_timeout_s
     try:
         async with asyncio.timeout(limit):
-            return await _chat(request, call, body)
+            return await _chat(request, call, body, services)
     except TimeoutError:
         raise RequestTimeout(f"the request did not finish within the gateway's limit of "
                              f"{limit:g}s (server.request_timeout_s)") from None
 
 
-async def _chat(request: Request, call: Call, body: bytes) -> Response:
-    state = request.app.state
-    gw: Gateway = state.gateway
+async def _chat(request: Request, call: Call, body: bytes, services: Services) -> Response:
+    gw = services.gateway
     record = call.record
     principal: Principal = request.scope[PRINCIPAL]
     req, options = parse_request(body)
@@ -149,7 +138,7 @@ async def _chat(request: Request, call: Call, body: bytes) -> Response:
     if not principal.may_use(req.model):
         raise ModelNotFound(f"The model '{req.model}' does not exist or you do not have "
                             f"access to it.", param="model")
-    gate: PolicyGate = state.policy
+    gate = services.policy
     requested = req.model
     req = await gate.before_chat(principal, req)
     if req.model != requested:
@@ -174,7 +163,7 @@ async def _chat(request: Request, call: Call, body: bytes) -> Response:
         body_out = response.to_openai(requested)
         if ctx.trace is not None:
             body_out["tako_trace"] = ctx.trace
-        _finish_headers(headers, upstreams, admission, record)
+        _finish_headers(headers, ctx, admission, record)
         return Response(orjson.dumps(body_out), media_type="application/json",
                         headers=headers)
     items = call.items = target.orchestrator.stream(ctx, req)
@@ -186,7 +175,7 @@ async def _chat(request: Request, call: Call, body: bytes) -> Response:
     if isinstance(first, ChunkError):
         raise first.error
     record.first_token()
-    _finish_headers(headers, upstreams, admission, record)
+    _finish_headers(headers, ctx, admission, record)
     renderer = ChunkRenderer(f"chatcmpl-{random.getrandbits(96):024x}", int(time.time()),
                              requested)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -196,13 +185,13 @@ async def _chat(request: Request, call: Call, body: bytes) -> Response:
                       ping=15, client_close_handler_callable=stream.client_left)
 
 
-def _finish_headers(headers: dict[str, str], upstreams: Upstreams, admission: Admission,
+def _finish_headers(headers: dict[str, str], ctx: RunContext, admission: Admission,
                     record: RequestRecord) -> None:
     elapsed = time.perf_counter() - record.started
     record.upstream_s = admission.upstream_seconds
     overhead = max(0.0, elapsed - record.upstream_s)
     headers["x-tako-overhead-ms"] = f"{overhead * 1000:.3f}"
-    answered = upstreams.answered_by()
+    answered = ctx.answered_by
     if answered:
         headers["x-tako-deployment"] = answered
         record.deployment = answered

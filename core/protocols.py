@@ -117,6 +117,9 @@ class RunContext:
     usage: Usage = field(default_factory=Usage)
     trace: list[dict[str, Any]] | None = None
     state: dict[str, Any] = field(default_factory=dict)
+    # the deployment whose output is the answer, set as soon as it is known (when the
+    # answer starts streaming, or when the run decided on it)
+    answered_by: str | None = None
 
 
 class Orchestrator(Protocol):

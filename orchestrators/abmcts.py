@@ -58,6 +58,7 @@ class Candidate:
     score: float
     feedback: str
     action: str
+    deployment: str
     node: int = -1
     parent: int | None = None
     depth: int = 1
@@ -171,7 +172,7 @@ class ABMCTS(Orchestration):
             raise UpstreamError("abmcts produced no candidate answer", code="no_candidate")
         record(ctx, type="abmcts", best=best.node, score=best.score, calls=calls,
                rounds=rounds, stop=stop)
-        return Answer(best.text)
+        return Answer(best.text, deployment=best.deployment)
 
     async def _expand(self, ctx: RunContext, req: ChatRequest, verifier: Verifier,
                       action: str, parent: Candidate | None) -> Candidate:
@@ -179,6 +180,7 @@ class ABMCTS(Orchestration):
         if parent is not None:
             messages += [assistant(parent.text), user(self.refine_prompt.format(
                 score=parent.score, feedback=parent.feedback or "(none)"))]
-        text = await ask(ctx, action, req, messages)
-        score = await verifier.score(req, text)
-        return Candidate(text, clamp(score.value), score.feedback, action)
+        reply = await ask(ctx, action, req, messages)
+        score = await verifier.score(req, reply.text)
+        return Candidate(reply.text, clamp(score.value), score.feedback, action,
+                         reply.deployment)

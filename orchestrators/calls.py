@@ -3,8 +3,10 @@ stack), always adding the call's usage to ``ctx.usage``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tako.core.errors import TakoError
-from tako.core.protocols import RunContext
+from tako.core.protocols import LlmProvider, RunContext
 from tako.core.types import ChatRequest, ChunkError, Delta, End, Message
 from tako.orchestrators.base import with_messages
 from tako.orchestrators.flow import Sink
@@ -32,24 +34,43 @@ def upstream_request(req: ChatRequest, alias: str, messages: list[Message],
     )
 
 
-async def ask(ctx: RunContext, alias: str, req: ChatRequest, messages: list[Message]) -> str:
-    """One non-streaming call; returns the answer's text."""
-    response = await ctx.provider(alias).chat(upstream_request(req, alias, messages))
+@dataclass(slots=True, frozen=True)
+class Reply:
+    text: str
+    deployment: str  # the deployment that answered (after fallback within the alias)
+
+
+def deployment_of(provider: LlmProvider) -> str:
+    """The deployment that answered the provider's last call: a guarded alias knows which
+    of its deployments it was; a plain provider is its own deployment."""
+    answered: str | None = getattr(provider, "answered_by", None)
+    return answered or provider.id
+
+
+async def ask(ctx: RunContext, alias: str, req: ChatRequest,
+              messages: list[Message]) -> Reply:
+    """One non-streaming call."""
+    provider = ctx.provider(alias)
+    response = await provider.chat(upstream_request(req, alias, messages))
     ctx.usage.add(response.usage)
-    return response.content or ""
+    return Reply(response.content or "", deployment_of(provider))
 
 
 async def ask_streaming(ctx: RunContext, alias: str, req: ChatRequest,
-                        messages: list[Message], sink: Sink) -> str:
-    """One call whose text goes to the client as it arrives when ``sink`` passes deltas;
-    a plain call otherwise. A mid-stream failure is raised after its usage is counted."""
+                        messages: list[Message], sink: Sink) -> Reply:
+    """One call whose text goes to the client as it arrives when ``sink`` passes deltas
+    (it is then the answer: ``ctx.answered_by`` names its deployment); a plain call
+    otherwise. A mid-stream failure is raised after its usage is counted."""
     if not sink.deltas:
         return await ask(ctx, alias, req, messages)
     text: list[str] = []
     failure: TakoError | None = None
-    stream = ctx.provider(alias).stream(upstream_request(req, alias, messages, stream=True))
+    provider = ctx.provider(alias)
+    stream = provider.stream(upstream_request(req, alias, messages, stream=True))
     async for item in stream:
         if isinstance(item, Delta) and item.content:
+            if not text:
+                ctx.answered_by = deployment_of(provider)
             text.append(item.content)
             await sink.delta(item.content)
         elif isinstance(item, ChunkError):
@@ -58,4 +79,4 @@ async def ask_streaming(ctx: RunContext, alias: str, req: ChatRequest,
             ctx.usage.add(item.usage)
     if failure is not None:
         raise failure
-    return "".join(text)
+    return Reply("".join(text), deployment_of(provider))

@@ -34,7 +34,7 @@ from pydantic import Field, PlainValidator, ValidationInfo
 from tako.core.errors import UpstreamError
 from tako.core.protocols import RunContext
 from tako.core.types import ChatRequest, Message
-from tako.orchestrators.calls import ask, ask_streaming, assistant, system, user
+from tako.orchestrators.calls import Reply, ask, ask_streaming, assistant, system, user
 from tako.orchestrators.flow import Answer, Orchestration, Sink, record
 from tako.orchestrators.params import Alias, Params, validate_under
 from tako.orchestrators.registry import register
@@ -149,14 +149,14 @@ class Conductor(Orchestration):
         self.max_steps = params.max_steps
 
     async def run(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> Answer:
-        text = await self._conduct(ctx, req, sink, level=0)
-        return Answer(text, streamed=sink.deltas)
+        reply = await self._conduct(ctx, req, sink, level=0)
+        return Answer(reply.text, streamed=sink.deltas, deployment=reply.deployment)
 
     async def _plan(self, ctx: RunContext, req: ChatRequest, level: int) -> list[Step]:
         allow_self = level < self.max_depth
         messages = [system(coordinator_prompt(self.workers, allow_self, self.max_steps)),
                     *req.messages]
-        reply = await ask(ctx, self.coordinator, req, messages)
+        reply = (await ask(ctx, self.coordinator, req, messages)).text
         try:
             return parse_workflow(reply, set(self.workers), True, self.max_steps)
         except WorkflowError as first:
@@ -164,7 +164,7 @@ class Conductor(Orchestration):
             messages = [*messages, assistant(reply), user(
                 f"That workflow is invalid: {first}. Reply with the corrected JSON workflow "
                 "only.")]
-            reply = await ask(ctx, self.coordinator, req, messages)
+            reply = (await ask(ctx, self.coordinator, req, messages)).text
             try:
                 return parse_workflow(reply, set(self.workers), True, self.max_steps)
             except WorkflowError as second:
@@ -175,12 +175,13 @@ class Conductor(Orchestration):
                              "second_error": str(second)},
                 ) from second
 
-    async def _conduct(self, ctx: RunContext, req: ChatRequest, sink: Sink, level: int) -> str:
+    async def _conduct(self, ctx: RunContext, req: ChatRequest, sink: Sink,
+                       level: int) -> Reply:
         steps = await self._plan(ctx, req, level)
         record(ctx, type="workflow", level=level,
                steps=[{"worker": s.worker, "subtask": s.subtask, "access": list(s.access)}
                       for s in steps])
-        outputs: list[str | None] = [None] * len(steps)
+        outputs: list[Reply | None] = [None] * len(steps)
         done = [asyncio.Event() for _ in steps]
         fanout = asyncio.Semaphore(self.max_fanout)
         last = len(steps) - 1
@@ -193,11 +194,15 @@ class Conductor(Orchestration):
                 await sink.event("step_start", step=i, worker=step.worker, level=level)
                 context: list[Message] = []
                 for j in step.access:
-                    context += [user(steps[j].subtask), assistant(outputs[j] or "")]
+                    earlier = outputs[j]
+                    context += [user(steps[j].subtask),
+                                assistant(earlier.text if earlier else "")]
                 step_sink = sink.final() if i == last else sink.quiet()
-                outputs[i] = await self._work(ctx, req, step, context, step_sink, level)
+                reply = outputs[i] = await self._work(ctx, req, step, context, step_sink,
+                                                      level)
                 record(ctx, type="step", level=level, step=i, worker=step.worker,
-                       access=list(step.access), output=outputs[i])
+                       access=list(step.access), output=reply.text,
+                       deployment=reply.deployment)
             done[i].set()
 
         try:
@@ -206,10 +211,12 @@ class Conductor(Orchestration):
                     group.create_task(run_step(i))
         except BaseExceptionGroup as failed:
             raise first_error(failed) from None
-        return outputs[last] or ""
+        answer = outputs[last]
+        assert answer is not None  # every step ran, or the group raised
+        return answer
 
     async def _work(self, ctx: RunContext, req: ChatRequest, step: Step,
-                    context: list[Message], sink: Sink, level: int) -> str:
+                    context: list[Message], sink: Sink, level: int) -> Reply:
         messages = [*context, user(step.subtask)]
         if step.worker != SELF:
             return await ask_streaming(ctx, step.worker, req, messages, sink)

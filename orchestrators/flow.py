@@ -29,6 +29,7 @@ class Answer:
     tool_calls: list[ToolCall] | None = None
     finish_reason: str = "stop"
     streamed: bool = False  # the text already went out as deltas
+    deployment: str | None = None  # whose output it is
 
 
 class Sink:
@@ -91,10 +92,12 @@ class Orchestration:
 
     async def complete(self, ctx: RunContext, req: ChatRequest) -> ChatResponse:
         answer = await self.run(ctx, req, Sink.silent())
+        ctx.answered_by = answer.deployment or ctx.answered_by
         return ChatResponse(
             id=f"chatcmpl-{uuid.uuid4().hex[:24]}", model=req.model, created=int(time.time()),
             content=answer.content, tool_calls=answer.tool_calls,
             finish_reason=answer.finish_reason, usage=ctx.usage.model_copy(),
+            provider_id=ctx.answered_by,
         )
 
     def stream(
@@ -113,13 +116,14 @@ class Orchestration:
                 await put(ChunkError(error))
                 await put(End("error", ctx.usage.model_copy()))
                 return
+            ctx.answered_by = answer.deployment or ctx.answered_by
             if not (answer.streamed and sink.started):
                 await put(Delta(role="assistant" if not sink.started else None,
                                 content=answer.content or ""))
                 for delta in ToolCallBuffer().as_deltas(answer.tool_calls or []):
                     await put(delta)
             await sink.event("final", finish_reason=answer.finish_reason,
-                             usage=ctx.usage.to_openai())
+                             usage=ctx.usage.to_openai(), deployment=ctx.answered_by)
             await put(End(answer.finish_reason, ctx.usage.model_copy()))
 
         return pump(produce, maxsize)

@@ -106,8 +106,8 @@ class LlmRouter:
         transcript = render_transcript(state.turns) or "(no turns yet)"
         prompt = (f"LLMs: {', '.join(state.llms)}\n\nUser request:\n"
                   f"{_last_user(state.request)}\n\nTranscript:\n{transcript}")
-        reply = await ask(self.ctx, self.deployment, state.request,
-                          [system(ROUTER_PROMPT), user(prompt)])
+        reply = (await ask(self.ctx, self.deployment, state.request,
+                           [system(ROUTER_PROMPT), user(prompt)])).text
         choice = parse_choice(reply, state.llms)
         if choice is None:
             self.fallbacks += 1

@@ -150,25 +150,26 @@ class SelfCaller(Orchestration):
                                 self.max_self_call_depth, self.max_self_call_cost_usd)
             run_ctx = dataclasses.replace(ctx, tools=WithTool(ctx.tools, tool))
         messages = list(req.messages)
-        best: tuple[float, str] | None = None
+        best: tuple[float, str, str | None] | None = None
         for depth in range(self.max_depth + 1):
             response = await self._attempt(run_ctx, with_messages(req, messages), sink)
             if response.tool_calls:
-                return Answer(response.content, response.tool_calls, "tool_calls")
+                return Answer(response.content, response.tool_calls, "tool_calls",
+                              deployment=response.provider_id)
             text = response.content or ""
             score = await verifier.score(req, text)
             await sink.event("recursion", depth=depth, confidence=score.value)
             record(ctx, type="attempt", depth=depth, answer=text, score=score.value,
                    feedback=score.feedback)
             if best is None or score.value >= best[0]:
-                best = (score.value, text)
+                best = (score.value, text, response.provider_id)
             if score.value >= self.threshold or depth == self.max_depth:
                 break
             messages = [*messages, assistant(text), user(self.revision_prompt.format(
                 score=score.value, threshold=self.threshold,
                 feedback=score.feedback or "(none)"))]
         assert best is not None
-        return Answer(best[1])
+        return Answer(best[1], deployment=best[2])
 
     async def _attempt(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> ChatResponse:
         """One inner run; its events (tool calls, steps) pass through to the client."""
@@ -192,4 +193,5 @@ class SelfCaller(Orchestration):
         tool_calls = calls.result() or None
         return ChatResponse(id="inner", model=req.model, created=0,
                             content="".join(text) if text or not tool_calls else None,
-                            tool_calls=tool_calls, finish_reason=finish)
+                            tool_calls=tool_calls, finish_reason=finish,
+                            provider_id=ctx.answered_by)

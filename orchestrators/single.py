@@ -27,6 +27,7 @@ from tako.core.types import (
     ToolCall,
 )
 from tako.orchestrators.base import ToolCallBuffer, with_messages
+from tako.orchestrators.calls import deployment_of
 from tako.orchestrators.params import Alias, Params, ToolName
 from tako.orchestrators.registry import register
 
@@ -83,6 +84,7 @@ class Single:
             calls = response.tool_calls or []
             if not calls or not server or any(c.function.name not in server for c in calls):
                 response.usage = ctx.usage.model_copy()
+                ctx.answered_by = deployment_of(provider)
                 return response
             messages.append(response.message())
             messages.extend(await self._run_tools(ctx, calls))
@@ -99,6 +101,7 @@ class Single:
             text: list[str] = []
             end = End()
             async for item in provider.stream(with_messages(req, messages) if server else req):
+                ctx.answered_by = deployment_of(provider)
                 if isinstance(item, End):
                     end = item
                 elif isinstance(item, Delta) and item.tool_calls and server:

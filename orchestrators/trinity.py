@@ -20,7 +20,7 @@ from pydantic import Field, PlainValidator, ValidationInfo, model_validator
 
 from tako.core.protocols import RunContext
 from tako.core.types import ChatRequest, Message
-from tako.orchestrators.calls import ask, system, user
+from tako.orchestrators.calls import Reply, ask, system, user
 from tako.orchestrators.flow import Answer, Orchestration, Sink, record
 from tako.orchestrators.params import Alias, AliasPool, Params, validate_under
 from tako.orchestrators.registry import register
@@ -102,14 +102,15 @@ class Trinity(Orchestration):
     async def run(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> Answer:
         state = TrinityState(request=req, roles=self.roles)
         router = self._router(ctx)
-        answer: str | None = None
+        answer: Reply | None = None
         for turn_index in range(self.max_turns):
             llm, role = await router.pick(state)
             await sink.event("step_start", step=turn_index, role=role, llm=llm)
-            text = await ask(ctx, llm, req, self._messages(req, state, role))
+            reply = await ask(ctx, llm, req, self._messages(req, state, role))
+            text = reply.text
             turn = Turn(llm, role, text)
             if role == WORKER:
-                answer = text
+                answer = reply
             if role == VERIFIER:
                 turn.verdict, turn.diagnosis = parse_verdict(text)
                 await sink.event("verifier_score", step=turn_index, branch=0,
@@ -123,8 +124,8 @@ class Trinity(Orchestration):
         if isinstance(router, LlmRouter) and router.fallbacks:
             record(ctx, type="router_fallbacks", count=router.fallbacks)
         if answer is None:
-            answer = state.turns[-1].text
-        return Answer(answer)
+            answer = reply
+        return Answer(answer.text, deployment=answer.deployment)
 
     @staticmethod
     def _messages(req: ChatRequest, state: TrinityState, role: str) -> list[Message]:

@@ -161,7 +161,8 @@ class LlmJudge:
     async def score(self, req: ChatRequest, answer: str) -> Score:
         question = _conversation_text(req)
         prompt = f"Request:\n{question}\n\nAnswer to grade:\n{answer}"
-        reply = await ask(self.ctx, self.deployment, req, [system(self.rubric), user(prompt)])
+        reply = (await ask(self.ctx, self.deployment, req,
+                           [system(self.rubric), user(prompt)])).text
         return judge_reply_score(reply)
 
     def evaluate_streaming(self, req: ChatRequest) -> StreamEvaluation:

@@ -46,6 +46,11 @@ def coordinator(call: Call) -> str:
                       {"worker": "beta", "subtask": FINAL_FROM, "access": "all"}])
     if "FLAKY" in question:
         return _plan([RESEARCH, {"worker": "flaky", "subtask": FINAL_FROM, "access": "all"}])
+    if "ORDER-CHECK" in question:  # the final step starts first; a later one runs on alpha
+        return _plan([RESEARCH,
+                      {"worker": "alpha", "subtask": "research the topic: more facts",
+                       "access": [0]},
+                      {"worker": "beta", "subtask": FINAL_FROM, "access": []}])
     if "LONG REPORT" in question:
         return _plan([{"worker": "beta", "subtask": "write the long report", "access": []}])
     return "I cannot plan this."
@@ -323,6 +328,8 @@ def event_checks(name: str, events: list[dict[str, Any]], fake: ScriptedOpenAI) 
     of = {kind: [e for e in events if e["kind"] == kind] for kind in {e["kind"] for e in events}}
     assert events[-1]["kind"] == "final"
     assert of["final"][0]["usage"]["prompt_tokens"] == fake.usage_sum()[0]
+    if name in ("conductor", "conductor-nested", "trinity", "trinity-llm"):
+        assert of["final"][0]["deployment"] == "beta"
     if name == "conductor":
         assert [(e["step"], e["worker"]) for e in sorted(of["step_start"],
                                                          key=lambda e: e["step"])] == [
@@ -354,6 +361,48 @@ def event_checks(name: str, events: list[dict[str, Any]], fake: ScriptedOpenAI) 
             assert {"step", "branch", "score"} <= set(e) and e["score"] in allowed
             assert e["action"] in ("alpha", "beta")
         assert len({e["branch"] for e in of["verifier_score"]}) == len(workers)
+
+
+HEADER_CASES = {**CASES, "conductor-order": Case(
+    "team-conductor", "ORDER-CHECK: what is six times seven?",
+    "Final answer: 42 (seen: nothing)", None)}
+
+
+def answering_model(name: str, content: str, fake: ScriptedOpenAI) -> str:
+    """The served model whose reply is the answer: each case's known worker, or for
+    AB-MCTS the worker call whose reply the search picked."""
+    known = {"conductor": "beta", "conductor-nested": "beta", "conductor-order": "beta",
+             "trinity": "beta", "trinity-llm": "beta", "selfcaller-rules": "alpha",
+             "selfcaller-judge": "beta"}
+    if name in known:
+        return known[name]
+    (call,) = [c for c in fake.calls if c.model in ("alpha", "beta") and c.reply == content]
+    return call.model
+
+
+@pytest.mark.parametrize("name", HEADER_CASES)
+def test_the_deployment_header_names_the_answer_s_deployment(
+        name: str, client: openai.OpenAI, fake: ScriptedOpenAI) -> None:
+    case = HEADER_CASES[name]
+    raw = client.chat.completions.with_raw_response.create(model=case.profile,
+                                                           messages=ask(case))
+    content = raw.parse().choices[0].message.content or ""
+    if case.answer is not None:
+        assert content == case.answer
+    expected = answering_model(name, content, fake)
+    if name in ("trinity", "trinity-llm", "selfcaller-judge"):
+        assert fake.calls[-1].model != expected  # a verifier or judge spoke last
+    if name == "conductor-order":
+        assert fake.calls[-1].model == "alpha"  # the final step did not start last
+    assert raw.headers["x-tako-deployment"] == expected
+    fake.reset()
+    with client.chat.completions.with_streaming_response.create(
+            model=case.profile, messages=ask(case), stream=True) as response:
+        payloads = sse_payloads(response.iter_lines())
+        header = response.headers.get("x-tako-deployment")
+    text = "".join(orjson.loads(p)["choices"][0]["delta"].get("content") or ""
+                   for p in payloads[:-1] if orjson.loads(p)["choices"])
+    assert header == answering_model(name, text, fake)
 
 
 @pytest.mark.parametrize("name", CASES)
