@@ -27,7 +27,7 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
@@ -136,29 +136,15 @@ class ABMCTS(Orchestration):
                   for t in trials),
                 return_exceptions=True)
             for trial, result in zip(trials, results, strict=True):
-                if isinstance(result, QuotaExceeded):
-                    raise result  # the budget is spent: stop the whole run
                 if isinstance(result, BaseException):
-                    if not isinstance(result, TakoError):
-                        raise result
-                    failure = result
-                    record(ctx, type="failed_expansion", action=trial.action,
-                           parent=trial.node_to_expand, error=result.message)
+                    failure = _failed_expansion(ctx, trial, result)
                     continue
                 size = state.tree.size
                 with rng.active():
                     state = algo.tell(state, trial.trial_id, (result, result.score))
                 if state.tree.size == size:
                     continue  # treequest did not take the result
-                node = state.tree.get_nodes()[-1]
-                result.node = node.expand_idx
-                result.parent = None if trial.node_to_expand < 0 else trial.node_to_expand
-                result.depth = node.depth
-                record(ctx, type="node", node=result.node, parent=result.parent,
-                       action=result.action, score=result.score, depth=result.depth)
-                await sink.event("verifier_score", step=rounds, branch=result.node,
-                                 parent=result.parent, action=result.action,
-                                 score=result.score)
+                await _placed(ctx, sink, result, state.tree.get_nodes()[-1], trial, rounds)
                 if best is None or result.score > best.score:
                     best = result
             rounds += 1
@@ -184,3 +170,25 @@ class ABMCTS(Orchestration):
         score = await verifier.score(req, reply.text)
         return Candidate(reply.text, clamp(score.value), score.feedback, action,
                          reply.deployment)
+
+
+def _failed_expansion(ctx: RunContext, trial: Any, error: BaseException) -> TakoError:
+    """A generation that failed: recorded, and the run goes on, unless the budget is
+    spent or it is not a gateway error."""
+    if isinstance(error, QuotaExceeded) or not isinstance(error, TakoError):
+        raise error  # the budget is spent (or a bug): stop the whole run
+    record(ctx, type="failed_expansion", action=trial.action, parent=trial.node_to_expand,
+           error=error.message)
+    return error
+
+
+async def _placed(ctx: RunContext, sink: Sink, result: Candidate, node: Any, trial: Any,
+                  rounds: int) -> None:
+    """The candidate takes its place in the tree: noted in the trace and the events."""
+    result.node = node.expand_idx
+    result.parent = None if trial.node_to_expand < 0 else trial.node_to_expand
+    result.depth = node.depth
+    record(ctx, type="node", node=result.node, parent=result.parent, action=result.action,
+           score=result.score, depth=result.depth)
+    await sink.event("verifier_score", step=rounds, branch=result.node, parent=result.parent,
+                     action=result.action, score=result.score)

@@ -97,45 +97,66 @@ class Single:
         for step in range(self.max_steps):
             if ctx.emit_events and server:
                 yield OrchEvent("step_start", {"step": step, "deployment": self.deployment})
-            buffer = ToolCallBuffer()
-            text: list[str] = []
-            end = End()
-            async for item in provider.stream(with_messages(req, messages) if server else req):
+            turn = _Turn()
+            async for item in turn.relay(provider.stream(
+                    with_messages(req, messages) if server else req), server):
                 ctx.answered_by = deployment_of(provider)
-                if isinstance(item, End):
-                    end = item
-                elif isinstance(item, Delta) and item.tool_calls and server:
-                    buffer.add(item.tool_calls)
-                    if item.content or item.role:
-                        yield Delta(content=item.content, role=item.role)
-                else:
-                    if isinstance(item, Delta) and item.content:
-                        text.append(item.content)
-                    yield item
-            ctx.usage.add(end.usage)
-            calls = buffer.result()
-            if end.finish_reason == "error" or not calls:
-                yield End(end.finish_reason, ctx.usage.model_copy())
+                yield item
+            ctx.usage.add(turn.end.usage)
+            calls = turn.calls.result()
+            if turn.end.finish_reason == "error" or not calls:
+                yield End(turn.end.finish_reason, ctx.usage.model_copy())
                 return
             if any(c.function.name not in server for c in calls):
-                for delta in buffer.as_deltas(calls):
+                for delta in turn.calls.as_deltas(calls):
                     yield delta
                 yield End("tool_calls", ctx.usage.model_copy())
                 return
-            messages.append(Message(role="assistant", content="".join(text) or None,
+            messages.append(Message(role="assistant", content="".join(turn.text) or None,
                                     tool_calls=calls))
-            for call in calls:
-                if ctx.emit_events:
-                    yield OrchEvent("tool_call_start", {"name": call.function.name,
-                                                        "id": call.id})
-            results = await self._run_tools(ctx, calls)
-            for call, result in zip(calls, results, strict=True):
-                if ctx.emit_events:
-                    yield OrchEvent("tool_result", {"name": call.function.name, "id": call.id,
-                                                    "output": result.text()[:2000]})
-            messages.extend(results)
+            async for event in self._run_tools_streaming(ctx, calls, messages):
+                yield event
         yield ChunkError(_too_many_steps(self.max_steps))
         yield End("error", ctx.usage.model_copy())
+
+    async def _run_tools_streaming(self, ctx: RunContext, calls: list[ToolCall],
+                                   messages: list[Message]) -> AsyncIterator[OrchEvent]:
+        """Run the server-side calls, appending their results to ``messages``; with events
+        on, each call's start and result as events."""
+        if ctx.emit_events:
+            for call in calls:
+                yield OrchEvent("tool_call_start", {"name": call.function.name, "id": call.id})
+        results = await self._run_tools(ctx, calls)
+        if ctx.emit_events:
+            for call, result in zip(calls, results, strict=True):
+                yield OrchEvent("tool_result", {"name": call.function.name, "id": call.id,
+                                                "output": result.text()[:2000]})
+        messages.extend(results)
+
+
+class _Turn:
+    """One model call of the loop, relayed to the client: the text passes through; the
+    tool calls are held back when the loop may run them itself."""
+
+    def __init__(self) -> None:
+        self.calls = ToolCallBuffer()
+        self.text: list[str] = []
+        self.end = End()
+
+    async def relay(self, items: AsyncIterator[StreamItem],
+                    server: set[str]) -> AsyncIterator[StreamItem]:
+        async for item in items:
+            if isinstance(item, End):
+                self.end = item
+                continue
+            if isinstance(item, Delta) and item.tool_calls and server:
+                self.calls.add(item.tool_calls)
+                if item.content or item.role:
+                    yield Delta(content=item.content, role=item.role)
+                continue
+            if isinstance(item, Delta) and item.content:
+                self.text.append(item.content)
+            yield item
 
 
 def _too_many_steps(max_steps: int) -> TakoError:

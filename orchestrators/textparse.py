@@ -58,16 +58,27 @@ def parse_score(text: str) -> float | None:
     except ValueError:
         data = None
     if isinstance(data, dict):
-        for key in ("score", "confidence", "rating", "value"):
-            value = data.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return clamp(_scale(float(value)))
-            if isinstance(value, str):
-                parsed = parse_score(value)
-                if parsed is not None:
-                    return parsed
+        from_json = _score_field(data)
+        if from_json is not None:
+            return from_json
     elif isinstance(data, (int, float)) and not isinstance(data, bool):
         return clamp(_scale(float(data)))
+    return _score_in_text(text)
+
+
+def _score_field(data: dict[str, Any]) -> float | None:
+    for key in ("score", "confidence", "rating", "value"):
+        value = data.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return clamp(_scale(float(value)))
+        if isinstance(value, str):
+            parsed = parse_score(value)
+            if parsed is not None:
+                return parsed
+    return None
+
+
+def _score_in_text(text: str) -> float | None:
     if m := _FRACTION.search(text):
         denominator = float(m.group(2))
         if denominator > 0:
