@@ -162,7 +162,7 @@ async def test_streamed_tool_calls_reassemble(vendor: Vendor, provider: LlmProvi
 # ---------------------------------------------------------------- errors
 
 
-def assert_vendor_error(error: TakoError, vendor: Vendor) -> None:
+def assert_vendor_error_kept(error: TakoError, vendor: Vendor) -> None:
     assert error.details is not None
     assert error.details["provider"] == vendor.name
     assert error.details["status"] == vendor.error_status
@@ -176,12 +176,12 @@ async def test_vendor_error_keeps_status_and_body(vendor: Vendor,
     vendor.push_error()
     with pytest.raises(TakoError) as answered:
         await provider.chat(chat(vendor))
-    assert_vendor_error(answered.value, vendor)
+    assert_vendor_error_kept(answered.value, vendor)
 
     vendor.push_error()
     with pytest.raises(type(answered.value)) as streamed:
         await drain(provider, chat(vendor))
-    assert_vendor_error(streamed.value, vendor)
+    assert_vendor_error_kept(streamed.value, vendor)
 
 
 async def test_unreachable_vendor_fails_before_the_first_chunk(vendor: Vendor) -> None:

@@ -19,14 +19,13 @@ from tako.core.errors import (
 )
 from tako.core.specs import DeploymentSpec
 from tako.core.types import ChunkError, Delta, End
-from tako.providers.mistral import MistralProvider
+from tako.providers.mistral import MistralProvider, stream_error
 from tests.fakes import mistral as fake_api
 from tests.providers.support import (
     assert_vendor_error,
     built,
     chat_for,
     collect,
-    tool_calls_by_index,
 )
 from tests.support.upstreams import served
 
@@ -148,15 +147,6 @@ async def test_images_pass_through(mistral) -> None:
     assert fake.last.body["messages"][0]["content"] == parts
 
 
-async def test_usage_and_cost(mistral) -> None:
-    provider, fake = mistral
-    fake.push(fake_api.Reply(body=fake_api.completion("ok", usage_=fake_api.usage(1000, 500))))
-    answer = await provider.chat(chat([{"role": "user", "content": "hi"}]))
-    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (1000, 500)
-    # mistral-large-latest: 2.0 in, 6.0 out per million
-    assert answer.usage.cost_usd == pytest.approx((1000 * 2.0 + 500 * 6.0) / 1e6)
-
-
 async def test_model_length_and_chunked_content(mistral) -> None:
     provider, fake = mistral
     content = [{"type": "thinking", "thinking": [{"type": "text", "text": "hmm"}]},
@@ -203,44 +193,23 @@ async def test_wrong_key_is_an_auth_error(server) -> None:
     assert caught.value.details is not None and caught.value.details["status"] == 401
 
 
-async def test_streaming_text_with_usage_in_last_chunk(mistral) -> None:
-    provider, fake = mistral
-    fake.push(fake_api.Reply(chunks=fake_api.text_stream(
-        ["Bon", "jour", "!"], usage_=fake_api.usage(30, 3))))
-    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
-    deltas = [i for i in items if isinstance(i, Delta)]
-    assert [d.content for d in deltas] == ["Bon", "jour", "!"]
-    assert all(d.role is None for d in deltas), "the SSE renderer adds the role"
-    assert fake.last.body["stream"] is True and "stream_options" not in fake.last.body
-    end = items[-1]
-    assert isinstance(end, End) and end.finish_reason == "stop"
-    assert (end.usage.prompt_tokens, end.usage.completion_tokens) == (30, 3)
-    assert end.usage.cost_usd == pytest.approx((30 * 2.0 + 3 * 6.0) / 1e6)
-
-
-async def test_streaming_tool_calls(mistral) -> None:
-    provider, fake = mistral
-    fake.push(fake_api.Reply(chunks=fake_api.tool_stream([
-        ("D681PevKs", "get_weather", '{"city": "Lyon"}'),
-        ("Xy12Ab34C", "get_weather", '{"city": "Nice"}')])))
-    items = await collect(provider, chat([{"role": "user", "content": "hi"}],
-                                         tools=[WEATHER_TOOL]))
-    calls = tool_calls_by_index(items)
-    assert calls[0]["id"] == "D681PevKs" and calls[1]["id"] == "Xy12Ab34C"
-    assert orjson.loads(calls[1]["arguments"]) == {"city": "Nice"}
-    assert isinstance(items[0], Delta) and items[0].tool_calls
-    assert isinstance(items[-1], End) and items[-1].finish_reason == "tool_calls"
-
-
-async def test_mid_stream_error_object(mistral) -> None:
-    provider, fake = mistral
-    chunks = fake_api.text_stream(["Hello", " there"])[:3]
-    chunks.append(fake_api.error_body("Service unavailable.", "service_unavailable"))
-    fake.push(fake_api.Reply(chunks=chunks))
-    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
-    assert [i.content for i in items if isinstance(i, Delta)] == ["Hello", " there"]
-    assert isinstance(items[-2], ChunkError) and isinstance(items[-2].error, Overloaded)
-    assert isinstance(items[-1], End) and items[-1].finish_reason == "error"
+@pytest.mark.parametrize(
+    ("event", "error_class", "status"),
+    [
+        (fake_api.error_body("Service unavailable.", "service_unavailable", "3000"),
+         Overloaded, 503),
+        (fake_api.error_body("Requests rate limit exceeded", "rate_limited"),
+         UpstreamRateLimited, 429),
+        ({"error": {"message": "bad", "type": "invalid_request_error", "code": 400}},
+         InvalidRequest, 400),
+        (fake_api.error_body("Internal server error", "internal_server_error"),
+         UpstreamTransient, 500),
+    ],
+)
+def test_stream_error_events_map_by_status_or_kind(event, error_class, status) -> None:
+    error = stream_error("mistral", event)
+    assert type(error) is error_class
+    assert error.details == {"provider": "mistral", "status": status, "body": event}
 
 
 async def test_finish_reason_error_mid_stream(mistral) -> None:
@@ -251,23 +220,3 @@ async def test_finish_reason_error_mid_stream(mistral) -> None:
     assert isinstance(items[1], ChunkError) and isinstance(items[1].error, UpstreamTransient)
     assert isinstance(items[2], End) and items[2].finish_reason == "error"
     assert items[2].usage.prompt_tokens == 16
-
-
-async def test_error_before_first_content_raises(mistral) -> None:
-    provider, fake = mistral
-    fake.push(fake_api.Reply(chunks=[
-        fake_api.chunk({"role": "assistant", "content": ""}),
-        fake_api.error_body("Requests rate limit exceeded", "rate_limited")]))
-    with pytest.raises(UpstreamRateLimited):
-        await collect(provider, chat([{"role": "user", "content": "hi"}]))
-
-
-async def test_dropped_connection_mid_stream(mistral) -> None:
-    provider, fake = mistral
-    fake.push(fake_api.Reply(chunks=fake_api.text_stream(["a", "b", "c"]), drop_after=3))
-    items = await collect(provider, chat([{"role": "user", "content": "hi"}]))
-    assert [i.content for i in items if isinstance(i, Delta)] == ["a", "b"]
-    assert isinstance(items[-2], ChunkError)
-    assert items[-2].error.code == "upstream_connection_error"
-    assert isinstance(items[-1], End) and items[-1].finish_reason == "error"
-    assert sum(isinstance(i, End) for i in items) == 1
