@@ -30,7 +30,7 @@ from tako.app.telemetry import end_server_span, end_span, start_run_span, start_
 from tako.core.protocols import RunContext, StreamItem
 from tako.core.types import Principal, Usage
 from tako.runtime.admission import Admission
-from tako.runtime.stack import Runtime
+from tako.runtime.runtime import Runtime
 
 
 class ClientLeft(Exception):

@@ -20,7 +20,8 @@ from tako.tools.registry import ToolRegistry
 
 @dataclass(slots=True)
 class Target:
-    """What a ``model`` name runs."""
+    """What a ``model`` name runs. ``kind``: "deployment" or "alias" (each run by
+    ``single``), else the profile's orchestrator kind."""
 
     name: str
     kind: str
@@ -82,7 +83,8 @@ class Gateway:
         for name in self.aliases:
             desc = settings.aliases[name].description if name in settings.aliases else None
             single = ProfileSpec(name=name, kind="single", params={"deployment": name})
-            self.targets[name] = Target(name, "deployment", orchestrators.build(single),
+            kind = "deployment" if name in kinds else "alias"
+            self.targets[name] = Target(name, kind, orchestrators.build(single),
                                         desc, kinds.get(name, "tako"))
 
     def _add_profiles(self, problems: list[ConfigProblem]) -> None:
@@ -112,7 +114,7 @@ class Gateway:
     def estimate_cost_usd(self, target: Target, prompt_tokens: int, output_tokens: int) -> float:
         """The first upstream call's price: exact for a deployment, the dearest
         deployment's rates for an orchestrator profile (conservative)."""
-        if target.kind == "deployment":
+        if target.kind in ("deployment", "alias"):
             upstreams, _ = self.upstreams(target.name)
             return max(p.estimate_cost_usd(prompt_tokens, output_tokens) for p in upstreams)
         rate_in, rate_out = self.max_price_per_token

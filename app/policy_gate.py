@@ -23,7 +23,7 @@ from tako.core.errors import PolicyDenied
 from tako.core.protocols import PolicyDecision, RunContext, Tool, ToolLookup
 from tako.core.types import ChatRequest, ChatResponse, Message, Principal, ToolSpec
 from tako.policies.factory import build_policy_engine
-from tako.policies.pii import PiiGuard
+from tako.policies.pii import PiiFilter
 from tako.policies.pii_stream import StreamRedactor
 from tako.policies.settings import PolicySettings
 
@@ -39,8 +39,8 @@ class PolicyGate:
         self.engine = build_policy_engine(settings)
         self.active = settings.mode == "opa" or (
             settings.mode == "embedded" and bool(settings.data or settings.policy_dir))
-        self.request_pii = PiiGuard.for_request(settings.pii)
-        self.response_pii = PiiGuard.for_response(settings.pii)
+        self.request_pii = PiiFilter.for_request(settings.pii)
+        self.response_pii = PiiFilter.for_response(settings.pii)
         self.tracer = tracer
 
     async def ready(self) -> bool:
@@ -164,10 +164,10 @@ class PolicyTools:
 
     def get(self, name: str) -> Tool | None:
         tool = self.inner.get(name)
-        return None if tool is None else GuardedTool(tool, self)
+        return None if tool is None else PolicyCheckedTool(tool, self)
 
 
-class GuardedTool:
+class PolicyCheckedTool:
     def __init__(self, inner: Tool, owner: PolicyTools) -> None:
         self.inner = inner
         self.owner = owner

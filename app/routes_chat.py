@@ -38,7 +38,7 @@ from tako.core.protocols import LlmProvider, RunContext, StreamItem
 from tako.core.tokens import estimate_output_tokens, estimate_prompt_tokens
 from tako.core.types import ChatRequest, ChunkError, Delta, End, OrchEvent, Principal
 from tako.runtime.admission import Admission
-from tako.runtime.stack import Runtime
+from tako.runtime.runtime import Runtime
 
 log = logging.getLogger("tako.app")
 
@@ -98,7 +98,7 @@ class Upstreams:
 
     def __call__(self, alias: str) -> LlmProvider:
         providers, weights = self.gw.upstreams(alias)
-        return self.runtime.guard(self.admission, alias, providers, weights)
+        return self.runtime.alias_provider(self.admission, alias, providers, weights)
 
 
 def chat_endpoint(services: Services) -> Endpoint:
@@ -179,7 +179,7 @@ async def _chat(request: Request, call: Call, body: bytes, services: Services) -
     renderer = ChunkRenderer(f"chatcmpl-{random.getrandbits(96):024x}", int(time.time()),
                              requested)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    stream = StreamState(renderer, include_usage, events, call,
+    stream = FrameWriter(renderer, include_usage, events, call,
                          gate.stream_filter(principal, req.model))
     return CallStream(call, sse_frames(first, items, stream), headers=headers, sep="\n",
                       ping=15, client_close_handler_callable=stream.client_left)
@@ -198,12 +198,12 @@ def _finish_headers(headers: dict[str, str], ctx: RunContext, admission: Admissi
 
 
 @dataclass(slots=True)
-class StreamState:
+class FrameWriter:
     renderer: ChunkRenderer
     include_usage: bool
     events: bool
     call: Call
-    guard: StreamFilter | None
+    response_filter: StreamFilter | None
     failed: bool = False
     broken: bool = False  # the run itself raised: nothing more will come
     client_gone: bool = False
@@ -220,16 +220,16 @@ class StreamState:
         return self.renderer.error(error)
 
     def delta_frame(self, item: Delta) -> bytes | None:
-        if self.guard is not None and item.content:
-            item = Delta(self.guard.feed(item.content), item.tool_calls, item.role)
+        if self.response_filter is not None and item.content:
+            item = Delta(self.response_filter.feed(item.content), item.tool_calls, item.role)
             if not item.content and not item.tool_calls and self.renderer.role_sent:
                 return None
         return self.renderer.delta(item)
 
     async def end_frames(self, end: End) -> AsyncIterator[bytes]:
-        if not self.failed and self.guard is not None:
+        if not self.failed and self.response_filter is not None:
             try:
-                tail = await self.guard.finish()
+                tail = await self.response_filter.finish()
                 if tail:
                     yield self.renderer.delta(Delta(content=tail))
             except PolicyDenied as exc:
@@ -250,7 +250,7 @@ class StreamState:
 
 
 async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
-                     st: StreamState) -> AsyncIterator[bytes]:
+                     st: FrameWriter) -> AsyncIterator[bytes]:
     """Render stream items as SSE frames. A failure after the first byte becomes an error
     frame; ``[DONE]`` always ends the stream. The call (upstream, spend, span, record) is
     closed by the response that owns it, also when the client goes away."""
@@ -277,7 +277,7 @@ async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
 
 
 async def _next_item(iterator: AsyncIterator[StreamItem], span: Any,
-                     st: StreamState) -> StreamItem | None:
+                     st: FrameWriter) -> StreamItem | None:
     """The next item; a failure of the run becomes a ChunkError item."""
     try:
         with use_span(span):

@@ -75,7 +75,7 @@ def operations(runtime: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
 
     async def guarded_call() -> None:
         admission = await runtime.admit(PRINCIPAL, "bench", 70, 7e-5)
-        await runtime.guard(admission, "bench", [provider]).chat(REQUEST)
+        await runtime.alias_provider(admission, "bench", [provider]).chat(REQUEST)
 
     return {"admit+reconcile": admit_reconcile, "guarded call": guarded_call}
 

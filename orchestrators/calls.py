@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from tako.core.errors import TakoError
 from tako.core.protocols import LlmProvider, RunContext
 from tako.core.types import ChatRequest, ChunkError, Delta, End, Message
-from tako.orchestrators.base import with_messages
+from tako.orchestrators.assembly import with_messages
 from tako.orchestrators.flow import Sink
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from tako.core.errors import InternalError, TakoError
 from tako.core.protocols import RunContext, StreamItem
 from tako.core.types import ChatRequest, ChatResponse, ChunkError, Delta, End, OrchEvent, ToolCall
-from tako.orchestrators.base import ToolCallBuffer
+from tako.orchestrators.assembly import ToolCallBuffer
 from tako.orchestrators.channel import DEFAULT_MAXSIZE, Put, pump
 
 

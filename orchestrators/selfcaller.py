@@ -29,7 +29,7 @@ from pydantic import Field
 
 from tako.core.protocols import Orchestrator, RunContext, Tool, ToolLookup
 from tako.core.types import ChatRequest, ChatResponse, ChunkError, Delta, End, FunctionDef, ToolSpec
-from tako.orchestrators.base import ToolCallBuffer, with_messages
+from tako.orchestrators.assembly import ToolCallBuffer, with_messages
 from tako.orchestrators.calls import assistant, user
 from tako.orchestrators.flow import Answer, Orchestration, Sink, record
 from tako.orchestrators.params import Params, prompt_template

@@ -26,7 +26,7 @@ from tako.core.types import (
     OrchEvent,
     ToolCall,
 )
-from tako.orchestrators.base import ToolCallBuffer, with_messages
+from tako.orchestrators.assembly import ToolCallBuffer, with_messages
 from tako.orchestrators.calls import deployment_of
 from tako.orchestrators.params import Alias, Params, ToolName
 from tako.orchestrators.registry import register
@@ -43,7 +43,7 @@ class Single:
     kind = "single"
 
     def __init__(self, params: SingleParams) -> None:
-        self.deployment = params.deployment
+        self.alias = params.deployment  # a deployment or alias name
         self.max_steps = params.max_steps
         self.tool_names = list(params.tools)
 
@@ -75,7 +75,7 @@ class Single:
         return results
 
     async def complete(self, ctx: RunContext, req: ChatRequest) -> ChatResponse:
-        provider = ctx.provider(self.deployment)
+        provider = ctx.provider(self.alias)
         req, server = self._prepare(ctx, req)
         messages = list(req.messages)
         for _ in range(self.max_steps):
@@ -91,12 +91,12 @@ class Single:
         raise _too_many_steps(self.max_steps)
 
     async def stream(self, ctx: RunContext, req: ChatRequest) -> AsyncIterator[StreamItem]:
-        provider = ctx.provider(self.deployment)
+        provider = ctx.provider(self.alias)
         req, server = self._prepare(ctx, req)
         messages = list(req.messages)
         for step in range(self.max_steps):
             if ctx.emit_events and server:
-                yield OrchEvent("step_start", {"step": step, "deployment": self.deployment})
+                yield OrchEvent("step_start", {"step": step, "deployment": self.alias})
             turn = _Turn()
             async for item in turn.relay(provider.stream(
                     with_messages(req, messages) if server else req), server):

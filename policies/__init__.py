@@ -1,7 +1,7 @@
 """tako policies: the Rego policy engine (embedded or OPA server) and PII/secret guards.
 
 Every engine implements ``core.protocols.PolicyEngine``; ``build_policy_engine`` picks
-one from ``PolicySettings``. ``PiiGuard`` scans, masks, hashes, redacts or blocks PII and
+one from ``PolicySettings``. ``PiiFilter`` scans, masks, hashes, redacts or blocks PII and
 secrets in request messages and response text, also on a stream.
 """
 
@@ -9,9 +9,9 @@ from tako.policies.decision import ACTIONS, STAGES
 from tako.policies.embedded import EmbeddedRegoEngine
 from tako.policies.factory import AllowAllEngine, build_policy_engine
 from tako.policies.opa_rest import OpaRestEngine
-from tako.policies.pii import Finding, PiiGuard
+from tako.policies.pii import Finding, PiiFilter
 from tako.policies.pii_stream import StreamRedactor
-from tako.policies.settings import PiiGuardSettings, PiiSettings, PolicySettings
+from tako.policies.settings import PiiFilterSettings, PiiSettings, PolicySettings
 
 __all__ = [
     "ACTIONS",
@@ -20,8 +20,8 @@ __all__ = [
     "EmbeddedRegoEngine",
     "Finding",
     "OpaRestEngine",
-    "PiiGuard",
-    "PiiGuardSettings",
+    "PiiFilter",
+    "PiiFilterSettings",
     "PiiSettings",
     "PolicySettings",
     "StreamRedactor",

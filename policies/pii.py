@@ -1,7 +1,7 @@
 """PII and secret guards: find, then mask, hash, redact or block.
 
-``PiiGuard(settings)`` handles one direction (request or response) with its mode and
-kinds; ``PiiGuard.for_request`` / ``for_response`` pick the direction from ``PiiSettings``.
+``PiiFilter(settings)`` handles one direction (request or response) with its mode and
+kinds; ``PiiFilter.for_request`` / ``for_response`` pick the direction from ``PiiSettings``.
 Kinds: email, phone (E.164 and common US and European formats), ipv4, ipv6, credit_card
 (Luhn-checked), us_ssn (invalid ranges excluded), iban (mod-97 checked),
 aws_access_key_id, aws_secret_access_key (when labelled), openai_api_key, github_token,
@@ -17,7 +17,7 @@ from typing import Any
 
 from tako.core.errors import PolicyDenied
 from tako.policies.pii_detectors import DETECTORS, Candidate, Detector, candidates, select
-from tako.policies.settings import PiiGuardSettings, PiiSettings
+from tako.policies.settings import PiiFilterSettings, PiiSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,20 +27,20 @@ class Finding:
     end: int
 
 
-class PiiGuard:
-    def __init__(self, settings: PiiGuardSettings | None = None, direction: str = "request"):
-        self.settings = settings or PiiGuardSettings()
+class PiiFilter:
+    def __init__(self, settings: PiiFilterSettings | None = None, direction: str = "request"):
+        self.settings = settings or PiiFilterSettings()
         self.mode = self.settings.mode
         self.direction = direction
         wanted = set(self.settings.kinds)
         self.detectors: tuple[Detector, ...] = tuple(d for d in DETECTORS if d.kind in wanted)
 
     @classmethod
-    def for_request(cls, settings: PiiSettings) -> PiiGuard:
+    def for_request(cls, settings: PiiSettings) -> PiiFilter:
         return cls(settings.request, "request")
 
     @classmethod
-    def for_response(cls, settings: PiiSettings) -> PiiGuard:
+    def for_response(cls, settings: PiiSettings) -> PiiFilter:
         return cls(settings.response, "response")
 
     @property

@@ -4,7 +4,7 @@
 the earliest point where a PII or secret match could still be growing. That held tail is
 small: the trailing run of characters a match can consist of (a word, a number group, a
 labelled secret's last ~80 characters), or an unterminated private key block. ``flush``
-returns the rest. The concatenation of all outputs equals ``PiiGuard.apply`` of the whole
+returns the rest. The concatenation of all outputs equals ``PiiFilter.apply`` of the whole
 text, whatever the chunking; in ``block`` mode the first finding raises PolicyDenied.
 """
 
@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 from tako.policies.pii_detectors import Candidate, candidates, select, stream_hold_start
 
 if TYPE_CHECKING:
-    from tako.policies.pii import PiiGuard
+    from tako.policies.pii import PiiFilter
 
 # Characters kept before the held tail so look-behind checks see what preceded it.
 CONTEXT_CHARS = 8
 
 
 class StreamRedactor:
-    def __init__(self, guard: PiiGuard) -> None:
+    def __init__(self, guard: PiiFilter) -> None:
         self._guard = guard
         self._context = ""
         self._pending = ""

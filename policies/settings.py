@@ -26,7 +26,7 @@ PiiKind = Literal[
 ALL_PII_KINDS: tuple[PiiKind, ...] = get_args(PiiKind)
 
 
-class PiiGuardSettings(BaseModel):
+class PiiFilterSettings(BaseModel):
     """What one direction (request or response) does with the PII and secrets it finds.
 
     ``mode``: ``off`` leaves text alone; ``mask`` keeps a hint (``j***@e***.com``,
@@ -45,8 +45,8 @@ class PiiGuardSettings(BaseModel):
 class PiiSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    request: PiiGuardSettings = Field(default_factory=PiiGuardSettings)
-    response: PiiGuardSettings = Field(default_factory=PiiGuardSettings)
+    request: PiiFilterSettings = Field(default_factory=PiiFilterSettings)
+    response: PiiFilterSettings = Field(default_factory=PiiFilterSettings)
 
 
 class PolicySettings(BaseModel):

@@ -5,7 +5,7 @@ One request::
 
     admission = await runtime.admit(principal, req.model, est_tokens, est_usd)
     try:                                                   # RateLimited / QuotaExceeded /
-        provider = runtime.guard(admission, alias, deployments)   # Unavailable above
+        provider = runtime.alias_provider(admission, alias, deployments)   # Unavailable above
         ... orchestrator calls provider.chat() / provider.stream() ...
         response headers: admission.headers (x-ratelimit-*), overhead from
         admission.upstream_seconds, the answering deployment from provider.answered_by
@@ -39,8 +39,9 @@ Decisions an operator may want to know:
 """
 
 from tako.runtime.admission import Admission
+from tako.runtime.alias_provider import AliasProvider
 from tako.runtime.events import NoEvents, RuntimeEvents
-from tako.runtime.guard import GuardedProvider
+from tako.runtime.runtime import Runtime
 from tako.runtime.settings import (
     BreakerSettings,
     BudgetLimit,
@@ -48,13 +49,12 @@ from tako.runtime.settings import (
     RetrySettings,
     RuntimeSettings,
 )
-from tako.runtime.stack import Runtime
 
 __all__ = [
     "Admission",
     "BreakerSettings",
     "BudgetLimit",
-    "GuardedProvider",
+    "AliasProvider",
     "NoEvents",
     "RateLimit",
     "RetrySettings",

@@ -19,9 +19,9 @@ from redis.exceptions import RedisError
 
 from tako.runtime import admit_script, breaker_script, reconcile_script, spend_script
 from tako.runtime.backend import AdmitResult, BackendUnreachable, CounterDelta, TpmDelta
+from tako.runtime.pipelined_redis import PipelinedRedis
+from tako.runtime.pipelined_redis import supports as resp_supports
 from tako.runtime.plan import BudgetItem, RateItem
-from tako.runtime.resp import PipelinedRedis
-from tako.runtime.resp import supports as resp_supports
 from tako.runtime.settings import BreakerSettings
 
 T = TypeVar("T")
@@ -46,7 +46,7 @@ class RedisBackend:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self.client: Redis = Redis(connection_pool=pool)
-        # The per-request scripts share one pipelined connection (see runtime/resp.py).
+        # The per-request scripts share one pipelined connection (see runtime/pipelined_redis.py).
         self.hot: Any = PipelinedRedis(url, timeout_s) if resp_supports(url) else self.client
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:

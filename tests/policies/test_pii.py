@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 
 from tako.core.errors import PolicyDenied
-from tako.policies.pii import PiiGuard, mask
+from tako.policies.pii import PiiFilter, mask
 from tako.policies.pii_stream import StreamRedactor
-from tako.policies.settings import ALL_PII_KINDS, PiiGuardSettings, PiiSettings
+from tako.policies.settings import ALL_PII_KINDS, PiiFilterSettings, PiiSettings
 from tests.policies.corpus import NEGATIVES, POSITIVES, sample_id
 
 
-def guard(mode: str = "redact", **kwargs: Any) -> PiiGuard:
-    return PiiGuard(PiiGuardSettings(mode=mode, **kwargs))  # type: ignore[arg-type]
+def guard(mode: str = "redact", **kwargs: Any) -> PiiFilter:
+    return PiiFilter(PiiFilterSettings(mode=mode, **kwargs))  # type: ignore[arg-type]
 
 
 def test_corpus_covers_every_kind_and_has_negatives() -> None:
@@ -88,7 +88,7 @@ def test_hash_mode_is_stable_distinct_and_salted() -> None:
 
 def test_block_mode_names_kinds_never_values() -> None:
     secret = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
-    g = PiiGuard(PiiGuardSettings(mode="block"), direction="response")
+    g = PiiFilter(PiiFilterSettings(mode="block"), direction="response")
     with pytest.raises(PolicyDenied) as info:
         g.apply(f"token {secret} for jane@corp.example")
     err = info.value
@@ -117,10 +117,10 @@ def test_off_mode_changes_nothing_but_still_scans() -> None:
 
 def test_directions_from_settings() -> None:
     settings = PiiSettings(
-        request=PiiGuardSettings(mode="redact", kinds=["email"]),
-        response=PiiGuardSettings(mode="mask"),
+        request=PiiFilterSettings(mode="redact", kinds=["email"]),
+        response=PiiFilterSettings(mode="mask"),
     )
-    request, response = PiiGuard.for_request(settings), PiiGuard.for_response(settings)
+    request, response = PiiFilter.for_request(settings), PiiFilter.for_response(settings)
     assert request.apply("a@example.com 10.0.0.1") == "<EMAIL> 10.0.0.1"
     assert response.apply("a@example.com 10.0.0.1") == "a***@e***.com 10.*.*.*"
     assert response.direction == "response"

@@ -8,17 +8,17 @@ from typing import Any
 import pytest
 
 from tako.core.errors import PolicyDenied
-from tako.policies.pii import PiiGuard
+from tako.policies.pii import PiiFilter
 from tako.policies.pii_stream import StreamRedactor
-from tako.policies.settings import PiiGuardSettings
+from tako.policies.settings import PiiFilterSettings
 from tests.policies.corpus import CORPUS, POSITIVES, sample_id
 
 
-def guard(mode: str = "hash") -> PiiGuard:
-    return PiiGuard(PiiGuardSettings(mode=mode))  # type: ignore[arg-type]
+def guard(mode: str = "hash") -> PiiFilter:
+    return PiiFilter(PiiFilterSettings(mode=mode))  # type: ignore[arg-type]
 
 
-def run_stream(g: PiiGuard, chunks: list[str]) -> str:
+def run_stream(g: PiiFilter, chunks: list[str]) -> str:
     stream = StreamRedactor(g)
     return "".join(stream.feed(c) for c in chunks) + stream.flush()
 

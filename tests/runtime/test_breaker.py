@@ -19,7 +19,8 @@ ONE_TRY = {"max_attempts": 1}
 
 async def _call(runtime, providers):
     admission = await runtime.admit(ALICE, "m", 10, 0.0)
-    guarded = runtime.guard(admission, "alias", providers)
+    guarded = runtime.alias_provider(
+        admission, "alias", providers)
     response = await guarded.chat(request())
     return guarded.answered_by, response
 
@@ -139,7 +140,8 @@ async def test_the_guard_is_an_llm_provider(make_runtime):
 
     runtime = await make_runtime()
     admission = await runtime.admit(ALICE, "m", 10, 0.0)
-    guarded = runtime.guard(admission, "alias", [ScriptedProvider("a", price_per_token=1e-6),
+    guarded = runtime.alias_provider(
+        admission, "alias", [ScriptedProvider("a", price_per_token=1e-6),
                                                  ScriptedProvider("b", price_per_token=3e-6)])
     assert isinstance(guarded, LlmProvider)
     assert guarded.estimate_cost_usd(100, 100) == pytest.approx(6e-4)  # the dearer one

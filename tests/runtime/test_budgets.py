@@ -21,14 +21,16 @@ async def test_reservation_is_replaced_by_the_actual_cost(make_runtime):
                                           {"scope": "tenant", "period": "month", "usd": 50}])
     admission = await runtime.admit(ALICE, "m", 100, 0.4)
     assert await runtime.spend("tenant", "acme", "day", "acme") == pytest.approx(0.4)
-    cheap = runtime.guard(admission, "alias", [ScriptedProvider("d1", [Reply(usd=0.1)])])
+    cheap = runtime.alias_provider(
+        admission, "alias", [ScriptedProvider("d1", [Reply(usd=0.1)])])
     await cheap.chat(request())
     assert await runtime.spend("tenant", "acme", "day", "acme") == pytest.approx(0.1)
     assert await runtime.spend("tenant", "acme", "month", "acme") == pytest.approx(0.1)
     assert admission.cost_usd == pytest.approx(0.1)
 
     admission = await runtime.admit(ALICE, "m", 100, 0.4)
-    dear = runtime.guard(admission, "alias", [ScriptedProvider("d1", [Reply(usd=0.7)])])
+    dear = runtime.alias_provider(
+        admission, "alias", [ScriptedProvider("d1", [Reply(usd=0.7)])])
     await dear.chat(request())
     assert await runtime.spend("tenant", "acme", "day", "acme") == pytest.approx(0.8)
     assert await runtime.spend("tenant", "acme", "month", "acme") == pytest.approx(0.8)
@@ -57,7 +59,8 @@ async def test_token_budget(make_runtime):
     with pytest.raises(QuotaExceeded) as denied:
         await runtime.admit(ALICE, "m", 600, 0.0)
     assert "1000 tokens" in denied.value.message
-    guarded = runtime.guard(admission, "a", [ScriptedProvider("d", [Reply(prompt=50,
+    guarded = runtime.alias_provider(
+        admission, "a", [ScriptedProvider("d", [Reply(prompt=50,
                                                                           completion=50)])])
     await guarded.chat(request())  # 600 held becomes 100 used
     await runtime.admit(ALICE, "m", 600, 0.0)
@@ -82,7 +85,8 @@ async def test_per_request_budget(make_runtime):
     admission = await runtime.admit(ALICE, "m", 10, 0.2)
     # each later call reserves its own estimate: 108 tokens at 1e-3 USD = 0.108
     worker = ScriptedProvider("w", repeat=Reply(usd=0.15), price_per_token=1e-3)
-    guarded = runtime.guard(admission, "a", [worker])
+    guarded = runtime.alias_provider(
+        admission, "a", [worker])
     await guarded.chat(request(max_tokens=100))  # the admission's 0.2, settled to 0.15
     with pytest.raises(QuotaExceeded):
         for _ in range(5):
@@ -107,7 +111,8 @@ async def test_orchestrator_calls_through_one_guard_cannot_overspend(make_runtim
     admission = await runtime.admit(ALICE, "m", 200, 0.2)
     # every call costs what was estimated for it (~105 tokens at 1e-3)
     worker = ScriptedProvider("w", repeat=Reply(usd=0.105), price_per_token=1e-3)
-    guarded = runtime.guard(admission, "a", [worker])
+    guarded = runtime.alias_provider(
+        admission, "a", [worker])
 
     async def call() -> bool:
         try:
@@ -190,7 +195,8 @@ async def test_concurrent_calls_of_one_request_respect_the_request_budget(make_r
                                           {"scope": "key", "period": "day", "usd": 100}])
     admission = await runtime.admit(ALICE, "m", 108, 0.108)
     worker = ScriptedProvider("w", repeat=Reply(usd=0.108), price_per_token=1e-3)
-    guarded = runtime.guard(admission, "a", [worker])
+    guarded = runtime.alias_provider(
+        admission, "a", [worker])
 
     async def call() -> bool:
         try:
@@ -234,7 +240,8 @@ async def test_lua_month_ids_match_the_utc_calendar(redis_proc):
 async def test_spend_is_counted_per_scope_without_any_budget(make_runtime):
     runtime = await make_runtime()
     admission = await runtime.admit(ALICE, "m", 100, 0.4)
-    await runtime.guard(admission, "alias", [ScriptedProvider("d1", [Reply(usd=0.25)])]).chat(
+    await runtime.alias_provider(
+        admission, "alias", [ScriptedProvider("d1", [Reply(usd=0.25)])]).chat(
         request())
     for scope, scope_id in (("key", "key-a"), ("user", "alice"), ("tenant", "acme")):
         for period in ("day", "month"):
@@ -245,6 +252,7 @@ async def test_spend_is_counted_per_scope_without_any_budget(make_runtime):
 async def test_spend_tracking_can_be_switched_off(make_runtime):
     runtime = await make_runtime(track_spend=False)
     admission = await runtime.admit(ALICE, "m", 100, 0.4)
-    await runtime.guard(admission, "alias", [ScriptedProvider("d1", [Reply(usd=0.25)])]).chat(
+    await runtime.alias_provider(
+        admission, "alias", [ScriptedProvider("d1", [Reply(usd=0.25)])]).chat(
         request())
     assert await runtime.spend("tenant", "acme", "day", "acme") == 0

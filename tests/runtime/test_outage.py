@@ -47,7 +47,8 @@ async def test_fail_closed_refuses_while_down_and_recovers(own_redis):
         admission = await runtime.admit(ALICE, "m", 10, 1.0)
         assert await runtime.ready()
         assert admission.headers["x-ratelimit-remaining-requests"] == "999"
-        guarded = runtime.guard(admission, "a", [ScriptedProvider("d", [Reply(usd=0.25)])])
+        guarded = runtime.alias_provider(
+        admission, "a", [ScriptedProvider("d", [Reply(usd=0.25)])])
         await guarded.chat(request())
         assert await runtime.spend("tenant", "acme", "day", "acme") == pytest.approx(0.25)
         assert events.unaccounted == []
@@ -64,7 +65,8 @@ async def test_fail_open_admits_and_reports_unaccounted_spend(own_redis, caplog)
         own_redis.stop()
         admission = await runtime.admit(ALICE, "m", 10, 1.0)
         assert admission.unaccounted
-        guarded = runtime.guard(admission, "a", [ScriptedProvider("d", repeat=Reply(usd=0.25))])
+        guarded = runtime.alias_provider(
+        admission, "a", [ScriptedProvider("d", repeat=Reply(usd=0.25))])
         await guarded.chat(request())
         await guarded.chat(request())  # a later call of the same request
         assert events.unaccounted == [0.25, 0.25]
@@ -86,7 +88,8 @@ async def test_redis_lost_after_admission_reports_spend_beyond_the_reservation(o
     try:
         admission = await runtime.admit(ALICE, "m", 10, 0.25)
         own_redis.stop()
-        guarded = runtime.guard(admission, "a", [ScriptedProvider("d", repeat=Reply(usd=1.0))])
+        guarded = runtime.alias_provider(
+        admission, "a", [ScriptedProvider("d", repeat=Reply(usd=1.0))])
         await guarded.chat(request())
         assert events.unaccounted == [pytest.approx(0.75)]
     finally:

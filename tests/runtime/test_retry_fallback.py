@@ -26,7 +26,7 @@ ALICE = Principal("acme", "alice", "key-a")
 
 async def _guard(runtime, providers, weights=None):
     admission = await runtime.admit(ALICE, "m", 10, 0.0)
-    return runtime.guard(admission, "alias", providers, weights)
+    return runtime.alias_provider(admission, "alias", providers, weights)
 
 
 async def test_transient_errors_are_retried_then_succeed(make_runtime):

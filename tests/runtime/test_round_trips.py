@@ -38,13 +38,13 @@ async def test_single_call_request_round_trips(redis_proc):
         before = await _commands(probe)
         admission = await runtime.admit(ALICE, "m", 100, 0.5)
         after_admit = await _commands(probe)
-        guarded = runtime.guard(admission, "a", [ScriptedProvider("d", [Reply(usd=0.1)])])
+        guarded = runtime.alias_provider(admission, "a", [ScriptedProvider("d", [Reply(usd=0.1)])])
         await guarded.chat(request())
         after_call = await _commands(probe)
         spent = await runtime.spend("tenant", "acme", "day", "acme")
         # the next request finds the circuit closed in the replica's short-lived cache
         second = await runtime.admit(ALICE, "m", 100, 0.5)
-        await runtime.guard(second, "a", [ScriptedProvider("d", [Reply(usd=0.1)])]).chat(
+        await runtime.alias_provider(second, "a", [ScriptedProvider("d", [Reply(usd=0.1)])]).chat(
             request())
         after_second = await _commands(probe)
     finally:

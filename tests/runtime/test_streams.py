@@ -21,7 +21,8 @@ async def _spent(runtime) -> float:
 async def test_stream_settles_at_end_with_the_reported_usage(make_runtime):
     runtime = await make_runtime(budgets=BUDGET)
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
-    guarded = runtime.guard(admission, "a", [ScriptedProvider("d", repeat=Stream(usd=0.02))])
+    guarded = runtime.alias_provider(
+        admission, "a", [ScriptedProvider("d", repeat=Stream(usd=0.02))])
     chunks = [c async for c in guarded.stream(request())]
     assert isinstance(chunks[-1], End)
     assert await _spent(runtime) == pytest.approx(0.02)
@@ -33,7 +34,8 @@ async def test_mid_stream_failure_charges_what_was_used(make_runtime):
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
     broken = ScriptedProvider("d", repeat=Stream(deltas=["a", "b", "c"], fail_after=2,
                                                  usd=0.03))
-    guarded = runtime.guard(admission, "a", [broken])
+    guarded = runtime.alias_provider(
+        admission, "a", [broken])
     chunks = [c async for c in guarded.stream(request())]
     assert [type(c) for c in chunks] == [Delta, Delta, ChunkError, End]
     assert await _spent(runtime) == pytest.approx(0.03)
@@ -44,7 +46,8 @@ async def test_failure_before_any_chunk_charges_nothing(make_runtime):
                                                         "base_delay_s": 0.001})
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
     down = ScriptedProvider("d", repeat=UpstreamTransient("500"))
-    guarded = runtime.guard(admission, "a", [down])
+    guarded = runtime.alias_provider(
+        admission, "a", [down])
     with pytest.raises(UpstreamTransient):
         async for _ in guarded.stream(request()):
             pass
@@ -55,7 +58,8 @@ async def test_early_close_charges_at_least_the_estimate(make_runtime):
     runtime = await make_runtime(budgets=BUDGET)
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
     endless = ScriptedProvider("d", repeat=Stream(deltas=["a"] * 10, usd=0.01))
-    guarded = runtime.guard(admission, "a", [endless])
+    guarded = runtime.alias_provider(
+        admission, "a", [endless])
     stream = guarded.stream(request())
     first = await anext(stream)
     assert isinstance(first, Delta)
@@ -69,7 +73,8 @@ async def test_early_close_charges_the_usage_seen_when_it_is_larger(make_runtime
     # 3000 characters seen at 1e-4 USD per token: far beyond the tiny estimate
     chatty = ScriptedProvider("d", repeat=Stream(deltas=["x" * 1000] * 5),
                               price_per_token=1e-4)
-    guarded = runtime.guard(admission, "a", [chatty])
+    guarded = runtime.alias_provider(
+        admission, "a", [chatty])
     stream = guarded.stream(request())
     for _ in range(3):
         await anext(stream)
@@ -81,7 +86,8 @@ async def test_cancelled_stream_keeps_the_charge(make_runtime):
     runtime = await make_runtime(budgets=BUDGET)
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
     hanging = ScriptedProvider("d", repeat=Stream(deltas=["a"], end=False))
-    guarded = runtime.guard(admission, "a", [hanging])
+    guarded = runtime.alias_provider(
+        admission, "a", [hanging])
     first_chunk = asyncio.Event()
 
     async def consume() -> None:
@@ -100,7 +106,8 @@ async def test_later_stream_calls_reserve_their_own_estimate(make_runtime):
     runtime = await make_runtime(budgets=[{"scope": "tenant", "period": "day", "usd": 1}])
     admission = await runtime.admit(ALICE, "m", 100, 0.1)
     worker = ScriptedProvider("d", repeat=Stream(usd=0.3), price_per_token=1e-3)
-    guarded = runtime.guard(admission, "a", [worker])
+    guarded = runtime.alias_provider(
+        admission, "a", [worker])
     from tako.core.errors import QuotaExceeded
 
     with pytest.raises(QuotaExceeded):
@@ -116,7 +123,8 @@ async def test_cancelled_before_the_first_chunk_keeps_the_estimate(make_runtime)
     runtime = await make_runtime(budgets=BUDGET)
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
     slow = ScriptedProvider("d", repeat=Stream(), delay_s=10)
-    guarded = runtime.guard(admission, "a", [slow])
+    guarded = runtime.alias_provider(
+        admission, "a", [slow])
 
     async def consume() -> None:
         async for _ in guarded.stream(request()):
@@ -135,7 +143,8 @@ async def test_an_upstream_stream_without_end_still_ends_with_one(make_runtime):
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
     abrupt = ScriptedProvider("d", repeat=Stream(deltas=["x" * 30], end=False, hang=False),
                               price_per_token=1e-3)
-    guarded = runtime.guard(admission, "a", [abrupt])
+    guarded = runtime.alias_provider(
+        admission, "a", [abrupt])
     chunks = [c async for c in guarded.stream(request())]
     assert [type(c) for c in chunks] == [Delta, End]
     # charged what was seen: 8 prompt + 10 completion tokens at 1e-3

@@ -10,10 +10,10 @@ from tako.core.types import Principal
 from tako.runtime import keys
 from tako.runtime.accounting import Accountant
 from tako.runtime.admission import Admission
+from tako.runtime.alias_provider import AliasProvider
 from tako.runtime.backend import Backend, BackendUnreachable
 from tako.runtime.breaker import Breakers
 from tako.runtime.events import NoEvents, RuntimeEvents
-from tako.runtime.guard import GuardedProvider
 from tako.runtime.memory import MemoryBackend
 from tako.runtime.outage import OutageLog
 from tako.runtime.plan import NANO_PER_USD
@@ -66,9 +66,9 @@ class Runtime:
         Raises RateLimited, QuotaExceeded, or Unavailable (backend down, fail_closed)."""
         return await self.accountant.admit(principal, model, est_tokens, est_cost_usd)
 
-    def guard(self, admission: Admission, alias: str, providers: list[LlmProvider],
-              weights: list[float] | None = None) -> GuardedProvider:
-        return GuardedProvider(admission, alias, providers, weights, self.accountant,
+    def alias_provider(self, admission: Admission, alias: str, providers: list[LlmProvider],
+              weights: list[float] | None = None) -> AliasProvider:
+        return AliasProvider(admission, alias, providers, weights, self.accountant,
                                self.breakers, self.settings.retry, self.events, self.rng)
 
     async def release(self, admission: Admission) -> None:

@@ -59,7 +59,7 @@ class _StreamOpened:
         self.probe = probe
 
 
-class GuardedProvider:
+class AliasProvider:
     """An ``LlmProvider`` over an alias's deployments for one admitted request."""
 
     def __init__(self, admission: Admission, alias: str, providers: list[LlmProvider],

@@ -9,7 +9,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tako.runtime.resp import PipelinedRedis, supports
+from tako.runtime.pipelined_redis import PipelinedRedis, supports
 
 INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 
