@@ -273,12 +273,11 @@ async def iter_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """Lines of a streamed body, split on LF (CR stripped), however the bytes arrive."""
     buffer = b""
     async for chunk in chunks:
-        buffer += chunk
-        while True:
-            cut = buffer.find(b"\n")
-            if cut < 0:
-                break
-            line, buffer = buffer[:cut], buffer[cut + 1 :]
+        if b"\n" not in chunk:
+            buffer += chunk
+            continue
+        *lines, buffer = (buffer + chunk).split(b"\n")
+        for line in lines:
             yield line.rstrip(b"\r")
     if buffer:
         yield buffer.rstrip(b"\r")
