@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from tako.core.errors import ConfigError
 from tako.core.specs import DeploymentSpec, ProfileSpec
 from tako.policies.settings import PolicySettings
+from tako.providers.registry import embedded_deployments
 from tako.runtime.settings import RuntimeSettings
 from tako.tools.mcp_spec import McpServerSpec
 
@@ -173,45 +174,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def embedded_default(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """The no-config setup: the echo demo, the demo key, vendors whose key is set."""
+    """The no-config setup: the echo demo, the demo key, and each vendor whose keys are set
+    (every vendor module says which, ``embedded_deployments``)."""
     env = os.environ if environ is None else environ
-    deployments: list[dict[str, Any]] = [
-        {"name": "echo", "provider": "echo", "model": "echo"},
-    ]
-    if env.get("OPENAI_API_KEY"):
-        deployments += [
-            {"name": "gpt-4o", "provider": "openai", "model": "gpt-4o",
-             "api_key_env": "OPENAI_API_KEY"},
-            {"name": "gpt-4o-mini", "provider": "openai", "model": "gpt-4o-mini",
-             "api_key_env": "OPENAI_API_KEY"},
-        ]
-    if env.get("ANTHROPIC_API_KEY"):
-        deployments.append({"name": "claude-sonnet", "provider": "anthropic",
-                            "model": "claude-sonnet-4-5", "api_key_env": "ANTHROPIC_API_KEY"})
-    if env.get("MISTRAL_API_KEY"):
-        deployments.append({"name": "mistral-small", "provider": "mistral",
-                            "model": "mistral-small-latest", "api_key_env": "MISTRAL_API_KEY"})
-    if env.get("AZURE_OPENAI_API_KEY") and env.get("AZURE_OPENAI_ENDPOINT"):
-        deployments.append({"name": "azure-gpt-4o", "provider": "azure-openai",
-                            "model": env.get("AZURE_OPENAI_DEPLOYMENT", "gpt-4o"),
-                            "base_url": env["AZURE_OPENAI_ENDPOINT"],
-                            "api_key_env": "AZURE_OPENAI_API_KEY",
-                            "options": {"api_version": env.get("AZURE_OPENAI_API_VERSION",
-                                                               "2024-10-21")}})
-    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
-        deployments.append({"name": "bedrock-claude", "provider": "bedrock",
-                            "model": "anthropic.claude-3-5-sonnet-20240620-v1:0",
-                            "options": {"region": env.get("AWS_REGION", "us-east-1")}})
-    if env.get("GOOGLE_CLOUD_PROJECT") and env.get("GOOGLE_APPLICATION_CREDENTIALS"):
-        deployments.append({"name": "gemini-flash", "provider": "vertex",
-                            "model": "gemini-2.5-flash",
-                            "options": {"project": env["GOOGLE_CLOUD_PROJECT"],
-                                        "credentials_file":
-                                            env["GOOGLE_APPLICATION_CREDENTIALS"]}})
-    if env.get("OLLAMA_HOST"):
-        deployments.append({"name": "local-llama", "provider": "ollama",
-                            "model": env.get("OLLAMA_MODEL", "llama3.2"),
-                            "base_url": env["OLLAMA_HOST"]})
+    deployments = embedded_deployments(env)
     return {
         "embedded_default": True,
         "auth": {"keys": [{"key_env": "TAKO_DEMO_KEY", "key_id": "demo",

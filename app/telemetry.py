@@ -24,10 +24,7 @@ from starlette.requests import Request
 from tako.core.errors import TakoError
 from tako.core.protocols import LlmProvider, RunContext, Tool
 from tako.core.types import ChatChunk, ChatRequest, ChatResponse, End, Principal, Usage
-
-VENDOR_SYSTEMS = {"openai": "openai", "azure-openai": "az.ai.openai", "anthropic": "anthropic",
-                  "bedrock": "aws.bedrock", "vertex": "gcp.vertex_ai", "mistral": "mistral_ai",
-                  "ollama": "ollama", "http-generic": "openai", "echo": "tako.echo"}
+from tako.providers.registry import telemetry_system
 
 
 def build_tracer_provider(service_name: str, otlp_endpoint: str | None) -> TracerProvider:
@@ -120,7 +117,7 @@ class TracedProvider:
         self.id = inner.id
         self.model = inner.model
         self.tracer = tracer
-        self.system = VENDOR_SYSTEMS.get(kind, kind)
+        self.system = telemetry_system(kind)
 
     def estimate_cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return self.inner.estimate_cost_usd(prompt_tokens, completion_tokens)

@@ -7,7 +7,6 @@ their paths), and the factory builds the orchestrator from the parsed params.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -15,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, ValidationInfo
 
 from tako.core.errors import ConfigError
+from tako.core.plugins import Plugins
 from tako.core.protocols import Orchestrator
 from tako.core.specs import ProfileSpec
 from tako.orchestrators.params import (
@@ -36,14 +36,7 @@ class Kind:
     factory: Factory
 
 
-_KINDS: dict[str, Kind] = {}
-_MODULES = {
-    "single": "tako.orchestrators.single",
-    "conductor": "tako.orchestrators.conductor",
-    "trinity": "tako.orchestrators.trinity",
-    "selfcaller": "tako.orchestrators.selfcaller",
-    "abmcts": "tako.orchestrators.abmcts",
-}
+ORCHESTRATORS: Plugins[Kind] = Plugins("tako.orchestrators")
 
 
 def register(kind: str, params: type[Params]) -> Callable[[F], F]:
@@ -51,20 +44,18 @@ def register(kind: str, params: type[Params]) -> Callable[[F], F]:
     it is given ``params`` models."""
 
     def deco(factory: F) -> F:
-        _KINDS[kind] = Kind(params, factory)
+        ORCHESTRATORS.register(kind, Kind(params, factory))
         return factory
 
     return deco
 
 
 def kinds() -> list[str]:
-    return sorted(set(_MODULES) | set(_KINDS))
+    return ORCHESTRATORS.kinds()
 
 
 def _kind(name: str) -> Kind | None:
-    if name not in _KINDS and name in _MODULES:
-        importlib.import_module(_MODULES[name])
-    return _KINDS.get(name)
+    return ORCHESTRATORS.get(name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ type, is a ConfigError problem at ``deployments[i].options.<name>``.
 
 from __future__ import annotations
 
-import importlib
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from tako.core.errors import ConfigError, join_path
+from tako.core.plugins import Plugins
 from tako.core.protocols import LlmProvider
 from tako.core.specs import DeploymentSpec
 
@@ -50,40 +51,48 @@ def either(description: str) -> WrapValidator:
 class Kind:
     factory: Factory
     options: type[AdapterOptions]
+    system: str  # the vendor's name in telemetry (gen_ai.system)
 
 
-_KINDS: dict[str, Kind] = {}
-
-# kind -> module that registers it; imported on first use so unused vendors cost nothing.
-_MODULES: dict[str, str] = {
-    "echo": "tako.providers.echo",
-    "openai": "tako.providers.openai",
-    "http-generic": "tako.providers.openai",
-    "azure-openai": "tako.providers.azure",
-    "anthropic": "tako.providers.anthropic",
-    "bedrock": "tako.providers.bedrock",
-    "vertex": "tako.providers.vertex",
-    "mistral": "tako.providers.mistral",
-    "ollama": "tako.providers.ollama",
-}
+PROVIDERS: Plugins[Kind] = Plugins("tako.providers")
 
 
-def register(kind: str, options: type[AdapterOptions]) -> Callable[[Factory], Factory]:
+def register(kind: str, options: type[AdapterOptions],
+             system: str | None = None) -> Callable[[Factory], Factory]:
+    """Registers an adapter for ``kind``; ``system`` defaults to the module's
+    ``TELEMETRY_SYSTEM``, else the kind."""
+
     def deco(factory: Factory) -> Factory:
-        _KINDS[kind] = Kind(factory, options)
+        module = sys.modules.get(factory.__module__)
+        named = system or getattr(module, "TELEMETRY_SYSTEM", None) or kind
+        PROVIDERS.register(kind, Kind(factory, options, named))
         return factory
 
     return deco
 
 
 def kinds() -> list[str]:
-    return sorted(set(_MODULES) | set(_KINDS))
+    return PROVIDERS.kinds()
+
+
+def telemetry_system(kind: str) -> str:
+    found = PROVIDERS.get(kind)
+    return found.system if found is not None else kind
+
+
+def embedded_deployments(environ: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The deployments the embedded default serves: each vendor module's
+    ``embedded_deployments(environ)``, which returns none unless its keys are set."""
+    found: list[dict[str, Any]] = []
+    for module in PROVIDERS.modules():
+        offer = getattr(module, "embedded_deployments", None)
+        if offer is not None:
+            found += offer(environ)
+    return found
 
 
 def _kind(name: str) -> Kind | None:
-    if name not in _KINDS and name in _MODULES:
-        importlib.import_module(_MODULES[name])
-    return _KINDS.get(name)
+    return PROVIDERS.get(name)
 
 
 def build(spec: DeploymentSpec, path: str = "") -> LlmProvider:

@@ -19,7 +19,7 @@ from tako.core.errors import (
 )
 from tako.core.specs import DeploymentSpec
 from tako.core.types import ChunkError, End
-from tako.providers.anthropic import AnthropicProvider, stream_error
+from tako.providers.vendors.anthropic import AnthropicProvider, stream_error
 from tests.fakes import anthropic as fake_api
 from tests.providers.support import (
     WEATHER_TOOL,

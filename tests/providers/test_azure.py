@@ -18,7 +18,7 @@ from tako.core.errors import (
 )
 from tako.core.specs import DeploymentSpec
 from tako.core.types import ChatRequest, ChunkError, Delta, End
-from tako.providers.azure import AzureOpenAI
+from tako.providers.vendors.azure import AzureOpenAI
 from tests.fakes import azure as fake_api
 from tests.providers.support import (
     assert_vendor_error,

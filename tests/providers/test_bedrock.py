@@ -27,9 +27,9 @@ from tako.core.errors import (
 )
 from tako.core.specs import DeploymentSpec
 from tako.core.types import Delta
-from tako.providers.bedrock import BedrockProvider, sign_request
 from tako.providers.eventstream import EventStreamDecoder, EventStreamError
 from tako.providers.registry import build
+from tako.providers.vendors.bedrock import BedrockProvider, sign_request
 from tests.fakes import bedrock as fake_api
 from tests.providers.support import WEATHER_TOOL, built, chat_for, collect
 from tests.support.upstreams import served

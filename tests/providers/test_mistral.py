@@ -19,7 +19,7 @@ from tako.core.errors import (
 )
 from tako.core.specs import DeploymentSpec
 from tako.core.types import ChunkError, Delta, End
-from tako.providers.mistral import MistralProvider, stream_error
+from tako.providers.vendors.mistral import MistralProvider, stream_error
 from tests.fakes import mistral as fake_api
 from tests.providers.support import (
     assert_vendor_error,

@@ -17,8 +17,8 @@ from tako.core.errors import InvalidRequest, TakoError, UpstreamError, UpstreamT
 from tako.core.protocols import LlmProvider
 from tako.core.specs import DeploymentSpec, Price
 from tako.core.types import ChatChunk, ChatRequest, ChunkError, Delta, End
-from tako.providers.ollama import OllamaProvider
 from tako.providers.registry import build
+from tako.providers.vendors.ollama import OllamaProvider
 from tests.fakes import ollama as fake
 from tests.providers import support
 from tests.providers.support import WEATHER_TOOL

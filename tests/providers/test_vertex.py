@@ -24,7 +24,7 @@ from tako.core.errors import (
 )
 from tako.core.specs import DeploymentSpec
 from tako.core.types import ChunkError, Delta, End
-from tako.providers.vertex import VertexProvider
+from tako.providers.vendors.vertex import VertexProvider
 from tests.fakes import vertex as fake_api
 from tests.providers.support import built, chat_for, collect, tool_calls_by_index, weather_tool
 from tests.support.net import serve_asgi

@@ -4,7 +4,8 @@ vLLM, llama.cpp server, LM Studio). Options (``OpenAIOptions``): ``organization`
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from tako.core.errors import ConfigError
 from tako.core.specs import DeploymentSpec
@@ -48,6 +49,19 @@ class OpenAICompatible(HttpProvider):
             async for delta in openai_wire.deltas(chunks, self.id, self.cost, outcome):
                 yield delta
 
+
+
+TELEMETRY_SYSTEM = "openai"  # gen_ai.system
+# the embedded default serves this vendor when these are all set
+EMBEDDED_ENV = ("OPENAI_API_KEY",)
+
+
+def embedded_deployments(environ: Mapping[str, str]) -> list[dict[str, Any]]:
+    """gpt-4o and gpt-4o-mini when OPENAI_API_KEY is set."""
+    if not all(environ.get(key) for key in EMBEDDED_ENV):
+        return []
+    return [{"name": name, "provider": "openai", "model": name,
+             "api_key_env": "OPENAI_API_KEY"} for name in ("gpt-4o", "gpt-4o-mini")]
 
 @register("openai", OpenAIOptions)
 def _openai(spec: DeploymentSpec) -> OpenAICompatible:

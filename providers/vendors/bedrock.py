@@ -536,6 +536,21 @@ class BedrockProvider(HttpProvider):
                 details={"provider": self.id}, code="upstream_connection_error")
 
 
+
+TELEMETRY_SYSTEM = "aws.bedrock"  # gen_ai.system
+# the embedded default serves this vendor when these are all set
+EMBEDDED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def embedded_deployments(environ: Mapping[str, str]) -> list[dict[str, Any]]:
+    """bedrock-claude when AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set (in
+    AWS_REGION, default us-east-1)."""
+    if not all(environ.get(key) for key in EMBEDDED_ENV):
+        return []
+    return [{"name": "bedrock-claude", "provider": "bedrock",
+             "model": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+             "options": {"region": environ.get("AWS_REGION", "us-east-1")}}]
+
 @register("bedrock", BedrockOptions)
 def _bedrock(spec: DeploymentSpec) -> BedrockProvider:
     return BedrockProvider(spec)

@@ -11,8 +11,9 @@ message).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from functools import partial
+from typing import Any
 
 import orjson
 from pydantic import Field
@@ -160,6 +161,18 @@ class EchoProvider:
         for i, word in enumerate(words):
             yield Delta(content=word if i == 0 else " " + word)
 
+
+
+TELEMETRY_SYSTEM = "tako.echo"  # gen_ai.system
+# the embedded default serves this vendor when these are all set
+EMBEDDED_ENV = ()
+
+
+def embedded_deployments(environ: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The echo demo deployment is always there."""
+    if not all(environ.get(key) for key in EMBEDDED_ENV):
+        return []
+    return [{"name": "echo", "provider": "echo", "model": "echo"}]
 
 @register("echo", EchoOptions)
 def _echo(spec: DeploymentSpec) -> EchoProvider:

@@ -120,6 +120,24 @@ class AzureOpenAI(HttpProvider):
                 yield delta
 
 
+
+TELEMETRY_SYSTEM = "az.ai.openai"  # gen_ai.system
+# the embedded default serves this vendor when these are all set
+EMBEDDED_ENV = ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT")
+
+
+def embedded_deployments(environ: Mapping[str, str]) -> list[dict[str, Any]]:
+    """azure-gpt-4o when AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT are set
+    (AZURE_OPENAI_DEPLOYMENT and AZURE_OPENAI_API_VERSION refine it)."""
+    if not all(environ.get(key) for key in EMBEDDED_ENV):
+        return []
+    return [{"name": "azure-gpt-4o", "provider": "azure-openai",
+             "model": environ.get("AZURE_OPENAI_DEPLOYMENT", "gpt-4o"),
+             "base_url": environ["AZURE_OPENAI_ENDPOINT"],
+             "api_key_env": "AZURE_OPENAI_API_KEY",
+             "options": {"api_version": environ.get("AZURE_OPENAI_API_VERSION",
+                                                    "2024-10-21")}}]
+
 @register("azure-openai", AzureOptions)
 def _azure(spec: DeploymentSpec) -> AzureOpenAI:
     return AzureOpenAI(spec)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 import orjson
@@ -341,6 +341,20 @@ def _decode_line(line: bytes, provider_id: str) -> dict[str, Any]:
         )
     return value
 
+
+
+TELEMETRY_SYSTEM = "ollama"  # gen_ai.system
+# the embedded default serves this vendor when these are all set
+EMBEDDED_ENV = ("OLLAMA_HOST",)
+
+
+def embedded_deployments(environ: Mapping[str, str]) -> list[dict[str, Any]]:
+    """local-llama when OLLAMA_HOST is set (OLLAMA_MODEL, default llama3.2)."""
+    if not all(environ.get(key) for key in EMBEDDED_ENV):
+        return []
+    return [{"name": "local-llama", "provider": "ollama",
+             "model": environ.get("OLLAMA_MODEL", "llama3.2"),
+             "base_url": environ["OLLAMA_HOST"]}]
 
 @register("ollama", OllamaOptions)
 def _ollama(spec: DeploymentSpec) -> OllamaProvider:

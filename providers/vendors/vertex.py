@@ -511,6 +511,21 @@ class VertexProvider(HttpProvider):
                 details={"provider": self.id}, code="upstream_connection_error")
 
 
+
+TELEMETRY_SYSTEM = "gcp.vertex_ai"  # gen_ai.system
+# the embedded default serves this vendor when these are all set
+EMBEDDED_ENV = ("GOOGLE_CLOUD_PROJECT", "GOOGLE_APPLICATION_CREDENTIALS")
+
+
+def embedded_deployments(environ: Mapping[str, str]) -> list[dict[str, Any]]:
+    """gemini-flash when GOOGLE_CLOUD_PROJECT and GOOGLE_APPLICATION_CREDENTIALS are
+    set."""
+    if not all(environ.get(key) for key in EMBEDDED_ENV):
+        return []
+    return [{"name": "gemini-flash", "provider": "vertex", "model": "gemini-2.5-flash",
+             "options": {"project": environ["GOOGLE_CLOUD_PROJECT"],
+                         "credentials_file": environ["GOOGLE_APPLICATION_CREDENTIALS"]}}]
+
 @register("vertex", VertexOptions)
 def _vertex(spec: DeploymentSpec) -> VertexProvider:
     return VertexProvider(spec)

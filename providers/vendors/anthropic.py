@@ -38,7 +38,7 @@ The API key (``api_key`` / ``api_key_env``) is sent as ``x-api-key``.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -451,6 +451,19 @@ class AnthropicProvider(HttpProvider):
             raise UpstreamTransient(f"provider {self.id} stream ended before message_stop",
                                     details={"provider": self.id})
 
+
+
+TELEMETRY_SYSTEM = "anthropic"  # gen_ai.system
+# the embedded default serves this vendor when these are all set
+EMBEDDED_ENV = ("ANTHROPIC_API_KEY",)
+
+
+def embedded_deployments(environ: Mapping[str, str]) -> list[dict[str, Any]]:
+    """claude-sonnet when ANTHROPIC_API_KEY is set."""
+    if not all(environ.get(key) for key in EMBEDDED_ENV):
+        return []
+    return [{"name": "claude-sonnet", "provider": "anthropic", "model": "claude-sonnet-4-5",
+             "api_key_env": "ANTHROPIC_API_KEY"}]
 
 @register("anthropic", AnthropicOptions)
 def _anthropic(spec: DeploymentSpec) -> AnthropicProvider:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -178,6 +178,19 @@ def stream_error(provider_id: str, chunk: dict[str, Any]) -> TakoError:
             status = 503
     return upstream_error_for(provider_id, status, chunk, code=kind or None)
 
+
+
+TELEMETRY_SYSTEM = "mistral_ai"  # gen_ai.system
+# the embedded default serves this vendor when these are all set
+EMBEDDED_ENV = ("MISTRAL_API_KEY",)
+
+
+def embedded_deployments(environ: Mapping[str, str]) -> list[dict[str, Any]]:
+    """mistral-small when MISTRAL_API_KEY is set."""
+    if not all(environ.get(key) for key in EMBEDDED_ENV):
+        return []
+    return [{"name": "mistral-small", "provider": "mistral", "model": "mistral-small-latest",
+             "api_key_env": "MISTRAL_API_KEY"}]
 
 @register("mistral", MistralOptions)
 def _mistral(spec: DeploymentSpec) -> MistralProvider:
