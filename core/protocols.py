@@ -55,16 +55,11 @@ class Tool(Protocol):
 class Score:
     value: float  # in [0, 1]
     feedback: str = ""
+    judged: bool = True  # False: the judgement was unreadable, "no score" (value 0)
 
 
 class Verifier(Protocol):
     async def score(self, req: ChatRequest, answer: str) -> Score: ...
-
-
-class StreamEvaluation(Protocol):
-    def feed(self, text: str) -> Score | None: ...
-
-    def result(self) -> Score: ...
 
 
 @dataclass(slots=True)

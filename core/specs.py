@@ -24,12 +24,23 @@ class Price(BaseModel):
         ) / 1_000_000
 
 
+STRUCTURED_OUTPUT_PROVIDERS = frozenset(
+    {"openai", "azure-openai", "vertex", "mistral", "ollama", "http-generic"})
+"""Provider kinds whose APIs take ``response_format`` with a JSON schema."""
+
+
 class DeploymentSpec(BaseModel):
     """One upstream model: which adapter, which vendor model, where and how to reach it.
 
     ``options`` holds vendor-specific settings (api_version, region, project, location,
     default_max_tokens, ...); each adapter declares the ones it accepts in its options
     model (``EchoOptions``, ``AnthropicOptions``, ...), and any other is a config error.
+
+    ``structured_outputs``: whether orchestrators ask this deployment for their control
+    messages (plans, router choices, scores, verdicts) with a JSON-schema
+    ``response_format``; unset, on for the kinds in ``STRUCTURED_OUTPUT_PROVIDERS``.
+    ``fold_system_prompt``: the model drops system messages (Gemma's chat format), so
+    orchestrators fold their role prompts into the first user turn.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -46,6 +57,13 @@ class DeploymentSpec(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     price: Price | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    structured_outputs: bool | None = None
+    fold_system_prompt: bool = False
+
+    def takes_structured_outputs(self) -> bool:
+        if self.structured_outputs is not None:
+            return self.structured_outputs
+        return self.provider in STRUCTURED_OUTPUT_PROVIDERS
 
     def secret(self, environ: dict[str, str] | None = None) -> str | None:
         """The API key: inline value first, else the named environment variable."""

@@ -62,6 +62,7 @@ class Candidate:
     node: int = -1
     parent: int | None = None
     depth: int = 1
+    judged: bool = True  # False: the verifier could not read a score (reward 0)
 
 
 class PrivateRandom:
@@ -169,7 +170,7 @@ class ABMCTS(Orchestration):
         reply = await ask(ctx, action, req, messages)
         score = await verifier.score(req, reply.text)
         return Candidate(reply.text, clamp(score.value), score.feedback, action,
-                         reply.deployment)
+                         reply.deployment, judged=score.judged)
 
 
 def _failed_expansion(ctx: RunContext, trial: Any, error: BaseException) -> TakoError:
@@ -188,7 +189,8 @@ async def _placed(ctx: RunContext, sink: Sink, result: Candidate, node: Any, tri
     result.node = node.expand_idx
     result.parent = None if trial.node_to_expand < 0 else trial.node_to_expand
     result.depth = node.depth
+    shown = result.score if result.judged else None  # None: no score
     record(ctx, type="node", node=result.node, parent=result.parent, action=result.action,
-           score=result.score, depth=result.depth)
+           score=shown, depth=result.depth)
     await sink.event("verifier_score", step=rounds, branch=result.node, parent=result.parent,
-                     action=result.action, score=result.score)
+                     action=result.action, score=shown)

@@ -4,10 +4,12 @@ stack), always adding the call's usage to ``ctx.usage``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tako.core.errors import TakoError
 from tako.core.protocols import LlmProvider, RunContext
-from tako.core.types import ChatRequest, ChunkError, Delta, End, Message
+from tako.core.specs import DeploymentSpec
+from tako.core.types import ChatRequest, ChunkError, Delta, End, Message, StreamOptions
 from tako.orchestrators.assembly import with_messages
 from tako.orchestrators.flow import Sink
 
@@ -24,13 +26,74 @@ def assistant(text: str) -> Message:
     return Message(role="assistant", content=text)
 
 
-def upstream_request(req: ChatRequest, alias: str, messages: list[Message],
-                     *, stream: bool = False) -> ChatRequest:
-    """The client's sampling settings over internal messages; client tools, response
-    format and stream options belong to the final answer only and are dropped."""
+@dataclass(slots=True, frozen=True)
+class CallSettings:
+    """What an internal call asks for itself, instead of inheriting the client's sampling:
+    its output limit, its temperature, and for a control message (plan, router choice,
+    score, verdict) the JSON schema its reply must follow, sent as ``response_format``
+    to deployments that take structured outputs."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    schema: dict[str, Any] | None = None
+    schema_name: str = "reply"
+
+
+WORKER = CallSettings()
+"""A worker's answer: the deployment's own defaults."""
+
+
+def control(name: str, schema: dict[str, Any], max_tokens: int = 1024) -> CallSettings:
+    """Settings of a control message: deterministic, bounded, in the given JSON shape."""
+    return CallSettings(max_tokens=max_tokens, temperature=0.0, schema=schema,
+                        schema_name=name)
+
+
+def deployment_specs(provider: Any) -> list[DeploymentSpec]:
+    """The deployment specs behind a provider: an alias's deployments (``providers``),
+    through wrappers (``inner``), down to adapters holding their ``spec``."""
+    spec = getattr(provider, "spec", None)
+    if isinstance(spec, DeploymentSpec):
+        return [spec]
+    inner = getattr(provider, "inner", None)
+    if inner is not None:
+        return deployment_specs(inner)
+    return [s for p in getattr(provider, "providers", ()) for s in deployment_specs(p)]
+
+
+def fold_system(messages: list[Message]) -> list[Message]:
+    """System text moved into the first user turn, for models that drop system messages."""
+    system_text = "\n\n".join(m.text() for m in messages if m.role == "system")
+    rest = [m for m in messages if m.role != "system"]
+    if not system_text:
+        return rest
+    first_user = next((i for i, m in enumerate(rest) if m.role == "user"), None)
+    if first_user is None:
+        return [user(system_text), *rest]
+    folded = user(f"{system_text}\n\n{rest[first_user].text()}")
+    return [*rest[:first_user], folded, *rest[first_user + 1:]]
+
+
+def upstream_request(req: ChatRequest, alias: str, messages: list[Message], *,
+                     stream: bool = False, settings: CallSettings = WORKER,
+                     provider: Any = None) -> ChatRequest:
+    """An internal call: internal messages with the call's own settings. The client's
+    sampling, stop sequences, tools, response format and stream options belong to the
+    final answer only and are dropped; a streamed call asks for its usage."""
+    specs = deployment_specs(provider)
+    if any(s.fold_system_prompt for s in specs):
+        messages = fold_system(messages)
+    response_format = None
+    if settings.schema is not None and specs and all(
+            s.takes_structured_outputs() for s in specs):
+        response_format = {"type": "json_schema", "json_schema": {
+            "name": settings.schema_name, "schema": settings.schema}}
     return with_messages(
-        req, messages, model=alias, stream=stream, stream_options=None, tools=None,
-        tool_choice=None, parallel_tool_calls=None, response_format=None, n=None,
+        req, messages, model=alias, stream=stream,
+        stream_options=StreamOptions(include_usage=True) if stream else None,
+        tools=None, tool_choice=None, parallel_tool_calls=None, n=None, stop=None,
+        response_format=response_format, max_tokens=settings.max_tokens,
+        max_completion_tokens=None, temperature=settings.temperature, top_p=None,
     )
 
 
@@ -47,26 +110,29 @@ def deployment_of(provider: LlmProvider) -> str:
     return answered or provider.id
 
 
-async def ask(ctx: RunContext, alias: str, req: ChatRequest,
-              messages: list[Message]) -> Reply:
+async def ask(ctx: RunContext, alias: str, req: ChatRequest, messages: list[Message],
+              settings: CallSettings = WORKER) -> Reply:
     """One non-streaming call."""
     provider = ctx.provider(alias)
-    response = await provider.chat(upstream_request(req, alias, messages))
+    response = await provider.chat(upstream_request(req, alias, messages,
+                                                    settings=settings, provider=provider))
     ctx.usage.add(response.usage)
     return Reply(response.content or "", deployment_of(provider))
 
 
 async def ask_streaming(ctx: RunContext, alias: str, req: ChatRequest,
-                        messages: list[Message], sink: Sink) -> Reply:
+                        messages: list[Message], sink: Sink,
+                        settings: CallSettings = WORKER) -> Reply:
     """One call whose text goes to the client as it arrives when ``sink`` passes deltas
     (it is then the answer: ``ctx.answered_by`` names its deployment); a plain call
     otherwise. A mid-stream failure is raised after its usage is counted."""
     if not sink.deltas:
-        return await ask(ctx, alias, req, messages)
+        return await ask(ctx, alias, req, messages, settings)
     text: list[str] = []
     failure: TakoError | None = None
     provider = ctx.provider(alias)
-    stream = provider.stream(upstream_request(req, alias, messages, stream=True))
+    stream = provider.stream(upstream_request(req, alias, messages, stream=True,
+                                              settings=settings, provider=provider))
     async for item in stream:
         if isinstance(item, Delta) and item.content:
             if not text:

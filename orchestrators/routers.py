@@ -3,9 +3,10 @@
 - ``RuleRouter`` (default): Thinker first, then Worker, then Verifier; after a Verifier's
   REVISE back to the Worker, or to the Thinker when the diagnosis blames the plan. Each
   role's LLM comes from ``roles[role]`` (a list rotates per turn of that role).
-- ``LlmRouter``: a deployment reads the transcript and answers ``{"llm": .., "role": ..}``;
-  a reply that does not parse or names an unknown LLM or role falls back to the rule
-  router for that turn (counted in ``fallbacks``).
+- ``LlmRouter``: a deployment reads the transcript and answers ``{"llm": .., "role": ..}``
+  (as a JSON-schema ``response_format`` where the deployment takes one); a reply that does
+  not parse or names an unknown LLM or role falls back to the rule router for that turn
+  (counted in ``fallbacks``).
 """
 
 from __future__ import annotations
@@ -15,25 +16,20 @@ from dataclasses import dataclass, field
 
 from tako.core.protocols import RunContext
 from tako.core.types import ChatRequest
-from tako.orchestrators.calls import ask, system, user
-from tako.orchestrators.textparse import extract_json
+from tako.orchestrators.calls import ask, control, system, user
+from tako.orchestrators.textparse import REVISE, json_object
 
 THINKER, WORKER, VERIFIER = "thinker", "worker", "verifier"
 ROLES = (THINKER, WORKER, VERIFIER)
 
 _PLAN_BLAME = re.compile(r"\b(plan|approach|strategy|decompos\w*|rethink|reconsider)\b",
                          re.IGNORECASE)
-_VERDICT_AT_LINE = re.compile(r"^[\s*#>`_-]*(ACCEPT|REVISE)\b[\s*:`_-]*(.*)",
-                              re.IGNORECASE | re.MULTILINE | re.DOTALL)
-_VERDICT_ANYWHERE = re.compile(r"\b(ACCEPT|REVISE)\b[\s*:`_-]*(.*)", re.DOTALL)
-
-
 @dataclass(slots=True)
 class Turn:
     llm: str
     role: str
     text: str
-    verdict: str | None = None  # "accept" / "revise" on Verifier turns
+    verdict: str | None = None  # "accept" / "revise" / "unreadable" on Verifier turns
     diagnosis: str = ""
 
 
@@ -51,17 +47,6 @@ class TrinityState:
         return list(seen)
 
 
-def parse_verdict(text: str) -> tuple[str, str]:
-    """("accept", "") or ("revise", diagnosis). A reply with neither word is a REVISE whose
-    diagnosis is the reply itself."""
-    match = _VERDICT_AT_LINE.search(text) or _VERDICT_ANYWHERE.search(text)
-    if match is None:
-        return "revise", text.strip()
-    if match.group(1).upper() == "ACCEPT":
-        return "accept", ""
-    return "revise", match.group(2).strip()
-
-
 class RuleRouter:
     def next_role(self, state: TrinityState) -> str:
         if not state.turns:
@@ -71,7 +56,7 @@ class RuleRouter:
             return WORKER
         if last.role == WORKER:
             return VERIFIER
-        if last.verdict == "revise" and _PLAN_BLAME.search(last.diagnosis):
+        if last.verdict == REVISE and _PLAN_BLAME.search(last.diagnosis):
             return THINKER
         return WORKER
 
@@ -94,6 +79,14 @@ ROUTER_PROMPT = (
 )
 
 
+def router_choice(llms: list[str]) -> dict[str, object]:
+    """The JSON schema of a routing choice among ``llms``."""
+    return {"type": "object",
+            "properties": {"llm": {"type": "string", "enum": llms},
+                           "role": {"type": "string", "enum": list(ROLES)}},
+            "required": ["llm", "role"]}
+
+
 class LlmRouter:
     def __init__(self, ctx: RunContext, deployment: str,
                  fallback: RuleRouter | None = None) -> None:
@@ -107,7 +100,8 @@ class LlmRouter:
         prompt = (f"LLMs: {', '.join(state.llms)}\n\nUser request:\n"
                   f"{_last_user(state.request)}\n\nTranscript:\n{transcript}")
         reply = (await ask(self.ctx, self.deployment, state.request,
-                           [system(ROUTER_PROMPT), user(prompt)])).text
+                           [system(ROUTER_PROMPT), user(prompt)],
+                           control("routing_choice", router_choice(state.llms), 128))).text
         choice = parse_choice(reply, state.llms)
         if choice is None:
             self.fallbacks += 1
@@ -116,11 +110,8 @@ class LlmRouter:
 
 
 def parse_choice(reply: str, llms: list[str]) -> tuple[str, str] | None:
-    try:
-        data = extract_json(reply)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
+    data = json_object(reply)
+    if data is None:
         return None
     llm, role = data.get("llm"), data.get("role")
     if not isinstance(llm, str) or not isinstance(role, str):

@@ -158,8 +158,9 @@ class SelfCaller(Orchestration):
                               deployment=response.provider_id)
             text = response.content or ""
             score = await verifier.score(req, text)
-            await sink.event("recursion", depth=depth, confidence=score.value)
-            record(ctx, type="attempt", depth=depth, answer=text, score=score.value,
+            shown = score.value if score.judged else None  # None: no score
+            await sink.event("recursion", depth=depth, confidence=shown)
+            record(ctx, type="attempt", depth=depth, answer=text, score=shown,
                    feedback=score.feedback)
             if best is None or score.value >= best[0]:
                 best = (score.value, text, response.provider_id)

@@ -1,4 +1,9 @@
-"""Lenient parsing of what models write: JSON inside prose or code fences, and scores."""
+"""Reading what models write, strictly: a JSON value inside prose or code fences, and a
+judgement only from a well-formed field or an explicit ``SCORE:`` / ``VERDICT:`` line.
+
+A number somewhere in the prose ("391", "Step 1: think", "$56$") is no score, and a word
+somewhere in a sentence ("I cannot ACCEPT this") is no verdict: an unreadable judgement
+is reported as such (None), never guessed."""
 
 from __future__ import annotations
 
@@ -30,63 +35,81 @@ def extract_json(text: str) -> Any:
     raise ValueError("no JSON value found")
 
 
-_FRACTION = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:/|out of)\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
-_PERCENT = re.compile(r"(-?\d+(?:\.\d+)?)\s*%")
-_LABELLED = re.compile(r"score\W{0,3}\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+def json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object the reply holds, or None."""
+    try:
+        data = extract_json(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def clamp(value: float) -> float:
     return min(1.0, max(0.0, value))
 
 
-def _scale(value: float) -> float:
-    """A bare number above 1 is read as out of 10 (up to 10) or out of 100 (up to 100);
-    anything larger is clamped to 1 by the caller."""
-    if value <= 1:
-        return value
-    if value <= 10:
-        return value / 10
-    return value / 100
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_SCORE_LINE = re.compile(
+    rf"^[\s*#>_`]*SCORE[\s*_`]*[:=][\s*_`]*{_NUMBER}\s*(?:(/|out of)\s*{_NUMBER}|(%))?"
+    r"[\s*_`.]*$", re.IGNORECASE | re.MULTILINE)
 
 
 def parse_score(text: str) -> float | None:
-    """A score in [0, 1] from "0.8", "Score: 8/10", "80%", ``{"score": 0.8}``; None when
-    no number can be read."""
-    try:
-        data = extract_json(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        from_json = _score_field(data)
-        if from_json is not None:
-            return from_json
-    elif isinstance(data, (int, float)) and not isinstance(data, bool):
-        return clamp(_scale(float(data)))
-    return _score_in_text(text)
+    """A score in [0, 1] from a JSON field (``{"score": 0.8}``) or an explicit line
+    (``SCORE: 0.8``, ``SCORE: 8/10``, ``SCORE: 80%``); None otherwise, and for a value
+    outside [0, 1]."""
+    data = json_object(text)
+    if data is not None and "score" in data:
+        return score_value(data["score"])
+    match = _SCORE_LINE.search(text)
+    if match is None:
+        return None
+    value = float(match.group(1))
+    if match.group(3):
+        denominator = float(match.group(3))
+        value = value / denominator if denominator > 0 else -1.0
+    elif match.group(4):
+        value /= 100
+    return value if 0.0 <= value <= 1.0 else None
 
 
-def _score_field(data: dict[str, Any]) -> float | None:
-    for key in ("score", "confidence", "rating", "value"):
-        value = data.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return clamp(_scale(float(value)))
-        if isinstance(value, str):
-            parsed = parse_score(value)
-            if parsed is not None:
-                return parsed
-    return None
+def score_value(value: Any) -> float | None:
+    """A JSON score field's value in [0, 1] (a number, or a number written as a string)."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if 0.0 <= number <= 1.0 else None
 
 
-def _score_in_text(text: str) -> float | None:
-    if m := _FRACTION.search(text):
-        denominator = float(m.group(2))
-        if denominator > 0:
-            return clamp(float(m.group(1)) / denominator)
-    if m := _PERCENT.search(text):
-        return clamp(float(m.group(1)) / 100)
-    if m := _LABELLED.search(text):
-        return clamp(_scale(float(m.group(1))))
-    if m := _NUMBER.search(text):
-        return clamp(_scale(float(m.group(0))))
-    return None
+ACCEPT, REVISE = "accept", "revise"
+
+_VERDICT_LINE = re.compile(
+    r"^[\s*#>_`]*VERDICT[\s*_`]*[:=][\s*_`]*(ACCEPT|REVISE)\b[\s*:`_.-]*(.*)",
+    re.IGNORECASE | re.MULTILINE | re.DOTALL)
+_BARE_ACCEPT = re.compile(r"[\s*_`]*ACCEPT[\s*_`.!]*", re.IGNORECASE)
+
+
+def parse_verdict(text: str) -> tuple[str, str] | None:
+    """(ACCEPT, "") or (REVISE, diagnosis) from a JSON ``verdict`` field, a
+    ``VERDICT: ACCEPT`` / ``VERDICT: REVISE: <diagnosis>`` line, or a reply that is
+    nothing but ACCEPT; None when the reply says neither that way."""
+    data = json_object(text)
+    if data is not None and isinstance(data.get("verdict"), str):
+        verdict = data["verdict"].strip().lower()
+        if verdict not in (ACCEPT, REVISE):
+            return None
+        diagnosis = data.get("diagnosis")
+        return verdict, diagnosis.strip() if isinstance(diagnosis, str) else ""
+    if _BARE_ACCEPT.fullmatch(text):
+        return ACCEPT, ""
+    match = _VERDICT_LINE.search(text)
+    if match is None:
+        return None
+    if match.group(1).upper() == "ACCEPT":
+        return ACCEPT, ""
+    return REVISE, match.group(2).strip()

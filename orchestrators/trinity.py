@@ -20,7 +20,8 @@ from pydantic import Field, PlainValidator, ValidationInfo, model_validator
 
 from tako.core.protocols import RunContext
 from tako.core.types import ChatRequest, Message
-from tako.orchestrators.calls import Reply, ask, system, user
+from tako.orchestrators.calls import WORKER as WORKER_CALL
+from tako.orchestrators.calls import Reply, ask, control, system, user
 from tako.orchestrators.flow import Answer, Orchestration, Sink, record
 from tako.orchestrators.params import Alias, AliasPool, Params, validate_under
 from tako.orchestrators.registry import register
@@ -33,9 +34,9 @@ from tako.orchestrators.routers import (
     RuleRouter,
     TrinityState,
     Turn,
-    parse_verdict,
     render_transcript,
 )
+from tako.orchestrators.textparse import ACCEPT, REVISE, parse_verdict
 
 ROLE_PROMPTS = {
     THINKER: ("You are the Thinker of a team of models. Analyse the user's request, point out "
@@ -45,10 +46,21 @@ ROLE_PROMPTS = {
              "the plan and fixing every issue the Verifier raised. Reply with the complete "
              "answer for the user only."),
     VERIFIER: ("You are the Verifier of a team of models. Check the latest Worker answer "
-               "against the user's request. If it is correct and complete reply exactly "
-               "ACCEPT. Otherwise reply REVISE: followed by a diagnosis of what is wrong "
-               "(say if the plan itself is wrong)."),
+               "against the user's request. If it is correct and complete reply with the "
+               "line VERDICT: ACCEPT. Otherwise reply with the line VERDICT: REVISE: "
+               "followed by a diagnosis of what is wrong (say if the plan itself is "
+               "wrong)."),
 }
+
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {"verdict": {"type": "string", "enum": [ACCEPT, REVISE]},
+                   "diagnosis": {"type": "string"}},
+    "required": ["verdict", "diagnosis"],
+}
+ROLE_SETTINGS = {THINKER: WORKER_CALL, WORKER: WORKER_CALL,
+                 VERIFIER: control("verdict", VERDICT_SCHEMA, max_tokens=512)}
+UNREADABLE = "unreadable"
 
 
 class TrinityRoles(Params):
@@ -106,26 +118,36 @@ class Trinity(Orchestration):
         for turn_index in range(self.max_turns):
             llm, role = await router.pick(state)
             await sink.event("step_start", step=turn_index, role=role, llm=llm)
-            reply = await ask(ctx, llm, req, self._messages(req, state, role))
-            text = reply.text
-            turn = Turn(llm, role, text)
+            reply = await ask(ctx, llm, req, self._messages(req, state, role),
+                              ROLE_SETTINGS[role])
+            turn = Turn(llm, role, reply.text)
             if role == WORKER:
                 answer = reply
             if role == VERIFIER:
-                turn.verdict, turn.diagnosis = parse_verdict(text)
-                await sink.event("verifier_score", step=turn_index, branch=0,
-                                 score=1.0 if turn.verdict == "accept" else 0.0,
-                                 verdict=turn.verdict, diagnosis=turn.diagnosis[:500])
+                await self._judge(turn, turn_index, sink)
             state.turns.append(turn)
-            record(ctx, type="turn", turn=turn_index, llm=llm, role=role, text=text,
+            record(ctx, type="turn", turn=turn_index, llm=llm, role=role, text=reply.text,
                    verdict=turn.verdict)
-            if turn.verdict == "accept" and answer is not None:
+            if turn.verdict == ACCEPT and answer is not None:
                 break
         if isinstance(router, LlmRouter) and router.fallbacks:
             record(ctx, type="router_fallbacks", count=router.fallbacks)
         if answer is None:
             answer = reply
         return Answer(answer.text, deployment=answer.deployment)
+
+    @staticmethod
+    async def _judge(turn: Turn, turn_index: int, sink: Sink) -> None:
+        """The Verifier's verdict, read strictly: neither a well-formed field nor a
+        ``VERDICT:`` line is "unreadable", no score, and no acceptance."""
+        verdict = parse_verdict(turn.text)
+        if verdict is None:
+            turn.verdict = UNREADABLE
+        else:
+            turn.verdict, turn.diagnosis = verdict
+        score = None if verdict is None else float(turn.verdict == ACCEPT)
+        await sink.event("verifier_score", step=turn_index, branch=0, score=score,
+                         verdict=turn.verdict, diagnosis=turn.diagnosis[:500])
 
     @staticmethod
     def _messages(req: ChatRequest, state: TrinityState, role: str) -> list[Message]:

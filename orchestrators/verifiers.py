@@ -5,20 +5,17 @@ Kinds (a profile names one in its ``verifier`` param):
 - ``{"kind": "rules", "must": [regex], "must_not": [regex], "json_schema": {...},
   "min_chars": n, "max_chars": n}`` — the score is the fraction of checks passed; the
   feedback names each failed check. With no checks configured every answer scores 1.
-- ``{"kind": "llm", "deployment": alias, "rubric": str, "check_every": chars,
-  "flag_below": 0.3}`` — a judge model asked for a score; its reply is read leniently
-  ("0.8", "Score: 8/10", "80%", ``{"score": 0.8}``) and clamped; an unreadable reply scores
-  0 with that as feedback. Every judge call goes through ``ctx.provider`` (the budget).
+- ``{"kind": "llm", "deployment": alias, "rubric": str}`` — a judge model asked for
+  ``{"score": 0..1, "feedback": ...}`` (as a JSON-schema ``response_format`` where the
+  deployment takes one); the score is read only from that field or an explicit
+  ``SCORE: x`` line. Anything else ("391", "Step 1: think") is no score: value 0,
+  ``judged`` False, and the feedback says so. Every judge call goes through
+  ``ctx.provider`` (the budget).
 - ``{"kind": "all", "of": [spec, ...], "mode": "min" | "mean"}`` (or a plain list) —
   combined verifiers.
 
 The specs parse into ``RulesSpec``, ``LlmJudgeSpec`` and ``AllOfSpec`` (``VerifierSpec`` in
 a params model), so a bad one is a config problem when the profile is built.
-
-Each offers ``evaluate_streaming(req)``: an evaluation fed the answer as it streams,
-whose ``feed`` returns a Score as soon as the answer can be flagged early (a must-not
-pattern or the length bound for rules; a judged prefix scoring below ``flag_below`` for the
-judge when ``check_every`` is set), and whose ``result()`` is the score so far.
 """
 
 from __future__ import annotations
@@ -40,9 +37,9 @@ from pydantic import (
 )
 
 from tako.core.errors import ConfigError
-from tako.core.protocols import RunContext, Score, StreamEvaluation, Verifier
+from tako.core.protocols import RunContext, Score, Verifier
 from tako.core.types import ChatRequest
-from tako.orchestrators.calls import ask, system, user
+from tako.orchestrators.calls import ask, control, system, user
 from tako.orchestrators.params import (
     Alias,
     KnownNames,
@@ -51,7 +48,7 @@ from tako.orchestrators.params import (
     validate,
     validate_under,
 )
-from tako.orchestrators.textparse import extract_json, parse_score
+from tako.orchestrators.textparse import extract_json, json_object, parse_score
 
 
 class RuleVerifier:
@@ -117,107 +114,51 @@ class RuleVerifier:
     async def score(self, req: ChatRequest, answer: str) -> Score:
         return self.check(answer)
 
-    def early_flag(self, text: str) -> Score | None:
-        for pattern in self.must_not:
-            if pattern.search(text):
-                return Score(0.0, f"contains forbidden pattern /{pattern.pattern}/")
-        if self.max_chars is not None and len(text) > self.max_chars:
-            return Score(0.0, f"longer than {self.max_chars} characters")
-        return None
-
-    def evaluate_streaming(self, req: ChatRequest) -> StreamEvaluation:
-        return _RuleEvaluation(self)
-
-
-class _RuleEvaluation:
-    def __init__(self, verifier: RuleVerifier) -> None:
-        self.verifier = verifier
-        self.text = ""
-
-    def feed(self, text: str) -> Score | None:
-        self.text += text
-        return self.verifier.early_flag(self.text)
-
-    def result(self) -> Score:
-        return self.verifier.check(self.text)
-
 
 JUDGE_RUBRIC = (
     "You are a strict grader. Judge how correct, complete and well-supported the answer "
     "is for the user's request. Reply with JSON only: "
-    '{"score": <number between 0 and 1>, "feedback": "<what is wrong or missing>"}.'
+    '{"score": <number between 0 and 1>, "feedback": "<what is wrong or missing>"} '
+    "(or, if you cannot write JSON, a line SCORE: <number between 0 and 1> and then the "
+    "feedback)."
 )
 
 
+JUDGEMENT_SCHEMA = {
+    "type": "object",
+    "properties": {"score": {"type": "number", "minimum": 0, "maximum": 1},
+                   "feedback": {"type": "string"}},
+    "required": ["score", "feedback"],
+}
+JUDGEMENT = control("judgement", JUDGEMENT_SCHEMA, max_tokens=512)
+
+
 class LlmJudge:
-    def __init__(self, ctx: RunContext, deployment: str, rubric: str | None = None,
-                 check_every: int = 0, flag_below: float = 0.3) -> None:
+    def __init__(self, ctx: RunContext, deployment: str, rubric: str | None = None) -> None:
         self.ctx = ctx
         self.deployment = deployment
         self.rubric = rubric or JUDGE_RUBRIC
-        self.check_every = check_every
-        self.flag_below = flag_below
 
     async def score(self, req: ChatRequest, answer: str) -> Score:
         question = _conversation_text(req)
         prompt = f"Request:\n{question}\n\nAnswer to grade:\n{answer}"
         reply = (await ask(self.ctx, self.deployment, req,
-                           [system(self.rubric), user(prompt)])).text
+                           [system(self.rubric), user(prompt)], JUDGEMENT)).text
         return judge_reply_score(reply)
-
-    def evaluate_streaming(self, req: ChatRequest) -> StreamEvaluation:
-        return _JudgeEvaluation(self, req)
 
 
 def judge_reply_score(reply: str) -> Score:
+    """The judge's score and feedback; an unreadable reply is no score (``judged``
+    False)."""
     value = parse_score(reply)
     if value is None:
-        return Score(0.0, f"the judge's reply could not be read as a score: {reply[:200]!r}")
+        return Score(0.0, f"no score: the judge's reply could not be read as one: "
+                          f"{reply[:200]!r}", judged=False)
+    data = json_object(reply)
     feedback = reply.strip()
-    try:
-        data = extract_json(reply)
-        if isinstance(data, dict) and isinstance(data.get("feedback"), str):
-            feedback = data["feedback"]
-    except ValueError:
-        pass
+    if data is not None and isinstance(data.get("feedback"), str):
+        feedback = data["feedback"]
     return Score(value, feedback)
-
-
-class _JudgeEvaluation:
-    """Judges prefixes in the background every ``check_every`` characters."""
-
-    def __init__(self, judge: LlmJudge, req: ChatRequest) -> None:
-        self.judge = judge
-        self.req = req
-        self.text = ""
-        self.checked = 0
-        self.task: asyncio.Task[Score] | None = None
-        self.latest: Score | None = None
-
-    def feed(self, text: str) -> Score | None:
-        self.text += text
-        if self.task is not None and self.task.done():
-            if not self.task.cancelled() and self.task.exception() is None:
-                self.latest = self.task.result()
-            self.task = None
-        every = self.judge.check_every
-        if every and self.task is None and len(self.text) - self.checked >= every:
-            self.checked = len(self.text)
-            self.task = asyncio.get_running_loop().create_task(
-                self.judge.score(self.req, self.text))
-        if self.latest is not None and self.latest.value < self.judge.flag_below:
-            return self.latest
-        return None
-
-    def result(self) -> Score:
-        return self.latest or Score(0.0, "not judged yet")
-
-    async def final(self) -> Score:
-        """The judge's score of everything fed (one more judge call)."""
-        if self.task is not None:
-            self.task.cancel()
-        self.latest = await self.judge.score(self.req, self.text)
-        return self.latest
 
 
 class AllOf:
@@ -232,29 +173,12 @@ class AllOf:
             return Score(1.0, "")
         values = [s.value for s in scores]
         value = min(values) if self.mode == "min" else sum(values) / len(values)
-        return Score(value, "; ".join(s.feedback for s in scores if s.feedback))
+        return Score(value, "; ".join(s.feedback for s in scores if s.feedback),
+                     judged=all(s.judged for s in scores))
 
     async def score(self, req: ChatRequest, answer: str) -> Score:
         scores = await asyncio.gather(*(v.score(req, answer) for v in self.verifiers))
         return self.combine(scores)
-
-    def evaluate_streaming(self, req: ChatRequest) -> StreamEvaluation:
-        parts = [v.evaluate_streaming(req) for v in self.verifiers
-                 if hasattr(v, "evaluate_streaming")]
-        return _AllEvaluation(self, parts)
-
-
-class _AllEvaluation:
-    def __init__(self, combined: AllOf, parts: list[StreamEvaluation]) -> None:
-        self.combined = combined
-        self.parts = parts
-
-    def feed(self, text: str) -> Score | None:
-        flags = [s for s in (p.feed(text) for p in self.parts) if s is not None]
-        return self.combined.combine(flags) if flags else None
-
-    def result(self) -> Score:
-        return self.combined.combine([p.result() for p in self.parts])
 
 
 def schema_problem(schema: dict[str, Any] | None) -> str | None:
@@ -303,8 +227,6 @@ class LlmJudgeSpec(VerifierParams):
     kind: Literal["llm"]
     deployment: Alias
     rubric: str | None = None
-    check_every: int = Field(default=0, ge=0)
-    flag_below: float = 0.3
 
 
 def _verifier(value: Any, info: ValidationInfo) -> VerifierParams:
@@ -358,7 +280,7 @@ def build_verifier(spec: VerifierParams | dict[str, Any] | list[Any] | None,
         return RuleVerifier(spec.must, spec.must_not, spec.json_schema, spec.min_chars,
                             spec.max_chars)
     if isinstance(spec, LlmJudgeSpec):
-        return LlmJudge(ctx, spec.deployment, spec.rubric, spec.check_every, spec.flag_below)
+        return LlmJudge(ctx, spec.deployment, spec.rubric)
     assert isinstance(spec, AllOfSpec)
     return AllOf([build_verifier(s, ctx) for s in spec.of], spec.mode)
 

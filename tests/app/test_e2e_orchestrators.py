@@ -67,7 +67,7 @@ def trinity_worker(call: Call) -> str:
 
 def trinity_verifier(call: Call) -> str:
     latest = call.last_text.rsplit("Worker (", 1)[-1]
-    return "ACCEPT" if "42" in latest else "REVISE: the product is off by one"
+    return "ACCEPT" if "42" in latest else "VERDICT: REVISE: the product is off by one"
 
 
 def router(call: Call) -> str:

@@ -10,7 +10,7 @@ import pytest
 from tako.core.errors import QuotaExceeded
 from tako.core.types import ChatChunk, ChatRequest, ChatResponse
 from tako.orchestrators.api import run
-from tests.orchestrators.scripted import Scripted
+from tests.fakes.rule_provider import Scripted
 
 
 class Budget:
@@ -65,8 +65,9 @@ PROFILES = {
 
 @pytest.mark.parametrize("kind", sorted(PROFILES))
 async def test_budget_stops_every_orchestrator(kind: str) -> None:
-    model = Scripted("m", [("You coordinate", LOOPING_WORKFLOW), ("Verifier", "REVISE: no"),
-                           ("grader", "0.1")], default="some answer", match_all=True)
+    model = Scripted("m", [("You coordinate", LOOPING_WORKFLOW),
+                           ("Verifier", "VERDICT: REVISE: no"), ("grader", "SCORE: 0.1")],
+                     default="some answer", match_all=True)
     budget = Budget(3)
     with pytest.raises(QuotaExceeded):
         await run({"kind": kind, "params": PROFILES[kind]}, {"messages": [

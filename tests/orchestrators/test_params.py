@@ -114,7 +114,7 @@ def test_verifier_specs_parse_into_their_models() -> None:
     spec = parse_verifier([{"must": ["ok"]}, {"kind": "llm", "deployment": "judge"}], NAMES)
     assert isinstance(spec, AllOfSpec) and spec.mode == "min"
     assert isinstance(spec.of[0], RulesSpec) and spec.of[0].must == ["ok"]
-    assert isinstance(spec.of[1], LlmJudgeSpec) and spec.of[1].check_every == 0
+    assert isinstance(spec.of[1], LlmJudgeSpec) and spec.of[1].deployment == "judge"
     with pytest.raises(ConfigError, match=r"verifier\.json_schema: invalid JSON schema"):
         parse_verifier({"kind": "rules", "json_schema": {"type": "nonsense"}})
 

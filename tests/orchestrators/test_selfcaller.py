@@ -8,7 +8,7 @@ import pytest
 
 from tako.core.types import ChatRequest, End, OrchEvent
 from tako.orchestrators.api import run
-from tests.orchestrators.scripted import Scripted
+from tests.fakes.rule_provider import Scripted
 
 REQ = {"messages": [{"role": "user", "content": "main question"}]}
 
@@ -53,7 +53,7 @@ async def test_stops_as_soon_as_the_threshold_is_met() -> None:
 
 async def test_llm_judge_guard_returns_the_best_scoring_answer() -> None:
     m = Scripted("m", default=["first", "second", "third"])
-    judge = Scripted("judge", default=["Score: 6/10", "0.3", "20%"])
+    judge = Scripted("judge", default=["SCORE: 6/10", "SCORE: 0.3", "SCORE: 20%"])
     response = await run(profile({"kind": "llm", "deployment": "judge"}, threshold=0.9,
                                  self_call=False), REQ, {"m": m, "judge": judge})
     assert response.content == "first"

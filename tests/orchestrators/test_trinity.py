@@ -6,8 +6,9 @@ import pytest
 
 from tako.core.types import Delta, End, OrchEvent
 from tako.orchestrators.api import run
-from tako.orchestrators.routers import parse_choice, parse_verdict
-from tests.orchestrators.scripted import Scripted
+from tako.orchestrators.routers import parse_choice
+from tako.orchestrators.textparse import parse_verdict
+from tests.fakes.rule_provider import Scripted
 
 REQ = {"messages": [{"role": "user", "content": "What is 17 * 23?"}]}
 
@@ -49,7 +50,7 @@ async def test_accept_stops_after_thinker_worker_verifier() -> None:
 
 
 async def test_revise_goes_back_to_worker_with_the_diagnosis() -> None:
-    m = team(["REVISE: the product is off by ten", "ACCEPT"], ["381", "391"])
+    m = team(["VERDICT: REVISE: the product is off by ten", "ACCEPT"], ["381", "391"])
     response = await run(profile(), REQ, {"m": m})
     assert response.content == "391"
     assert roles_of(m) == ["Thinker", "Worker", "Verifier", "Worker", "Verifier"]
@@ -58,13 +59,13 @@ async def test_revise_goes_back_to_worker_with_the_diagnosis() -> None:
 
 
 async def test_revise_blaming_the_plan_returns_to_the_thinker() -> None:
-    m = team(["REVISE: the plan is wrong, decompose differently", "ACCEPT"])
+    m = team(["VERDICT: REVISE: the plan is wrong, decompose differently", "ACCEPT"])
     await run(profile(), REQ, {"m": m})
     assert roles_of(m) == ["Thinker", "Worker", "Verifier", "Thinker", "Worker", "Verifier"]
 
 
 async def test_turn_cap_returns_last_worker_output() -> None:
-    m = team(["REVISE: still wrong"], ["a1", "a2", "a3"])
+    m = team(["VERDICT: REVISE: still wrong"], ["a1", "a2", "a3"])
     response = await run(profile(max_turns=4), REQ, {"m": m})
     assert len(m.requests) == 4
     assert roles_of(m) == ["Thinker", "Worker", "Verifier", "Worker"]
@@ -74,7 +75,7 @@ async def test_turn_cap_returns_last_worker_output() -> None:
 async def test_roles_use_their_assigned_llms_in_rotation() -> None:
     thinker = Scripted("t", default="plan")
     workers = [Scripted("w1", default="one"), Scripted("w2", default="two")]
-    judge = Scripted("v", default=["REVISE: wrong", "ACCEPT"])
+    judge = Scripted("v", default=["VERDICT: REVISE: wrong", "ACCEPT"])
     params = {"roles": {"thinker": "t", "worker": ["w1", "w2"], "verifier": "v"}}
     response = await run(profile(**params), REQ,
                          {"t": thinker, "w1": workers[0], "w2": workers[1], "v": judge})
@@ -89,7 +90,7 @@ async def test_llm_router_choices_are_followed_and_bad_replies_fall_back() -> No
         '```json\n{"llm": "m", "role": "Worker"}\n```',
         '{"llm": "ghost", "role": "verifier"}',  # unknown llm -> rule router: Verifier
     ])
-    m = team(["REVISE: wrong", "ACCEPT"], ["w1", "w2"])
+    m = team(["VERDICT: REVISE: wrong", "ACCEPT"], ["w1", "w2"])
     trace: list[dict[str, object]] = []
     response = await run(profile(router={"kind": "llm", "deployment": "r"}), REQ,
                          {"m": m, "r": router}, trace=trace)
@@ -111,19 +112,30 @@ def test_parse_choice(reply: str, expected: tuple[str, str] | None) -> None:
     assert parse_choice(reply, ["a", "b"]) == expected
 
 
-@pytest.mark.parametrize("text, verdict, diagnosis", [
-    ("ACCEPT", "accept", ""),
-    ("**ACCEPT**", "accept", ""),
-    ("REVISE: units missing", "revise", "units missing"),
-    ("Checked it.\nREVISE - the sum is wrong", "revise", "the sum is wrong"),
-    ("looks fine to me", "revise", "looks fine to me"),
+@pytest.mark.parametrize("text, expected", [
+    ("ACCEPT", ("accept", "")),
+    ("**ACCEPT**", ("accept", "")),
+    ("VERDICT: ACCEPT", ("accept", "")),
+    ("Checked every line.\n**Verdict:** REVISE - the sum is wrong",
+     ("revise", "the sum is wrong")),
+    ("VERDICT: REVISE: units missing", ("revise", "units missing")),
+    ('{"verdict": "accept", "diagnosis": ""}', ("accept", "")),
+    ('{"verdict": "REVISE", "diagnosis": "off by one"}', ("revise", "off by one")),
+    ("I cannot ACCEPT this", None),
+    ("If it is correct and complete reply exactly ACCEPT. Otherwise reply REVISE: ...",
+     None),
+    ("ACCEPT, although the units are missing", None),
+    ("REVISE: units missing", None),
+    ('{"verdict": "maybe"}', None),
+    ("looks fine to me", None),
 ])
-def test_parse_verdict(text: str, verdict: str, diagnosis: str) -> None:
-    assert parse_verdict(text) == (verdict, diagnosis)
+def test_verdicts_come_only_from_a_field_or_a_verdict_line(
+        text: str, expected: tuple[str, str] | None) -> None:
+    assert parse_verdict(text) == expected
 
 
 async def test_stream_reports_turns_and_verdicts_and_replays_answer() -> None:
-    m = team(["REVISE: wrong", "ACCEPT"], ["381", "391"])
+    m = team(["VERDICT: REVISE: wrong", "ACCEPT"], ["381", "391"])
     items = [i async for i in await run(profile(), REQ, {"m": m}, stream=True)]
     events = [i for i in items if isinstance(i, OrchEvent)]
     scores = [e.data["score"] for e in events if e.kind == "verifier_score"]
@@ -134,3 +146,17 @@ async def test_stream_reports_turns_and_verdicts_and_replays_answer() -> None:
     assert [d.content for d in deltas] == ["391"] and deltas[0].role == "assistant"
     assert sum(isinstance(i, End) for i in items) == 1 and isinstance(items[-1], End)
     assert items[-1].usage.cost_usd == pytest.approx(0.005)
+
+
+async def test_a_verifier_that_only_mentions_accept_does_not_end_the_run() -> None:
+    m = team(["I cannot ACCEPT this", "Reply exactly ACCEPT if it is correct.", "ACCEPT"],
+             ["381", "390", "391"])
+    trace: list[dict[str, object]] = []
+    items = [i async for i in await run(profile(max_turns=7), REQ, {"m": m}, stream=True,
+                                        trace=trace)]
+    verdicts = [t["verdict"] for t in trace if t["type"] == "turn" and t["role"] == "verifier"]
+    assert verdicts == ["unreadable", "unreadable", "accept"]
+    scores = [i.data["score"] for i in items
+              if isinstance(i, OrchEvent) and i.kind == "verifier_score"]
+    assert scores == [None, None, 1.0]
+    assert "".join(i.content or "" for i in items if isinstance(i, Delta)) == "391"

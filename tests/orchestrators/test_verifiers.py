@@ -1,8 +1,6 @@
-"""Verifiers: score parsing, rule checks, combination, streaming evaluation, LLM judge."""
+"""Verifiers: strict score parsing, rule checks, combination, LLM judge."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 
@@ -11,26 +9,31 @@ from tako.core.types import ChatRequest
 from tako.orchestrators.api import make_context
 from tako.orchestrators.textparse import parse_score
 from tako.orchestrators.verifiers import AllOf, LlmJudge, RuleVerifier, build_verifier
-from tests.orchestrators.scripted import Scripted
+from tests.fakes.rule_provider import Scripted
 
 REQ = ChatRequest(model="x", messages=[{"role": "user", "content": "Give me JSON."}])
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("0.8", 0.8),
-    ("Score: 8/10", 0.8),
-    ("I'd give it 7 out of 10.", 0.7),
-    ("80%", 0.8),
     ('{"score": 0.65, "feedback": "ok"}', 0.65),
-    ('```json\n{"score": "9/10"}\n```', 0.9),
-    ('{"score": 85}', 0.85),
-    ("score: 7", 0.7),
-    ("1.7", 0.17),
-    ("-0.5", 0.0),
-    ("150%", 1.0),
+    ('```json\n{"score": "0.9"}\n```', 0.9),
+    ('Here is my grade: {"score": 0.4, "feedback": "thin"}', 0.4),
+    ("SCORE: 0.8", 0.8),
+    ("The answer is fine.\n**Score:** 8/10\nMinor gaps.", 0.8),
+    ("SCORE: 80%", 0.8),
+    ('{"score": 85}', None),
+    ('{"score": true}', None),
+    ("SCORE: 7", None),
+    ("391", None),
+    ("0.8", None),
+    ("Step 1: think about the question.", None),
+    ("$56$", None),
+    ("I'd give it 7 out of 10.", None),
+    ("The score should be 0.9 once the units are fixed.", None),
     ("excellent work", None),
 ])
-def test_parse_score(text: str, expected: float | None) -> None:
+def test_scores_come_only_from_a_field_or_a_score_line(text: str,
+                                                       expected: float | None) -> None:
     value = parse_score(text)
     if expected is None:
         assert value is None
@@ -72,39 +75,19 @@ async def test_combined_verifiers() -> None:
         build_verifier({"kind": "astrology"}, make_context({}))
 
 
-def test_rule_streaming_evaluation_flags_early() -> None:
-    evaluation = RuleVerifier(must=["done"], must_not=["as an ai"]).evaluate_streaming(REQ)
-    assert evaluation.feed("Well, ") is None
-    assert evaluation.result().value == 0.5
-    flagged = evaluation.feed("as an AI model")
-    assert flagged is not None and flagged.value == 0.0
-    long = RuleVerifier(max_chars=10).evaluate_streaming(REQ)
-    assert long.feed("12345") is None
-    assert long.feed("678901") is not None
-
-
-async def test_llm_judge_parses_clamps_and_fails_closed() -> None:
-    judge = Scripted("judge", default=['{"score": 250, "feedback": "great"}',
-                                       "Score: 3/10 - misses the point", "no idea"])
+async def test_llm_judge_reads_strictly_and_marks_no_score() -> None:
+    judge = Scripted("judge", default=['{"score": 0.9, "feedback": "great"}',
+                                       "Mostly right.\nSCORE: 3/10", "391", "Step 1: think"])
     ctx = make_context({"judge": judge})
     v = LlmJudge(ctx, "judge")
     first = await v.score(REQ, "answer one")
-    assert (first.value, first.feedback) == (1.0, "great")
+    assert (first.value, first.feedback, first.judged) == (0.9, "great", True)
     assert (await v.score(REQ, "answer two")).value == pytest.approx(0.3)
-    unreadable = await v.score(REQ, "answer three")
-    assert unreadable.value == 0.0 and "could not be read" in unreadable.feedback
+    for answer in ("answer three", "answer four"):
+        unreadable = await v.score(REQ, answer)
+        assert (unreadable.value, unreadable.judged) == (0.0, False)
+        assert unreadable.feedback.startswith("no score")
     assert "Give me JSON." in judge.prompts()[0] and "answer one" in judge.prompts()[0]
-    assert ctx.usage.cost_usd == pytest.approx(0.003)
-
-
-async def test_llm_judge_streaming_flags_a_bad_prefix() -> None:
-    judge = Scripted("judge", default="0.1", delay=0.01)
-    ctx = make_context({"judge": judge})
-    evaluation = build_verifier({"kind": "llm", "deployment": "judge", "check_every": 10,
-                                 "flag_below": 0.3}, ctx).evaluate_streaming(REQ)
-    assert evaluation.feed("a" * 12) is None  # a prefix judgement starts in the background
-    await asyncio.sleep(0.05)
-    flagged = evaluation.feed("b")
-    assert flagged is not None and flagged.value == pytest.approx(0.1)
-    assert evaluation.result().value == pytest.approx(0.1)
-    assert len(judge.requests) == 1
+    assert ctx.usage.cost_usd == pytest.approx(0.004)
+    sent = judge.requests[0]
+    assert (sent.temperature, sent.max_tokens) == (0.0, 512)
