@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 from opentelemetry.trace import Span, Tracer
 from sse_starlette import EventSourceResponse
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
 
 from tako.app import metrics
@@ -37,7 +37,8 @@ class ClientLeft(Exception):
     """The client closed its connection before the answer was ready."""
 
 
-CLIENT_LEFT = (ClientLeft, GeneratorExit, asyncio.CancelledError)  # the server runs on asyncio
+# the server runs on asyncio; ClientDisconnect: the client left while sending its body
+CLIENT_LEFT = (ClientLeft, ClientDisconnect, GeneratorExit, asyncio.CancelledError)
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

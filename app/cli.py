@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -18,6 +19,7 @@ import uvicorn
 
 from tako.app.config import Settings, load_settings
 from tako.app.gateway import Gateway
+from tako.app.http_protocol import ClientLimits, LimitedHttpToolsProtocol
 from tako.core.errors import ConfigError
 
 CONFIG_ERROR_EXIT = 2
@@ -95,8 +97,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=False,  # client addresses are not used; skip the header rewrite
         timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s),
         lifespan="on",
+        http=functools.partial(LimitedHttpToolsProtocol, limits=client_limits(settings)),
     )
     return 0
+
+
+def client_limits(settings: Settings) -> ClientLimits:
+    server = settings.server
+    return ClientLimits(header_timeout_s=server.header_timeout_s,
+                        body_timeout_s=server.body_timeout_s,
+                        max_header_bytes=server.max_header_bytes)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,12 @@ class ServerSettings(BaseModel):
     request_timeout_s: float = Field(default=600.0, gt=0)
     graceful_shutdown_s: float = 30.0
     access_log: bool = True
+    # slow and oversized clients (0 turns a timeout off): the request line and headers must
+    # arrive within header_timeout_s, the body within body_timeout_s of the headers
+    header_timeout_s: float = Field(default=10.0, ge=0)
+    body_timeout_s: float = Field(default=30.0, ge=0)
+    max_header_bytes: int = Field(default=64 * 1024, gt=0)
+    max_messages: int = Field(default=2048, gt=0)
 
 
 class KeySpec(BaseModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -36,6 +36,8 @@ class FastPath:
                     response = await endpoint(Request(scope, receive))
                 except TakoError as exc:
                     response = error_response(exc)
+                except ClientDisconnect:  # left mid-body: a 499 in the record, no answer
+                    return
                 except Exception:
                     log.exception("unhandled error on POST %s", scope["path"])
                     response = error_response(

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from opentelemetry.trace import Tracer
 
-from tako.core.errors import PolicyDenied
+from tako.core.errors import InvalidRequest, PolicyDenied
 from tako.core.protocols import PolicyDecision, RunContext, Tool, ToolLookup
 from tako.core.types import ChatRequest, ChatResponse, Message, Principal, ToolSpec
 from tako.policies.factory import build_policy_engine
@@ -34,8 +34,10 @@ def principal_input(p: Principal) -> dict[str, Any]:
 
 
 class PolicyGate:
-    def __init__(self, settings: PolicySettings, tracer: Tracer | None = None) -> None:
+    def __init__(self, settings: PolicySettings, tracer: Tracer | None = None, *,
+                 max_messages: int | None = None) -> None:
         self.settings = settings
+        self.max_messages = max_messages  # server.max_messages
         self.engine = build_policy_engine(settings)
         self.active = settings.mode == "opa" or (
             settings.mode == "embedded" and bool(settings.data or settings.policy_dir))
@@ -73,6 +75,10 @@ class PolicyGate:
             return decision
 
     async def before_chat(self, principal: Principal, req: ChatRequest) -> ChatRequest:
+        if self.max_messages is not None and len(req.messages) > self.max_messages:
+            raise InvalidRequest(f"the request has {len(req.messages)} messages, more than "
+                                 f"the limit of {self.max_messages}", param="messages",
+                                 code="too_many_messages")
         if not (self.active or self.request_pii.enabled):
             return req
         messages = [m.model_dump(exclude_none=True) for m in req.messages]
