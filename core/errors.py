@@ -56,7 +56,8 @@ class TakoError(Exception):
     def response_headers(self) -> dict[str, str]:
         headers = dict(self.headers)
         if self.retry_after is not None and "retry-after" not in headers:
-            headers["retry-after"] = str(max(0, round(self.retry_after + 0.4999)))
+            # whole seconds, rounded up, and never 0: a client told 0 comes straight back
+            headers["retry-after"] = str(max(1, round(self.retry_after + 0.4999)))
         return headers
 
     def __repr__(self) -> str:

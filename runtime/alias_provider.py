@@ -10,7 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tako.core.errors import CircuitOpen, TakoError, UpstreamError, UpstreamTimeout
+from tako.core.errors import (
+    CircuitOpen,
+    TakoError,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+)
 from tako.core.protocols import LlmProvider
 from tako.core.tokens import CHARS_PER_TOKEN, estimate_output_tokens, estimate_prompt_tokens
 from tako.core.types import ChatChunk, ChatRequest, ChatResponse, ChunkError, Delta, End, Usage
@@ -19,7 +25,13 @@ from tako.runtime.admission import Admission, Reservation
 from tako.runtime.breaker import Breakers
 from tako.runtime.events import RuntimeEvents
 from tako.runtime.fallback import attempt_order
-from tako.runtime.retry import backoff_s, counts_against_breaker, is_transient, may_fall_back
+from tako.runtime.retry import (
+    backoff_s,
+    is_rate_limited,
+    is_transient,
+    may_fall_back,
+    says_unhealthy,
+)
 from tako.runtime.settings import RetrySettings
 
 T = TypeVar("T")
@@ -128,10 +140,8 @@ class AliasProvider:
             if time.monotonic() >= deadline:
                 break
             state = await self.breakers.acquire(provider.id)
-            if state == "open":
-                last = last or CircuitOpen(
-                    f"deployment {provider.id} is failing; its circuit is open",
-                    details={"provider": provider.id})
+            if state in ("open", "cool"):
+                last = last or self._skipped(provider.id, state)
                 continue
             outcome = await self._retried(attempt, provider, state == "probe", deadline)
             if not isinstance(outcome, _Failed):
@@ -140,34 +150,53 @@ class AliasProvider:
             last = outcome.error
         raise self._exhausted(last)
 
+    def _skipped(self, deployment: str, state: str) -> TakoError:
+        wait = self.breakers.wait_s(deployment)
+        if state == "cool":
+            return UpstreamRateLimited(
+                f"deployment {deployment} is rate limited by its vendor; retry in {wait:g}s",
+                details={"provider": deployment}, retry_after=wait)
+        return CircuitOpen(f"deployment {deployment} is failing; its circuit is open and "
+                           f"the next trial call is due in {wait:g}s",
+                           details={"provider": deployment}, retry_after=wait)
+
     async def _retried(self, attempt: Callable[[LlmProvider, bool, float], Awaitable[T]],
                        provider: LlmProvider, probe: bool, deadline: float) -> T | _Failed:
         """One deployment with its retries: the result, or the failure to fall back from.
-        Errors that must not fall back are raised."""
+        The breaker hears one outcome for all of them. Errors that must not fall back are
+        raised."""
         for number in range(1, self.retry.max_attempts + 1):
             try:
-                return await attempt(provider, probe, deadline)
+                result = await attempt(provider, probe, deadline)
             except TakoError as error:
-                if not await self._may_retry(error, provider, probe, number, deadline):
-                    return _Failed(error)
+                if await self._may_retry(error, provider, probe, number, deadline):
+                    continue
+                await self._record_failure(provider.id, error, probe)
+                if not may_fall_back(error):
+                    raise
+                return _Failed(error)
             except BaseException:
                 if probe:  # cancelled mid-probe: let another caller probe
                     await _shielded(self.breakers.abandon_probe(provider.id))
                 raise
+            await self.breakers.record(provider.id, True, probe)
+            return result
         raise AssertionError("unreachable: the last attempt never retries")
+
+    async def _record_failure(self, deployment: str, error: TakoError, probe: bool) -> None:
+        """A failure the deployment is to blame for counts against its circuit; a 429
+        cools it down; anything else (a 4xx) says it is up, which ends a probe well."""
+        if is_rate_limited(error):
+            await self.breakers.cool_down(deployment, error.retry_after)
+        unhealthy = says_unhealthy(error)
+        if unhealthy or probe:
+            await self.breakers.record(deployment, not unhealthy, probe)
 
     async def _may_retry(self, error: TakoError, provider: LlmProvider, probe: bool,
                          number: int, deadline: float) -> bool:
-        """Record the failure; wait out the backoff and say True when another attempt on
-        the same deployment is worth it. Raises errors that must not fall back."""
-        # a deployment that answered a bad request is up: that ends a probe well
-        counts = counts_against_breaker(error)
-        opened = None
-        if counts or probe:
-            opened = await self.breakers.record(provider.id, not counts, probe)
-        if not may_fall_back(error):
-            raise error
-        if probe or opened == "open" or not is_transient(error):
+        """Wait out the backoff and say True when another attempt on the same deployment
+        is worth it."""
+        if probe or not may_fall_back(error) or not is_transient(error):
             return False
         if number == self.retry.max_attempts:
             return False
@@ -183,8 +212,10 @@ class AliasProvider:
             return UpstreamTimeout(f"alias {self.id}: no deployment answered before the "
                                    "call deadline")
         if isinstance(last, CircuitOpen) and len(self.providers) > 1:
-            return CircuitOpen(f"every deployment of {self.id} is failing; circuits are open",
-                               details={"alias": self.id})
+            wait = min(self.breakers.wait_s(p.id) for p in self.providers)
+            return CircuitOpen(f"every deployment of {self.id} is failing or rate limited; "
+                               f"retry in {wait:g}s", details={"alias": self.id},
+                               retry_after=wait)
         return last
 
     # ---- chat ----
@@ -192,7 +223,6 @@ class AliasProvider:
     async def _chat_once(self, req: ChatRequest, provider: LlmProvider, probe: bool,
                          deadline: float) -> tuple[LlmProvider, ChatResponse]:
         response = await self._timed(deadline, provider, lambda: provider.chat(req))
-        await self.breakers.record(provider.id, True, probe)
         return provider, response
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
@@ -229,7 +259,6 @@ class AliasProvider:
         except BaseException:
             await _aclose(upstream)
             raise
-        await self.breakers.record(provider.id, True, probe)
         return _StreamOpened(provider, upstream, first, probe)
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
@@ -253,7 +282,7 @@ class AliasProvider:
                     for call in chunk.tool_calls or ():
                         text_chars += len(call.arguments or "") + len(call.name or "")
                 elif isinstance(chunk, ChunkError):
-                    if counts_against_breaker(chunk.error):
+                    if says_unhealthy(chunk.error):
                         await self.breakers.record(opened.provider.id, False, False)
                 elif isinstance(chunk, End):
                     end = chunk

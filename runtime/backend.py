@@ -67,13 +67,22 @@ class Backend(Protocol):
     async def spend(self, base: str, period: str) -> int: ...
 
     async def breaker_acquire(self, deployment: str, settings: BreakerSettings,
-                              probe_ttl_s: float) -> str:
-        """``closed`` (go), ``probe`` (go: the one half-open trial) or ``open`` (skip)."""
+                              probe_ttl_s: float, successes: int = 0) -> tuple[str, float]:
+        """``(state, ms)``: ``closed`` (go), ``probe`` (go: the one half-open trial),
+        ``open`` (skip; ms until the probe is due, 0 while one is in flight) or ``cool``
+        (skip: rate limited by its vendor; ms until the cool-down ends). ``successes``
+        reports the calls this replica saw succeed since it last reported."""
         ...
 
     async def breaker_record(self, deployment: str, settings: BreakerSettings, ok: bool,
-                             probe: bool) -> str | None:
-        """Record an outcome; returns the new state when this outcome changed it."""
+                             probe: bool, successes: int = 0) -> str | None:
+        """Record an outcome (and ``successes`` not reported yet); returns the new state
+        when this outcome changed it."""
+        ...
+
+    async def breaker_cool(self, deployment: str, settings: BreakerSettings,
+                           seconds: float) -> None:
+        """Skip the deployment on every replica for ``seconds`` (its vendor answered 429)."""
         ...
 
     async def breaker_abandon_probe(self, deployment: str, settings: BreakerSettings) -> None:

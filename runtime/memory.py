@@ -23,6 +23,7 @@ class _Breaker:
     calls: int = 0
     fails: int = 0
     probe_until: float = 0.0
+    cool_until: float = 0.0
 
 
 class MemoryBackend:
@@ -104,50 +105,71 @@ class MemoryBackend:
         return self._counters.get(base + str(pid), 0)
 
     async def breaker_acquire(self, deployment: str, settings: BreakerSettings,
-                              probe_ttl_s: float) -> str:
-        b = self._breakers.get(deployment)
-        if b is None or b.open_until == 0.0:
-            return "closed"
+                              probe_ttl_s: float, successes: int = 0) -> tuple[str, float]:
+        b = self._breakers.setdefault(deployment, _Breaker()) if successes else \
+            self._breakers.get(deployment)
+        if b is None:
+            return "closed", 0.0
         now = self.clock()
-        if now < b.open_until or now < b.probe_until:
-            return "open"
+        if b.open_until == 0.0:
+            self._count(b, settings, now, successes, 0)
+            if now < b.cool_until:
+                return "cool", (b.cool_until - now) * 1000
+            return "closed", 0.0
+        if now < b.open_until:
+            return "open", (b.open_until - now) * 1000
+        if now < b.probe_until:
+            return "open", 0.0
         b.probe_until = now + probe_ttl_s
-        return "probe"
+        return "probe", 0.0
 
     async def breaker_abandon_probe(self, deployment: str, settings: BreakerSettings) -> None:
         b = self._breakers.get(deployment)
         if b is not None:
             b.probe_until = 0.0
 
+    async def breaker_cool(self, deployment: str, settings: BreakerSettings,
+                           seconds: float) -> None:
+        b = self._breakers.setdefault(deployment, _Breaker())
+        b.cool_until = max(b.cool_until, self.clock() + seconds)
+
     async def breaker_record(self, deployment: str, settings: BreakerSettings, ok: bool,
-                             probe: bool) -> str | None:
+                             probe: bool, successes: int = 0) -> str | None:
         b = self._breakers.setdefault(deployment, _Breaker())
         now = self.clock()
         if probe:
-            b.probe_until = 0.0
-            b.calls = b.fails = 0
-            b.window_start = now
-            if ok:
-                b.open_until = 0.0
-                return "closed"
-            b.open_until = now + settings.open_s
-            return "open"
+            return _end_probe(b, settings, ok, now)
         if b.open_until:
             return None
-        if now - b.window_start >= settings.window_s:
-            b.window_start, b.calls, b.fails = now, 0, 0
-        b.calls += 1
-        if ok:
-            return None
-        b.fails += 1
-        if _trips(b.calls, b.fails, settings):
+        self._count(b, settings, now, successes + 1, 0 if ok else 1)
+        if not ok and _trips(b.calls, b.fails, settings):
             b.open_until = now + settings.open_s
             b.calls = b.fails = 0
             return "open"
         return None
 
+    @staticmethod
+    def _count(b: _Breaker, settings: BreakerSettings, now: float, calls: int,
+               fails: int) -> None:
+        if now - b.window_start >= settings.window_s:
+            b.window_start, b.calls, b.fails = now, 0, 0
+        b.calls += calls
+        b.fails += fails
+
+
+def _end_probe(b: _Breaker, settings: BreakerSettings, ok: bool, now: float) -> str:
+    b.probe_until = 0.0
+    b.calls = b.fails = 0
+    b.window_start = now
+    if ok:
+        b.open_until = 0.0
+        return "closed"
+    b.open_until = now + settings.open_s
+    return "open"
+
 
 def _trips(calls: int, fails: int, settings: BreakerSettings) -> bool:
     if settings.failure_ratio is not None:
         return calls >= settings.min_calls and fails >= settings.failure_ratio * calls
+    assert settings.failure_threshold is not None
     return fails >= settings.failure_threshold

@@ -84,16 +84,24 @@ class RedisBackend:
         return await self._call(lambda: spend_script.spend(self.client, base, period))
 
     async def breaker_acquire(self, deployment: str, settings: BreakerSettings,
-                              probe_ttl_s: float) -> str:
-        return await self._call(lambda: breaker_script.run(
-            self.hot, self.prefix, deployment, "acquire", False, settings, probe_ttl_s))
+                              probe_ttl_s: float, successes: int = 0) -> tuple[str, float]:
+        reply: tuple[str, float] = await self._call(lambda: breaker_script.run(
+            self.hot, self.prefix, deployment, "acquire", False, settings, probe_ttl_s,
+            successes))
+        return reply
 
     async def breaker_record(self, deployment: str, settings: BreakerSettings, ok: bool,
-                             probe: bool) -> str | None:
+                             probe: bool, successes: int = 0) -> str | None:
         state = await self._call(lambda: breaker_script.run(
             self.hot, self.prefix, deployment, "success" if ok else "failure", probe,
-            settings, 0))
+            settings, 0, successes))
         return state or None
+
+    async def breaker_cool(self, deployment: str, settings: BreakerSettings,
+                           seconds: float) -> None:
+        await self._call(lambda: breaker_script.run(
+            self.hot, self.prefix, deployment, "cool", False, settings, 0,
+            max(1, round(seconds * 1000))))
 
     async def breaker_abandon_probe(self, deployment: str, settings: BreakerSettings) -> None:
         await self._call(lambda: breaker_script.run(

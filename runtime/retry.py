@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from tako.core.errors import InvalidRequest, TakoError, UpstreamError
+from tako.core.errors import InvalidRequest, TakoError, UpstreamRateLimited
 from tako.runtime.settings import RetrySettings
 
 
@@ -18,9 +18,19 @@ def may_fall_back(error: TakoError) -> bool:
     return not isinstance(error, InvalidRequest)
 
 
-def counts_against_breaker(error: TakoError) -> bool:
-    return error.retryable or (isinstance(error, UpstreamError)
-                               and not isinstance(error, InvalidRequest))
+def says_unhealthy(error: TakoError) -> bool:
+    """A failure that counts against the deployment's circuit: a 5xx, a timeout (504) or
+    a connection error (502). A 4xx says the deployment is up, a 429 included; a vendor
+    error is judged by the vendor's own status (a 404 passed on as a 502 is still a 404)."""
+    details = error.details or {}
+    vendor_status = details.get("status")
+    status = vendor_status if isinstance(vendor_status, int) else error.status
+    return status >= 500
+
+
+def is_rate_limited(error: TakoError) -> bool:
+    """The vendor answered 429: its deployment cools down instead of failing."""
+    return isinstance(error, UpstreamRateLimited)
 
 
 def backoff_s(attempt: int, settings: RetrySettings, retry_after: float | None,

@@ -32,21 +32,41 @@ class RateLimit(BaseModel):
 
 
 class BreakerSettings(BaseModel):
-    """A deployment's circuit opens after ``failure_threshold`` failures within
-    ``window_s`` (or, when ``failure_ratio`` is set, once at least ``min_calls`` calls in
-    the window failed at that ratio), stays open ``open_s``, then admits one probe.
+    """When a deployment's circuit opens, and how 429s cool it down.
+
+    Outcomes are counted per client call to a deployment (its retries are one outcome), and
+    only failures that say the deployment is unhealthy count: 5xx answers, timeouts and
+    connection errors, never a 4xx. The circuit opens once at least ``min_calls`` calls
+    within ``window_s`` failed at ``failure_ratio`` or more (resilience4j's rule; with the
+    defaults, 5 failures of 10 calls), stays open ``open_s``, then admits one probe across
+    all replicas. A config naming only ``failure_threshold`` keeps the older rule: that many
+    failures within the window open it.
+
+    A 429 does not count as a failure: it cools the deployment down for the vendor's
+    ``Retry-After`` (``rate_limit_cooldown_s`` when it sent none, at most
+    ``max_cooldown_s``), shared by every replica; a cooling deployment is skipped.
 
     On Redis a replica that found a circuit closed trusts that for ``closed_cache_s``
     before asking again, so a healthy request costs no breaker round trip; a circuit
     opened by another replica is therefore seen at most that much later (0: ask on every
     call). The single half-open probe is exact either way."""
 
-    failure_threshold: int = Field(default=5, ge=1)
-    failure_ratio: float | None = Field(default=None, gt=0, le=1)
+    failure_ratio: float | None = Field(default=0.5, gt=0, le=1)
     min_calls: int = Field(default=10, ge=1)
+    failure_threshold: int | None = Field(default=None, ge=1)
     window_s: float = Field(default=30, gt=0)
     open_s: float = Field(default=30, gt=0)
     closed_cache_s: float = Field(default=0.25, ge=0)
+    rate_limit_cooldown_s: float = Field(default=1.0, gt=0)
+    max_cooldown_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _threshold_alone_counts_failures(self) -> BreakerSettings:
+        if self.failure_threshold is not None and "failure_ratio" not in self.model_fields_set:
+            self.failure_ratio = None
+        if self.failure_ratio is None and self.failure_threshold is None:
+            raise ValueError("runtime.breaker needs failure_ratio or failure_threshold")
+        return self
 
 
 class RetrySettings(BaseModel):
