@@ -8,10 +8,17 @@ import time
 import pytest
 
 from tako.core.errors import UpstreamError
-from tako.core.types import ChunkError, Delta, End, OrchEvent
+from tako.core.types import (
+    ChatRequest,
+    ChunkError,
+    Delta,
+    End,
+    OrchEvent,
+)
 from tako.orchestrators.api import run
 from tako.orchestrators.conductor import WorkflowError, parse_workflow
-from tests.orchestrators.scripted import Scripted
+from tests.fakes.rule_provider import Scripted
+from tests.orchestrators.wrappers import Concurrency, ProviderWithSpec
 
 REQ = {"messages": [{"role": "user", "content": "Write a report on octopuses."}]}
 
@@ -89,12 +96,76 @@ async def test_self_recursion_is_bounded_by_max_depth() -> None:
 async def test_malformed_workflow_gets_one_corrective_retry_then_error() -> None:
     boss = Scripted("boss", default=["this is not json", workflow(("zeta", "x", []))])
     with pytest.raises(UpstreamError) as info:
-        await run(profile(), REQ, {"boss": boss})
+        await run(profile(degrade=False), REQ, {"boss": boss})
     assert info.value.code == "malformed_workflow"
     assert info.value.status == 502
     assert len(boss.requests) == 2
     assert "no JSON workflow" in boss.prompts()[1]
     assert "unknown worker 'zeta'" in info.value.message
+
+
+async def test_a_plan_that_stays_malformed_degrades_to_one_coordinator_call() -> None:
+    boss = Scripted("boss", default=["Let me think step by step about octopuses.",
+                                     "Step 1: research. Step 2: write.",
+                                     "Octopuses have three hearts."])
+    trace: list[dict[str, object]] = []
+    items = [i async for i in await run(profile(), REQ, {"boss": boss}, stream=True,
+                                        trace=trace)]
+    text = "".join(i.content or "" for i in items if isinstance(i, Delta))
+    assert text == "Octopuses have three hearts."
+    assert len(boss.requests) == 3
+    assert boss.requests[2].messages[-1].text() == "Write a report on octopuses."
+    assert [t["type"] for t in trace] == ["workflow_rejected", "workflow_degraded"]
+    assert isinstance(items[-1], End) and items[-1].finish_reason == "stop"
+
+
+async def test_prose_then_a_valid_plan_under_response_format() -> None:
+    boss = ProviderWithSpec(Scripted("boss", default=[
+        "Sure! First the arms, then the ink.", workflow(("a", "write it", []))]), "openai")
+    a = ProviderWithSpec(Scripted("a", default="REPORT"), "anthropic")
+    response = await run(profile(), REQ, {"boss": boss, "a": a})
+    assert response.content == "REPORT"
+    for sent in boss.inner.requests:
+        assert sent.response_format is not None
+        assert sent.response_format["type"] == "json_schema"
+        schema = sent.response_format["json_schema"]["schema"]
+        assert schema["properties"]["steps"]["items"]["properties"]["worker"]["enum"] == [
+            "a", "b", "c", "self"]
+        assert (sent.temperature, sent.max_tokens) == (0.0, 2048)
+    (worker_call,) = a.inner.requests
+    assert worker_call.response_format is None and worker_call.temperature is None
+
+
+async def test_the_papers_three_list_form_is_a_workflow() -> None:
+    plan = json.dumps({"model_ids": ["a", "b"],
+                       "subtasks": ["list three octopus facts", "write the report"],
+                       "access_lists": [[], "all"]})
+    boss = Scripted("boss", default=plan)
+    a, b = Scripted("a", default="FACTS"), Scripted("b", default="REPORT")
+    response = await run(profile(), REQ, {"boss": boss, "a": a, "b": b, "c": b})
+    assert response.content == "REPORT" and len(boss.requests) == 1
+    assert "FACTS" in b.prompts()[0]
+    bare = json.dumps([["a", "b"], ["x", "y"], [[], [0]]])
+    steps = parse_workflow(bare, {"a", "b"}, allow_self=False, max_steps=8)
+    assert [(s.worker, s.access) for s in steps] == [("a", ()), ("b", (0,))]
+
+
+async def test_fanout_is_bounded_across_nesting_levels() -> None:
+    def plan(req: ChatRequest) -> str:
+        if "nested" in req.messages[-1].text():
+            return workflow(*[("a", f"inner part {i}", []) for i in range(3)],
+                            ("b", "inner join", "all"))
+        return workflow(("self", "nested one", []), ("self", "nested two", []),
+                        ("a", "outer part", []), ("b", "outer join", "all"))
+
+    boss = Scripted("boss", default=plan, delay=0.02)
+    a, b = Scripted("a", delay=0.05), Scripted("b", default="done", delay=0.02)
+    shared = Concurrency()
+    await run(profile(max_fanout=2, max_depth=1), REQ,
+              {"boss": shared.watch(boss), "a": shared.watch(a), "b": shared.watch(b),
+               "c": shared.watch(b)})
+    assert len(a.requests) == 7
+    assert shared.max_active == 2
 
 
 async def test_corrective_retry_recovers() -> None:

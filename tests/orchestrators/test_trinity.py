@@ -9,6 +9,7 @@ from tako.orchestrators.api import run
 from tako.orchestrators.routers import parse_choice
 from tako.orchestrators.textparse import parse_verdict
 from tests.fakes.rule_provider import Scripted
+from tests.orchestrators.wrappers import ProviderWithSpec
 
 REQ = {"messages": [{"role": "user", "content": "What is 17 * 23?"}]}
 
@@ -160,3 +161,19 @@ async def test_a_verifier_that_only_mentions_accept_does_not_end_the_run() -> No
               if isinstance(i, OrchEvent) and i.kind == "verifier_score"]
     assert scores == [None, None, 1.0]
     assert "".join(i.content or "" for i in items if isinstance(i, Delta)) == "391"
+
+
+async def test_role_prompts_reach_a_model_that_drops_system_messages() -> None:
+    m = team(["ACCEPT"])
+    folded = ProviderWithSpec(m, "http-generic", fold_system_prompt=True)
+    response = await run(profile(), REQ, {"m": folded})
+    assert response.content == "391"
+    for sent in m.requests:
+        assert [msg.role for msg in sent.messages][0] == "user"
+        assert all(msg.role != "system" for msg in sent.messages)
+    assert m.requests[0].messages[0].text().startswith("You are the Thinker")
+    assert "17 * 23" in m.requests[0].messages[0].text()
+    verifier_call = m.requests[2]
+    assert verifier_call.response_format is not None
+    assert verifier_call.response_format["json_schema"]["schema"]["required"] == [
+        "verdict", "diagnosis"]
