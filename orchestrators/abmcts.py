@@ -10,15 +10,20 @@ score and the verifier's feedback. Every answer is scored in [0, 1] by ``verifie
 (see ``orchestrators.verifiers``). Each round asks treequest for up to ``batch_size``
 (at most 5) expansions and runs them concurrently.
 
-Stops when ``max_calls`` answers were generated (judge calls come on top), when the run
-has spent ``max_cost_usd`` (all calls, judge included), or when an answer scores at
-least ``min_confidence``; returns the best-scoring answer. ``seed`` makes the search
+Stops when ``max_calls`` answers were generated (judge calls come on top), when the next
+expansion might take the run past ``max_cost_usd``, or when an answer scores at least
+``min_confidence``; returns the best-scoring answer. ``max_cost_usd`` is a hard cap over
+all calls, judge included: before each round the worst case of one expansion (the
+dearest worker with the longest prompt so far and ``answer_max_tokens`` of output, plus
+its judgement) is reserved as many times as the remaining budget allows, and the round
+shrinks to that many expansions. ``seed`` makes the search
 reproducible (the sampling uses its own random stream, never the process-wide one).
 With a trace, every node is listed: node, parent, action, score, depth.
 
 Params (``ABMCTSParams``): ``workers`` (aliases), ``verifier`` (required), ``max_calls``
 (16), ``max_cost_usd``, ``min_confidence``, ``batch_size`` (3), ``seed``, ``refine_prompt``
-(str.format with {score} and {feedback}).
+(str.format with {score} and {feedback}), ``answer_max_tokens`` (1024, each answer's
+output limit).
 """
 
 from __future__ import annotations
@@ -35,13 +40,19 @@ from treequest import ABMCTSA
 
 from tako.core.errors import QuotaExceeded, TakoError, UpstreamError
 from tako.core.protocols import RunContext, Verifier
+from tako.core.tokens import estimate_prompt_tokens
 from tako.core.types import ChatRequest, Message
-from tako.orchestrators.calls import ask, assistant, user
+from tako.orchestrators.assembly import with_messages
+from tako.orchestrators.calls import CallSettings, ask, assistant, user
 from tako.orchestrators.flow import Answer, Orchestration, Sink, record
 from tako.orchestrators.params import Alias, Params, prompt_template
 from tako.orchestrators.registry import register
 from tako.orchestrators.textparse import clamp
-from tako.orchestrators.verifiers import VerifierSpec, build_verifier
+from tako.orchestrators.verifiers import (
+    VerifierSpec,
+    build_verifier,
+    verifier_cost_bound_usd,
+)
 
 MAX_BATCH = 5
 
@@ -92,6 +103,7 @@ class ABMCTSParams(Params):
     batch_size: int = 3
     seed: int | None = None
     refine_prompt: Annotated[str, prompt_template("score", "feedback")] = REFINE_PROMPT
+    answer_max_tokens: int = Field(default=1024, ge=1)
 
 
 @register("abmcts", ABMCTSParams)
@@ -107,6 +119,7 @@ class ABMCTS(Orchestration):
         self.batch_size = max(1, min(MAX_BATCH, params.batch_size))
         self.seed = params.seed
         self.refine_prompt = params.refine_prompt
+        self.answer = CallSettings(max_tokens=params.answer_max_tokens)
 
     async def run(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> Answer:
         verifier = build_verifier(self.verifier_spec, ctx)
@@ -118,14 +131,15 @@ class ABMCTS(Orchestration):
         best: Candidate | None = None
         failure: TakoError | None = None
         stop = "max_calls"
+        widest: Candidate | None = None  # the longest text + feedback to refine yet
         while calls < self.max_calls:
-            if self.max_cost_usd is not None and ctx.usage.cost_usd >= self.max_cost_usd:
+            size = self._affordable(ctx, req, verifier, widest,
+                                    min(self.batch_size, self.max_calls - calls))
+            if size == 0:
                 stop = "max_cost_usd"
                 break
             with rng.active():
-                state, trials = algo.ask_batch(state, min(self.batch_size,
-                                                          self.max_calls - calls),
-                                               self.workers)
+                state, trials = algo.ask_batch(state, size, self.workers)
             calls += len(trials)
             for trial in trials:
                 parent = state.tree.get_node(trial.node_to_expand)
@@ -148,6 +162,8 @@ class ABMCTS(Orchestration):
                 await _placed(ctx, sink, result, state.tree.get_nodes()[-1], trial, rounds)
                 if best is None or result.score > best.score:
                     best = result
+                if widest is None or _length(result) > _length(widest):
+                    widest = result
             rounds += 1
             if (best is not None and self.min_confidence is not None
                     and best.score >= self.min_confidence):
@@ -161,16 +177,38 @@ class ABMCTS(Orchestration):
                rounds=rounds, stop=stop)
         return Answer(best.text, deployment=best.deployment)
 
-    async def _expand(self, ctx: RunContext, req: ChatRequest, verifier: Verifier,
-                      action: str, parent: Candidate | None) -> Candidate:
+    def _affordable(self, ctx: RunContext, req: ChatRequest, verifier: Verifier,
+                    widest: Candidate | None, wanted: int) -> int:
+        """How many of ``wanted`` expansions fit in what is left of ``max_cost_usd``, each
+        reserved at its worst case (refining the widest candidate yet)."""
+        if self.max_cost_usd is None:
+            return wanted
+        prompt = estimate_prompt_tokens(with_messages(req, self._messages(req, widest)))
+        output = self.answer.max_tokens or 0
+        worst = max(ctx.provider(w).estimate_cost_usd(prompt, output) for w in self.workers)
+        worst += verifier_cost_bound_usd(verifier, req, output)
+        left = self.max_cost_usd - ctx.usage.cost_usd
+        if worst <= 0:
+            return wanted if left > 0 else 0
+        return max(0, min(wanted, int(left / worst + 1e-9)))
+
+    def _messages(self, req: ChatRequest, parent: Candidate | None) -> list[Message]:
         messages: list[Message] = list(req.messages)
         if parent is not None:
             messages += [assistant(parent.text), user(self.refine_prompt.format(
                 score=parent.score, feedback=parent.feedback or "(none)"))]
-        reply = await ask(ctx, action, req, messages)
+        return messages
+
+    async def _expand(self, ctx: RunContext, req: ChatRequest, verifier: Verifier,
+                      action: str, parent: Candidate | None) -> Candidate:
+        reply = await ask(ctx, action, req, self._messages(req, parent), self.answer)
         score = await verifier.score(req, reply.text)
         return Candidate(reply.text, clamp(score.value), score.feedback, action,
                          reply.deployment, judged=score.judged)
+
+
+def _length(candidate: Candidate) -> int:
+    return len(candidate.text) + len(candidate.feedback)
 
 
 def _failed_expansion(ctx: RunContext, trial: Any, error: BaseException) -> TakoError:

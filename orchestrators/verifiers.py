@@ -38,7 +38,9 @@ from pydantic import (
 
 from tako.core.errors import ConfigError
 from tako.core.protocols import RunContext, Score, Verifier
-from tako.core.types import ChatRequest
+from tako.core.tokens import estimate_prompt_tokens
+from tako.core.types import ChatRequest, Message
+from tako.orchestrators.assembly import with_messages
 from tako.orchestrators.calls import ask, control, system, user
 from tako.orchestrators.params import (
     Alias,
@@ -114,6 +116,9 @@ class RuleVerifier:
     async def score(self, req: ChatRequest, answer: str) -> Score:
         return self.check(answer)
 
+    def cost_bound_usd(self, req: ChatRequest, answer_tokens: int) -> float:
+        return 0.0  # no upstream call
+
 
 JUDGE_RUBRIC = (
     "You are a strict grader. Judge how correct, complete and well-supported the answer "
@@ -140,11 +145,20 @@ class LlmJudge:
         self.rubric = rubric or JUDGE_RUBRIC
 
     async def score(self, req: ChatRequest, answer: str) -> Score:
-        question = _conversation_text(req)
-        prompt = f"Request:\n{question}\n\nAnswer to grade:\n{answer}"
-        reply = (await ask(self.ctx, self.deployment, req,
-                           [system(self.rubric), user(prompt)], JUDGEMENT)).text
+        reply = (await ask(self.ctx, self.deployment, req, self._messages(req, answer),
+                           JUDGEMENT)).text
         return judge_reply_score(reply)
+
+    def _messages(self, req: ChatRequest, answer: str) -> list[Message]:
+        question = _conversation_text(req)
+        return [system(self.rubric),
+                user(f"Request:\n{question}\n\nAnswer to grade:\n{answer}")]
+
+    def cost_bound_usd(self, req: ChatRequest, answer_tokens: int) -> float:
+        """The most one judgement of an answer of ``answer_tokens`` tokens can cost."""
+        prompt = estimate_prompt_tokens(with_messages(req, self._messages(req, "")))
+        provider = self.ctx.provider(self.deployment)
+        return provider.estimate_cost_usd(prompt + answer_tokens, JUDGEMENT.max_tokens or 0)
 
 
 def judge_reply_score(reply: str) -> Score:
@@ -179,6 +193,15 @@ class AllOf:
     async def score(self, req: ChatRequest, answer: str) -> Score:
         scores = await asyncio.gather(*(v.score(req, answer) for v in self.verifiers))
         return self.combine(scores)
+
+    def cost_bound_usd(self, req: ChatRequest, answer_tokens: int) -> float:
+        return sum(verifier_cost_bound_usd(v, req, answer_tokens) for v in self.verifiers)
+
+
+def verifier_cost_bound_usd(verifier: Verifier, req: ChatRequest, answer_tokens: int) -> float:
+    """The most one scoring can cost (0 for a verifier that does not say)."""
+    bound = getattr(verifier, "cost_bound_usd", None)
+    return float(bound(req, answer_tokens)) if bound is not None else 0.0
 
 
 def schema_problem(schema: dict[str, Any] | None) -> str | None:

@@ -7,9 +7,10 @@ import re
 import numpy as np
 import pytest
 
+from tako.core.errors import UpstreamError
 from tako.core.types import ChatRequest, End, OrchEvent
 from tako.orchestrators.api import run
-from tests.orchestrators.scripted import Scripted
+from tests.fakes.rule_provider import Scripted
 
 REQ = {"messages": [{"role": "user", "content": "Solve the puzzle."}]}
 JUDGE = {"kind": "llm", "deployment": "judge"}
@@ -101,15 +102,27 @@ async def test_call_budget_is_respected_with_batches() -> None:
     assert len(good.requests) + len(weak.requests) == 7
 
 
-async def test_cost_budget_stops_the_search() -> None:
+@pytest.mark.parametrize("batch_size", [1, 5])
+@pytest.mark.parametrize("cap", [0.0045, 0.0101])
+async def test_max_cost_is_a_hard_cap(batch_size: int, cap: float) -> None:
     good = worker("good", 0.3, 0.1)
     trace: list[dict[str, object]] = []
-    response = await run(profile(workers=["good"], max_calls=50, max_cost_usd=0.0045,
-                                 batch_size=1), REQ, {"good": good, "judge": judge()},
-                         trace=trace)
-    assert len(good.requests) == 3  # 0.002 per generation + judgement
+    response = await run(profile(workers=["good"], max_calls=50, max_cost_usd=cap,
+                                 batch_size=batch_size), REQ,
+                         {"good": good, "judge": judge()}, trace=trace)
+    expansions = int(cap / 0.002)  # 0.001 per generation + 0.001 per judgement
+    assert len(good.requests) == expansions
+    assert response.usage.cost_usd <= cap
     assert next(t for t in trace if t["type"] == "abmcts")["stop"] == "max_cost_usd"
-    assert response.usage.cost_usd == pytest.approx(0.006)
+    assert all(r.max_tokens == 1024 for r in good.requests)
+
+
+async def test_a_cap_below_one_expansion_makes_no_call() -> None:
+    good = worker("good", 0.3, 0.1)
+    with pytest.raises(UpstreamError, match="no candidate"):
+        await run(profile(workers=["good"], max_cost_usd=0.0015), REQ,
+                  {"good": good, "judge": judge()})
+    assert good.requests == []
 
 
 async def test_batch_runs_concurrently_up_to_five() -> None:
