@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from tests.fakes.openai import FakeOpenAI, Reply
-from tests.policies.opa_compat import OpaCompatibleApp
 from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
 from tests.support.net import serve_asgi
+from tests.support.opa_compat import OpaCompatibleApp
 from tests.support.openai_schema import validate_chunk, validate_error
 from tests.support.upstreams import fresh, served
 

@@ -16,7 +16,7 @@ from tako.orchestrators import registry as orchestrator_registry
 from tako.policies.embedded import EmbeddedRegoEngine
 from tako.policies.settings import PolicySettings
 from tako.providers import registry as provider_registry
-from tests.deploy.repo_files import (
+from tests.support.repo_files import (
     COMPOSE_GATEWAY_CONFIG,
     NGINX_CONF,
     REPO,

@@ -11,9 +11,9 @@ import zipfile
 from pathlib import Path
 
 from tako.app.config import ServerSettings
-from tests.deploy.dockerfile import Stage, copy_sources, dockerignore_excludes, parse_dockerfile
-from tests.deploy.repo_files import DOCKERFILE, REPO
-from tests.deploy.settings_env import settings_env_names
+from tests.support.dockerfile import Stage, copy_sources, dockerignore_excludes, parse_dockerfile
+from tests.support.repo_files import DOCKERFILE, REPO
+from tests.support.settings_env import settings_env_names
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 

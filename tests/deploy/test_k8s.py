@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from tako.app.config import Settings, load_settings
-from tests.deploy.repo_files import DOCKERFILE, K8S_DIR, k8s_object, k8s_objects
-from tests.deploy.settings_env import settings_env_names
 from tests.support.net import serve_asgi
+from tests.support.repo_files import DOCKERFILE, K8S_DIR, k8s_object, k8s_objects
+from tests.support.settings_env import settings_env_names
 
 # Process-level variables read by libraries, not by tako's Settings.
 RUNTIME_ENV = {"PROMETHEUS_MULTIPROC_DIR", "POD_NAME", "OTEL_RESOURCE_ATTRIBUTES"}

@@ -10,9 +10,9 @@ from pathlib import Path
 import uvicorn
 
 from tako.app.config import load_settings
-from tests.deploy.nginx_conf import localize, nginx_command
-from tests.deploy.repo_files import COMPOSE_GATEWAY_CONFIG, NGINX_CONF
+from tests.support.nginx_conf import localize, nginx_command
 from tests.support.openai_schema import validate_error
+from tests.support.repo_files import COMPOSE_GATEWAY_CONFIG, NGINX_CONF
 
 
 def _directive(name: str, conf: str) -> list[str]:

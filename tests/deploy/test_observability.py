@@ -10,7 +10,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from tako.app import metrics as app_metrics
-from tests.deploy.repo_files import (
+from tests.support.repo_files import (
     DASHBOARD,
     METRIC_NAMES,
     PROMETHEUS_CONF,

@@ -23,13 +23,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tako.core.specs import Price
 from tako.runtime import Runtime, RuntimeSettings
-from tests.deploy.dockerfile import parse_dockerfile
-from tests.deploy.repo_files import DOCKERFILE, gateway_services
-from tests.deploy.topology import API_KEY, BUDGET_KEY, BUDGET_USD, RPM, RPM_KEY, Topology, topology
 from tests.fakes.openai import FakeOpenAI, Reply, make_app
+from tests.support.dockerfile import parse_dockerfile
 from tests.support.net import serve_asgi
 from tests.support.openai_schema import validate_chunk, validate_completion, validate_error
 from tests.support.redis_server import RedisProcess, redis_server
+from tests.support.repo_files import DOCKERFILE, gateway_services
+from tests.support.topology import API_KEY, BUDGET_KEY, BUDGET_USD, RPM, RPM_KEY, Topology, topology
 
 # One topology per module: under pytest-xdist keep these tests on one worker
 # (--dist loadgroup) instead of starting a second set of processes.

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tako.app.identity.keystore import KeyStore, MemoryKeyStore, RedisKeyStore
+from tako.app.identity.keystore import KeyStore, MemoryKeyStore
+from tests.support.keystores import MakeRedisStore, RedisStores, fresh_keys_prefix
 from tests.support.redis_server import RedisProcess, redis_server
-
-_prefixes = itertools.count()
 
 
 @pytest.fixture(scope="session")
@@ -21,10 +19,7 @@ def identity_redis() -> Iterator[RedisProcess]:
 
 @pytest.fixture
 def key_prefix() -> str:
-    return f"test{next(_prefixes)}:keys"
-
-
-MakeRedisStore = Callable[[], RedisKeyStore]
+    return fresh_keys_prefix()
 
 
 @pytest.fixture
@@ -32,16 +27,9 @@ async def make_redis_store(identity_redis: RedisProcess, key_prefix: str
                            ) -> AsyncIterator[MakeRedisStore]:
     """Each call opens its own connection pool on one shared key prefix, as each replica
     of a gateway would."""
-    made: list[RedisKeyStore] = []
-
-    def make() -> RedisKeyStore:
-        store = RedisKeyStore.from_url(identity_redis.url, prefix=key_prefix)
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        await store.aclose()
+    stores = RedisStores(identity_redis.url, key_prefix)
+    yield stores
+    await stores.aclose()
 
 
 @pytest.fixture(params=["memory", "redis"])

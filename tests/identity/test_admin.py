@@ -18,9 +18,9 @@ from tako.app.admin import admin_key_digest, admin_router
 from tako.app.config import AuthSettings
 from tako.app.identity.keystore import KeyStore, MemoryKeyStore, RedisKeyResolver, key_digest
 from tako.core.errors import TakoError
-from tests.identity.conftest import MakeRedisStore
-from tests.identity.waiting import until_rejected
+from tests.support.keystores import MakeRedisStore
 from tests.support.net import serve_asgi
+from tests.support.waiting import until_rejected
 
 ADMIN_KEY = "tako-admin-" + "z" * 32
 

@@ -11,7 +11,7 @@ from tako.app.identity.jwt_resolver import JwtResolver
 from tako.app.identity.keystore import KeySpecIn, KeyStoreResolver, MemoryKeyStore
 from tako.core.errors import AuthenticationFailed, Unavailable
 from tako.core.types import Principal
-from tests.identity.jwt_helpers import AUDIENCE, HS_SECRET, ISSUER, claims, rsa_pair, sign
+from tests.support.jwt_tokens import AUDIENCE, HS_SECRET, ISSUER, claims, rsa_pair, sign
 from tests.support.net import free_port
 
 RSA = rsa_pair()

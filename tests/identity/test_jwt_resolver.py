@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from tako.app.identity.jwt_resolver import JwtIssuer, JwtResolver
 from tako.core.errors import AuthenticationFailed, Unavailable
-from tests.identity.jwt_helpers import (
+from tests.support.jwt_tokens import (
     AUDIENCE,
     HS_SECRET,
     ISSUER,

@@ -19,9 +19,9 @@ from tako.app.identity.keystore import (
     looks_minted,
 )
 from tako.core.errors import NotFound, Unavailable
-from tests.identity.conftest import MakeRedisStore
-from tests.identity.waiting import until_rejected
+from tests.support.keystores import MakeRedisStore
 from tests.support.redis_server import redis_server
+from tests.support.waiting import until_rejected
 
 SPEC = KeySpecIn(tenant_id="acme", user_id="alice", name="ci bot", models=["echo"],
                  scopes=["chat"], budgets=[{"scope": "key", "period": "day", "usd": 5}],

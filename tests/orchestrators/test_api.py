@@ -8,7 +8,7 @@ from tako.core.errors import ConfigError, ModelNotFound
 from tako.core.specs import ProfileSpec
 from tako.orchestrators.api import run, run_sync
 from tako.orchestrators.registry import build
-from tests.orchestrators.scripted import Scripted
+from tests.fakes.rule_provider import Scripted
 
 REQ = {"messages": [{"role": "user", "content": "hi"}]}
 

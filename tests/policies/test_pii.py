@@ -11,7 +11,7 @@ from tako.core.errors import PolicyDenied
 from tako.policies.pii import PiiFilter, mask
 from tako.policies.pii_stream import StreamRedactor
 from tako.policies.settings import ALL_PII_KINDS, PiiFilterSettings, PiiSettings
-from tests.policies.corpus import NEGATIVES, POSITIVES, sample_id
+from tests.support.pii_corpus import NEGATIVES, POSITIVES, sample_id
 
 
 def guard(mode: str = "redact", **kwargs: Any) -> PiiFilter:

@@ -11,7 +11,7 @@ from tako.core.errors import PolicyDenied
 from tako.policies.pii import PiiFilter
 from tako.policies.pii_stream import StreamRedactor
 from tako.policies.settings import PiiFilterSettings
-from tests.policies.corpus import CORPUS, POSITIVES, sample_id
+from tests.support.pii_corpus import CORPUS, POSITIVES, sample_id
 
 
 def guard(mode: str = "hash") -> PiiFilter:

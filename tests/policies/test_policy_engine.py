@@ -19,9 +19,9 @@ from tako.policies import (
     build_policy_engine,
 )
 from tako.policies.decision import decision_to_result
-from tests.policies.cases import CASES, POLICY_DATA, pre_chat, pre_tool, user
-from tests.policies.opa_compat import OpaCompatibleApp
 from tests.support.net import free_port, serve_asgi
+from tests.support.opa_compat import OpaCompatibleApp
+from tests.support.policy_cases import CASES, POLICY_DATA, pre_chat, pre_tool, user
 
 CASE_IDS = [case[0] for case in CASES]
 

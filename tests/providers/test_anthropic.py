@@ -21,7 +21,7 @@ from tako.core.specs import DeploymentSpec
 from tako.core.types import ChunkError, End
 from tako.providers.vendors.anthropic import AnthropicProvider, stream_error
 from tests.fakes import anthropic as fake_api
-from tests.providers.support import (
+from tests.support.providers import (
     WEATHER_TOOL,
     assert_vendor_error,
     built,

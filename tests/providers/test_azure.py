@@ -20,7 +20,7 @@ from tako.core.specs import DeploymentSpec
 from tako.core.types import ChatRequest, ChunkError, Delta, End
 from tako.providers.vendors.azure import AzureOpenAI
 from tests.fakes import azure as fake_api
-from tests.providers.support import (
+from tests.support.providers import (
     assert_vendor_error,
     built,
     chat_for,

@@ -31,7 +31,7 @@ from tako.providers.eventstream import EventStreamDecoder, EventStreamError
 from tako.providers.registry import build
 from tako.providers.vendors.bedrock import BedrockProvider, sign_request
 from tests.fakes import bedrock as fake_api
-from tests.providers.support import WEATHER_TOOL, built, chat_for, collect
+from tests.support.providers import WEATHER_TOOL, built, chat_for, collect
 from tests.support.upstreams import served
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"  # $0.25 / $1.25 per million tokens

@@ -19,8 +19,8 @@ from tako.core.specs import DeploymentSpec
 from tako.core.types import ChatChunk, ChatRequest, ChunkError, Delta, End, Usage
 from tako.providers.base import StreamOutcome, keep_stream_contract
 from tako.providers.registry import build
-from tests.providers.support import WEATHER_TOOL, tool_calls_by_index
 from tests.support.net import free_port
+from tests.support.providers import WEATHER_TOOL, tool_calls_by_index
 from tests.support.vendors import Call, Vendor, aws_env, names, serve_vendors
 
 VENDORS = list(names())

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,25 +33,9 @@ from tako.providers.image_fetch import (
     parse_ip_literal,
     sniff_image_type,
 )
+from tests.support.images import PNG
 from tests.support.net import free_port, serve_asgi
 
-
-def tiny_png() -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data)
-        )
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
-        + chunk(b"IEND", b"")
-    )
-
-
-PNG = tiny_png()
 GIF = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"
 LOOPBACK_ONLY = FetchPolicy(allowlist=("127.0.0.1/32",))
 

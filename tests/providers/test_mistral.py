@@ -21,7 +21,7 @@ from tako.core.specs import DeploymentSpec
 from tako.core.types import ChunkError, Delta, End
 from tako.providers.vendors.mistral import MistralProvider, stream_error
 from tests.fakes import mistral as fake_api
-from tests.providers.support import (
+from tests.support.providers import (
     assert_vendor_error,
     built,
     chat_for,

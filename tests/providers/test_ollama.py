@@ -20,10 +20,10 @@ from tako.core.types import ChatChunk, ChatRequest, ChunkError, Delta, End
 from tako.providers.registry import build
 from tako.providers.vendors.ollama import OllamaProvider
 from tests.fakes import ollama as fake
-from tests.providers import support
-from tests.providers.support import WEATHER_TOOL
-from tests.providers.test_image_fetch import PNG
+from tests.support import providers as support
+from tests.support.images import PNG
 from tests.support.net import serve_asgi
+from tests.support.providers import WEATHER_TOOL
 
 
 async def cat(request: Request) -> Response:

@@ -26,8 +26,8 @@ from tako.core.specs import DeploymentSpec
 from tako.core.types import ChunkError, Delta, End
 from tako.providers.vendors.vertex import VertexProvider
 from tests.fakes import vertex as fake_api
-from tests.providers.support import built, chat_for, collect, tool_calls_by_index, weather_tool
 from tests.support.net import serve_asgi
+from tests.support.providers import built, chat_for, collect, tool_calls_by_index, weather_tool
 
 MODEL = "gemini-2.0-flash"  # $0.10 / $0.40 per million tokens, cached $0.025
 PROJECT = "tako-proj"

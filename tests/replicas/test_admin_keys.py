@@ -10,9 +10,9 @@ import httpx
 import openai
 import pytest
 
-from tests.replicas.test_shared_limits import config
 from tests.support.gateway import gateway
 from tests.support.redis_server import RedisProcess
+from tests.support.replicas import config
 
 ADMIN_KEY = "admin-secret-for-tests"
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}

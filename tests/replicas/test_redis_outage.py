@@ -9,9 +9,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.replicas.test_shared_limits import BODY, config
 from tests.support.gateway import TEST_KEY, Gateway, gateway
 from tests.support.redis_server import RedisProcess, redis_server
+from tests.support.replicas import BODY, config
 
 HEADERS = {"authorization": f"Bearer {TEST_KEY}"}
 

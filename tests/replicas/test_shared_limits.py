@@ -17,18 +17,7 @@ from tests.fakes.openai import FakeOpenAI, Reply, make_app
 from tests.support.gateway import TEST_KEY, Gateway, gateway
 from tests.support.net import serve_asgi
 from tests.support.redis_server import RedisProcess
-
-PRICE = {"input": 1000.0, "output": 1000.0}  # $0.001 per token: spend is easy to see
-
-
-def config(redis_url: str, prefix: str, **runtime: Any) -> dict[str, Any]:
-    return {
-        "auth": {"keys": [{"key": TEST_KEY, "key_id": "alpha", "tenant_id": "acme",
-                           "user_id": "ann"}]},
-        "deployments": [{"name": "echo", "provider": "echo", "model": "echo", "price": PRICE}],
-        "runtime": {"backend": "redis", "redis_url": redis_url, "key_prefix": prefix,
-                    **runtime},
-    }
+from tests.support.replicas import BODY, PRICE, config
 
 
 @contextmanager
@@ -56,7 +45,6 @@ async def spent(redis_url: str, prefix: str, scope: str, scope_id: str) -> float
         await rt.aclose()
 
 
-BODY = {"model": "echo", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
 
 
 def test_budget_holds_across_replicas(redis_proc: RedisProcess, key_prefix: str) -> None:

@@ -8,8 +8,8 @@ import pytest
 
 from tako.core.errors import CircuitOpen, UpstreamTransient
 from tako.core.types import Principal
-from tests.runtime.conftest import RecordedEvents
-from tests.runtime.fakes import Reply, ScriptedProvider, request
+from tests.fakes.provider import Reply, ScriptedProvider, request
+from tests.support.runtimes import RecordedEvents
 
 ALICE = Principal("acme", "alice", "key-a")
 FAIL = UpstreamTransient("provider flaky returned 500: boom")

@@ -9,7 +9,7 @@ import pytest
 
 from tako.core.errors import QuotaExceeded
 from tako.core.types import Principal
-from tests.runtime.fakes import Reply, ScriptedProvider, request
+from tests.fakes.provider import Reply, ScriptedProvider, request
 
 ROOT = Path(__file__).resolve().parents[2]
 ALICE = Principal("acme", "alice", "key-a")
@@ -37,7 +37,7 @@ async def test_reservation_is_replaced_by_the_actual_cost(make_runtime):
 
 
 async def test_exhausted_budget_raises_quota_exceeded_not_to_be_retried(make_runtime, backend):
-    from tests.runtime.conftest import RecordedEvents
+    from tests.support.runtimes import RecordedEvents
 
     events = RecordedEvents()
     runtime = await make_runtime(events, budgets=[{"scope": "user", "period": "day", "usd": 1}])

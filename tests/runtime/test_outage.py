@@ -10,9 +10,9 @@ import pytest
 from tako.core.errors import Unavailable
 from tako.core.types import Principal
 from tako.runtime import Runtime, RuntimeSettings
-from tests.runtime.conftest import RecordedEvents
-from tests.runtime.fakes import Reply, ScriptedProvider, request
+from tests.fakes.provider import Reply, ScriptedProvider, request
 from tests.support.redis_server import RedisProcess, redis_server
+from tests.support.runtimes import RecordedEvents
 
 ALICE = Principal("acme", "alice", "key-a")
 

@@ -18,8 +18,8 @@ from tako.core.types import Principal
 from tako.runtime.fallback import attempt_order
 from tako.runtime.retry import backoff_s
 from tako.runtime.settings import RetrySettings
-from tests.runtime.conftest import RecordedEvents
-from tests.runtime.fakes import Reply, ScriptedProvider, request
+from tests.fakes.provider import Reply, ScriptedProvider, request
+from tests.support.runtimes import RecordedEvents
 
 ALICE = Principal("acme", "alice", "key-a")
 
@@ -114,7 +114,7 @@ def test_full_jitter_stays_under_the_growing_cap():
 
 async def test_no_retry_after_the_first_stream_chunk(make_runtime):
     from tako.core.types import ChunkError, End
-    from tests.runtime.fakes import Stream
+    from tests.fakes.provider import Stream
 
     runtime = await make_runtime(retry={"max_attempts": 3, "base_delay_s": 0.001})
     broken = ScriptedProvider("broken", [Stream(deltas=["a", "b", "c"], fail_after=2)],
@@ -128,7 +128,7 @@ async def test_no_retry_after_the_first_stream_chunk(make_runtime):
 
 async def test_stream_failure_before_the_first_chunk_is_retried(make_runtime):
     from tako.core.types import Delta
-    from tests.runtime.fakes import Stream
+    from tests.fakes.provider import Stream
 
     runtime = await make_runtime(retry={"max_attempts": 3, "base_delay_s": 0.001})
     flaky = ScriptedProvider("flaky", [UpstreamTransient("500")], repeat=Stream(deltas=["x"]))

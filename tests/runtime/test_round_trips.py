@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 
 from tako.core.types import Principal
 from tako.runtime import Runtime, RuntimeSettings
-from tests.runtime.fakes import Reply, ScriptedProvider, request
+from tests.fakes.provider import Reply, ScriptedProvider, request
 
 ALICE = Principal("acme", "alice", "key-a")
 

@@ -8,7 +8,7 @@ import pytest
 
 from tako.core.errors import UpstreamTransient
 from tako.core.types import ChunkError, Delta, End, Principal
-from tests.runtime.fakes import ScriptedProvider, Stream, request
+from tests.fakes.provider import ScriptedProvider, Stream, request
 
 ALICE = Principal("acme", "alice", "key-a")
 BUDGET = [{"scope": "tenant", "period": "day", "usd": 100}]
@@ -54,7 +54,7 @@ async def test_failure_before_any_chunk_charges_nothing(make_runtime):
     assert await _spent(runtime) == 0
 
 
-async def test_early_close_charges_at_least_the_estimate(make_runtime):
+async def test_early_close_charges_what_was_streamed_not_the_reservation(make_runtime):
     runtime = await make_runtime(budgets=BUDGET)
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
     endless = ScriptedProvider("d", repeat=Stream(deltas=["a"] * 10, usd=0.01))
@@ -64,13 +64,15 @@ async def test_early_close_charges_at_least_the_estimate(make_runtime):
     first = await anext(stream)
     assert isinstance(first, Delta)
     await stream.aclose()
-    assert await _spent(runtime) == pytest.approx(0.5)
+    # the prompt (8 tokens estimated) and one token seen, at 1e-6 USD a token
+    assert await _spent(runtime) == pytest.approx(9e-6)
+    assert admission.estimated.total_tokens == 9
 
 
-async def test_early_close_charges_the_usage_seen_when_it_is_larger(make_runtime):
+async def test_early_close_never_charges_more_than_the_reservation(make_runtime):
     runtime = await make_runtime(budgets=BUDGET)
-    admission = await runtime.admit(ALICE, "m", 10, 0.0001)
-    # 3000 characters seen at 1e-4 USD per token: far beyond the tiny estimate
+    admission = await runtime.admit(ALICE, "m", 10_000, 0.0001)
+    # 3000 characters seen at 1e-4 USD per token: far beyond the tiny reservation
     chatty = ScriptedProvider("d", repeat=Stream(deltas=["x" * 1000] * 5),
                               price_per_token=1e-4)
     guarded = runtime.alias_provider(
@@ -79,10 +81,10 @@ async def test_early_close_charges_the_usage_seen_when_it_is_larger(make_runtime
     for _ in range(3):
         await anext(stream)
     await stream.aclose()
-    assert await _spent(runtime) == pytest.approx((8 + 1000) * 1e-4)
+    assert await _spent(runtime) == pytest.approx(0.0001)
 
 
-async def test_cancelled_stream_keeps_the_charge(make_runtime):
+async def test_cancelled_stream_is_charged_what_it_streamed(make_runtime):
     runtime = await make_runtime(budgets=BUDGET)
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
     hanging = ScriptedProvider("d", repeat=Stream(deltas=["a"], end=False))
@@ -99,7 +101,7 @@ async def test_cancelled_stream_keeps_the_charge(make_runtime):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await _spent(runtime) == pytest.approx(0.5)
+    assert await _spent(runtime) == pytest.approx(9e-6)  # 8 prompt tokens and one seen
 
 
 async def test_later_stream_calls_reserve_their_own_estimate(make_runtime):
@@ -119,7 +121,7 @@ async def test_later_stream_calls_reserve_their_own_estimate(make_runtime):
     assert await _spent(runtime) == pytest.approx(0.9)
 
 
-async def test_cancelled_before_the_first_chunk_keeps_the_estimate(make_runtime):
+async def test_cancelled_before_the_first_chunk_is_charged_the_prompt(make_runtime):
     runtime = await make_runtime(budgets=BUDGET)
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
     slow = ScriptedProvider("d", repeat=Stream(), delay_s=10)
@@ -135,7 +137,7 @@ async def test_cancelled_before_the_first_chunk_keeps_the_estimate(make_runtime)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await _spent(runtime) == pytest.approx(0.5)
+    assert await _spent(runtime) == pytest.approx(8e-6)  # the prompt's 8 tokens
 
 
 async def test_an_upstream_stream_without_end_still_ends_with_one(make_runtime):

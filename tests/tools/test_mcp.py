@@ -14,11 +14,11 @@ from tako.core.protocols import RunContext
 from tako.core.types import Principal
 from tako.tools.mcp import McpServerSpec, McpTool, McpTools, connect_mcp
 from tako.tools.registry import ToolRegistry
+from tests.fakes.mcp_server import http_app
 from tests.support.gateway import TEST_KEY, basic_config, gateway
 from tests.support.net import free_port, serve_asgi
-from tests.tools.mcp_server import http_app
 
-SERVER_SCRIPT = Path(__file__).with_name("mcp_server.py")
+SERVER_SCRIPT = Path(__file__).resolve().parents[1] / "fakes" / "mcp_server.py"
 
 
 def _ctx() -> RunContext:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-CORPUS_PATH = Path(__file__).parent / "data" / "pii_corpus.jsonl"
+CORPUS_PATH = Path(__file__).resolve().parents[1] / "policies" / "data" / "pii_corpus.jsonl"
 
 
 def load_corpus() -> list[dict[str, Any]]:

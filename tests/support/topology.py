@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.deploy.nginx_conf import localize, nginx_command
 from tests.support.net import free_port, wait_for_port
+from tests.support.nginx_conf import localize, nginx_command
 
 API_KEY = "sk-tako-deploy-test"
 BUDGET_KEY = "sk-tako-deploy-budget"  # a small daily budget of its own

@@ -7,7 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-from tests.deploy.repo_files import NGINX_CONF, nginx_upstream_servers
+from tests.support.repo_files import NGINX_CONF, nginx_upstream_servers
 
 
 def nginx_binary() -> str:
