@@ -28,8 +28,8 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from tako.core.protocols import Orchestrator, RunContext, Tool, ToolLookup
-from tako.core.types import ChatRequest, ChatResponse, ChunkError, Delta, End, FunctionDef, ToolSpec
-from tako.orchestrators.assembly import ToolCallBuffer, with_messages
+from tako.core.types import ChatRequest, ChatResponse, FunctionDef, ToolSpec
+from tako.orchestrators.assembly import with_messages
 from tako.orchestrators.calls import assistant, user
 from tako.orchestrators.flow import Answer, Orchestration, Sink, record
 from tako.orchestrators.params import Params, prompt_template
@@ -173,26 +173,13 @@ class SelfCaller(Orchestration):
         return Answer(best[1], deployment=best[2])
 
     async def _attempt(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> ChatResponse:
-        """One inner run; its events (tool calls, steps) pass through to the client."""
-        if not sink.events:
+        """One inner run, never streamed: the same upstream calls (and so the same usage)
+        with events on or off; its events (tool calls, steps) pass through to the
+        client."""
+        run = getattr(self.inner, "run", None)
+        if run is None or not sink.events:
             return await self.inner.complete(ctx, req)
-        text: list[str] = []
-        calls = ToolCallBuffer()
-        finish = "stop"
-        async for item in self.inner.stream(ctx, req):
-            if isinstance(item, Delta):
-                if item.content:
-                    text.append(item.content)
-                if item.tool_calls:
-                    calls.add(item.tool_calls)
-            elif isinstance(item, ChunkError):
-                raise item.error
-            elif isinstance(item, End):
-                finish = item.finish_reason
-            elif item.kind != "final":
-                await sink.event(item.kind, **item.data)
-        tool_calls = calls.result() or None
-        return ChatResponse(id="inner", model=req.model, created=0,
-                            content="".join(text) if text or not tool_calls else None,
-                            tool_calls=tool_calls, finish_reason=finish,
-                            provider_id=ctx.answered_by)
+        answer: Answer = await run(ctx, req, sink.quiet())
+        return ChatResponse(id="inner", model=req.model, created=0, content=answer.content,
+                            tool_calls=answer.tool_calls, finish_reason=answer.finish_reason,
+                            provider_id=answer.deployment or ctx.answered_by)

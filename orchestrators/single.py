@@ -28,6 +28,7 @@ from tako.core.types import (
 )
 from tako.orchestrators.assembly import ToolCallBuffer, with_messages
 from tako.orchestrators.calls import deployment_of
+from tako.orchestrators.flow import Answer, Sink
 from tako.orchestrators.params import Alias, Params, ToolName
 from tako.orchestrators.registry import register
 
@@ -75,10 +76,22 @@ class Single:
         return results
 
     async def complete(self, ctx: RunContext, req: ChatRequest) -> ChatResponse:
+        return await self._complete(ctx, req, Sink.silent())
+
+    async def run(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> Answer:
+        """The whole answer, non-streaming, with the loop's events on ``sink`` (how an
+        enclosing orchestrator runs it: the same calls with events on or off)."""
+        response = await self._complete(ctx, req, sink)
+        return Answer(response.content, response.tool_calls, response.finish_reason,
+                      deployment=ctx.answered_by)
+
+    async def _complete(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> ChatResponse:
         provider = ctx.provider(self.alias)
         req, server = self._prepare(ctx, req)
         messages = list(req.messages)
-        for _ in range(self.max_steps):
+        for step in range(self.max_steps):
+            if server:
+                await sink.event("step_start", step=step, deployment=self.alias)
             response = await provider.chat(with_messages(req, messages) if server else req)
             ctx.usage.add(response.usage)
             calls = response.tool_calls or []
@@ -87,7 +100,13 @@ class Single:
                 ctx.answered_by = deployment_of(provider)
                 return response
             messages.append(response.message())
-            messages.extend(await self._run_tools(ctx, calls))
+            for call in calls:
+                await sink.event("tool_call_start", name=call.function.name, id=call.id)
+            results = await self._run_tools(ctx, calls)
+            for call, result in zip(calls, results, strict=True):
+                await sink.event("tool_result", name=call.function.name, id=call.id,
+                                 output=result.text()[:2000])
+            messages.extend(results)
         raise _too_many_steps(self.max_steps)
 
     async def stream(self, ctx: RunContext, req: ChatRequest) -> AsyncIterator[StreamItem]:
@@ -105,19 +124,22 @@ class Single:
             ctx.usage.add(turn.end.usage)
             calls = turn.calls.result()
             if turn.end.finish_reason == "error" or not calls:
-                yield End(turn.end.finish_reason, ctx.usage.model_copy())
+                for item in _closing(ctx, turn.end.finish_reason):
+                    yield item
                 return
             if any(c.function.name not in server for c in calls):
                 for delta in turn.calls.as_deltas(calls):
                     yield delta
-                yield End("tool_calls", ctx.usage.model_copy())
+                for item in _closing(ctx, "tool_calls"):
+                    yield item
                 return
             messages.append(Message(role="assistant", content="".join(turn.text) or None,
                                     tool_calls=calls))
             async for event in self._run_tools_streaming(ctx, calls, messages):
                 yield event
         yield ChunkError(_too_many_steps(self.max_steps))
-        yield End("error", ctx.usage.model_copy())
+        for item in _closing(ctx, "error"):
+            yield item
 
     async def _run_tools_streaming(self, ctx: RunContext, calls: list[ToolCall],
                                    messages: list[Message]) -> AsyncIterator[OrchEvent]:
@@ -157,6 +179,18 @@ class _Turn:
             if isinstance(item, Delta) and item.content:
                 self.text.append(item.content)
             yield item
+
+
+def _closing(ctx: RunContext, finish_reason: str) -> list[StreamItem]:
+    """The stream's last items: the ``final`` event (when the client asked for events),
+    then the End with the usage of the whole loop."""
+    usage = ctx.usage.model_copy()
+    end = End(finish_reason, usage)
+    if not ctx.emit_events:
+        return [end]
+    final = OrchEvent("final", {"finish_reason": finish_reason, "usage": usage.to_openai(),
+                                "deployment": ctx.answered_by})
+    return [final, end]
 
 
 def _too_many_steps(max_steps: int) -> TakoError:
