@@ -10,7 +10,15 @@ from tako.runtime.backend import AdmitResult, Backend, BackendUnreachable, Count
 from tako.runtime.events import RuntimeEvents
 from tako.runtime.outage import OutageLog
 from tako.runtime.periods import DAY_TTL_S, MONTH_TTL_S
-from tako.runtime.plan import NANO_PER_USD, BudgetItem, Plan, PlanCache, RateItem, to_nano
+from tako.runtime.plan import (
+    NANO_PER_USD,
+    UNLIMITED_NANO,
+    BudgetItem,
+    Plan,
+    PlanCache,
+    RateItem,
+    to_nano,
+)
 from tako.runtime.settings import RuntimeSettings
 
 _UNIT_NAMES = {"rpm": "requests", "tpm": "tokens"}
@@ -33,10 +41,20 @@ def _headers(rates: list[RateItem], result: AdmitResult) -> dict[str, str]:
 
 
 def _usd(nano: int) -> str:
-    return f"${nano / NANO_PER_USD:.6g}"
+    usd = nano / NANO_PER_USD
+    return f"${usd:,.2f}" if usd >= 1e5 else f"${usd:.6g}"
 
 
 def _budget_error(item: BudgetItem, spent: int, amount: int) -> QuotaExceeded:
+    if item.limit == UNLIMITED_NANO and item.unit == "usd":  # a counter without a budget
+        return QuotaExceeded(
+            f"this request would reserve {_usd(amount)} ({item.scope} {item.scope_id!r} has "
+            f"{_usd(spent)} counted this {item.period}), more than the gateway counts per "
+            f"{item.scope} and {item.period} without a budget "
+            f"(${UNLIMITED_NANO // NANO_PER_USD:,}); "
+            f"ask for fewer tokens (max_tokens)",
+            details={"scope": item.scope, "period": item.period, "unit": "usd",
+                     "limit": "spend_counter"})
     if item.unit == "usd":
         what = f"{_usd(item.limit)} ({_usd(spent)} spent, {_usd(amount)} needed)"
     else:

@@ -35,6 +35,10 @@ from tako.runtime.retry import (
 from tako.runtime.settings import RetrySettings
 
 T = TypeVar("T")
+# A stream is cut once its text passes this many characters per reserved output token.
+# English averages about 4 characters a token and code fewer, so an upstream that keeps to
+# the cap it was sent ends by itself first; one that ignores it is cut within ~25% of it.
+LENIENT_CHARS_PER_TOKEN = 5
 
 
 @dataclass(slots=True, frozen=True)
@@ -227,6 +231,7 @@ class AliasProvider:
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         reservation = await self._reserve(req)
+        req = _with_output_cap(req, max(1, reservation.tokens - estimate_prompt_tokens(req)))
         try:
             provider, response = await self._cascade(
                 lambda p, probe, deadline: self._chat_once(req, p, probe, deadline))
@@ -263,10 +268,10 @@ class AliasProvider:
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
         reservation = await self._reserve(req)
-        prompt_tokens = estimate_prompt_tokens(req)
+        tally = _StreamTally(estimate_prompt_tokens(req), reservation.tokens)
+        req = _with_output_cap(req, tally.cap)
         opened: _StreamOpened | None = None
         end: End | None = None
-        text_chars = 0
         refused = False  # every deployment failed before answering
         try:
             try:
@@ -277,55 +282,92 @@ class AliasProvider:
                 raise
             chunk = opened.first
             while True:
-                if isinstance(chunk, Delta):
-                    text_chars += len(chunk.content or "")
-                    for call in chunk.tool_calls or ():
-                        text_chars += len(call.arguments or "") + len(call.name or "")
-                elif isinstance(chunk, ChunkError):
-                    if says_unhealthy(chunk.error):
-                        await self.breakers.record(opened.provider.id, False, False)
+                if isinstance(chunk, ChunkError) and says_unhealthy(chunk.error):
+                    await self.breakers.record(opened.provider.id, False, False)
                 elif isinstance(chunk, End):
                     end = chunk
+                over_cap = tally.saw(chunk)  # counted before the client may close
                 yield chunk
                 if end is not None:
                     break
-                started = time.monotonic()
-                try:
-                    chunk = await anext(opened.upstream)
-                except StopAsyncIteration:
-                    chunk = End("stop", Usage())  # the contract's closing End, made up
-                finally:
-                    self.admission.upstream_seconds += time.monotonic() - started
+                chunk = tally.cut_off() if over_cap else await self._next_chunk(opened)
         finally:
             if opened is not None:
                 await _aclose(opened.upstream)
-            await self._settle_stream(reservation, opened, end, prompt_tokens, text_chars,
-                                      refused)
+            await self._settle_stream(reservation, opened, end, tally, refused)
+
+    async def _next_chunk(self, opened: _StreamOpened) -> ChatChunk:
+        started = time.monotonic()
+        try:
+            return await anext(opened.upstream)
+        except StopAsyncIteration:
+            return End("stop", Usage())  # the contract's closing End, made up
+        finally:
+            self.admission.upstream_seconds += time.monotonic() - started
 
     async def _settle_stream(self, reservation: Reservation, opened: _StreamOpened | None,
-                             end: End | None, prompt_tokens: int, text_chars: int,
-                             refused: bool) -> None:
+                             end: End | None, tally: _StreamTally, refused: bool) -> None:
         if refused:  # no deployment answered: nothing was generated
             await self._settle(reservation, 0.0, 0)
             return
-        if opened is None:  # cancelled while waiting for the first chunk
-            await self._settle(reservation, reservation.usd_nano / 1e9, reservation.tokens)
-            return
-        seen_tokens = prompt_tokens + (text_chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
-        seen_usd = opened.provider.estimate_cost_usd(prompt_tokens, seen_tokens - prompt_tokens)
-        if end is not None and (end.usage.total_tokens or not text_chars):
+        if end is not None and not tally.cut and (end.usage.total_tokens
+                                                  or not tally.text_chars):
+            assert opened is not None
             usd = max(usage_cost(opened.provider, end.usage), 0.0)
             await self._settle(reservation, usd, end.usage.total_tokens)
             return
-        if end is not None:  # ended without usage: charge what was seen streaming
-            usd, tokens = max(usage_cost(opened.provider, end.usage), seen_usd), seen_tokens
-        else:  # closed or cancelled before End: never charge less than the estimate
-            usd = max(reservation.usd_nano / 1e9, seen_usd)
-            tokens = max(reservation.tokens, seen_tokens)
-        self.admission.estimated.add(Usage(prompt_tokens=prompt_tokens,
-                                           completion_tokens=tokens - prompt_tokens,
+        prompt, completion = tally.seen_tokens()
+        if opened is None:  # cancelled while waiting for the first chunk: the prompt
+            completion = 0
+        usd = (opened.provider if opened else self).estimate_cost_usd(prompt, completion)
+        if end is None or tally.cut:  # cut short: never more than the reservation
+            usd = min(usd, reservation.usd_nano / 1e9)
+            completion = max(0, min(prompt + completion, reservation.tokens) - prompt)
+            prompt = min(prompt, reservation.tokens)
+        self.admission.estimated.add(Usage(prompt_tokens=prompt, completion_tokens=completion,
                                            cost_usd=usd))
-        await self._settle(reservation, usd, tokens)
+        await self._settle(reservation, usd, prompt + completion)
+
+
+@dataclass(slots=True)
+class _StreamTally:
+    """What a stream produced so far, by the text it carried, against the output cap
+    its reservation was sized for."""
+
+    prompt_tokens: int
+    reserved_tokens: int
+    text_chars: int = 0
+    cut: bool = False
+
+    @property
+    def cap(self) -> int:
+        return max(1, self.reserved_tokens - self.prompt_tokens)
+
+    def saw(self, chunk: ChatChunk) -> bool:
+        """Count a chunk's text; True once the completion is past the cap."""
+        if isinstance(chunk, Delta):
+            self.text_chars += len(chunk.content or "")
+            for call in chunk.tool_calls or ():
+                self.text_chars += len(call.arguments or "") + len(call.name or "")
+        # judged at LENIENT_CHARS_PER_TOKEN: an upstream keeping to the cap is never cut
+        return self.text_chars > self.cap * LENIENT_CHARS_PER_TOKEN
+
+    def cut_off(self) -> End:
+        self.cut = True
+        prompt, completion = self.seen_tokens()
+        return End("length", Usage(prompt_tokens=prompt, completion_tokens=completion))
+
+    def seen_tokens(self) -> tuple[int, int]:
+        """Prompt and completion tokens, estimated on the safe (high) side."""
+        return self.prompt_tokens, (self.text_chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def _with_output_cap(req: ChatRequest, cap: int) -> ChatRequest:
+    """The request the upstream gets: with no output limit from the client, the one its
+    reservation was sized for, so a call cannot legally cost more than it reserved."""
+    if req.output_limit() is not None:
+        return req
+    return req.model_copy(update={"max_tokens": cap})
 
 
 async def _aclose(stream: AsyncIterator[ChatChunk]) -> None:
