@@ -20,15 +20,19 @@ Decisions an operator may want to know:
   ``x-ratelimit-*`` headers report the tightest limit of each kind; ``reset`` is the
   time until that bucket is full again.
 - Budgets hold the estimate of each upstream call before it starts and replace it with
-  the actual cost after (an upstream call that fails is not billed; a call cancelled or a
-  stream closed before its end keeps at least the estimate). Periods are UTC days and
+  the actual cost after (an upstream call that fails is not billed; a non-streamed call
+  cancelled keeps its reservation; a stream closed before its end is charged what it
+  streamed, never more than its reservation). The upstream is sent the output cap that
+  was reserved for when the client set none, and a stream past it is cut ("length"). Periods are UTC days and
   calendar months on the Redis server's clock. USD is counted in integer nano-dollars so
   concurrent reservations add up exactly.
 - A principal's ``metadata["rate_limits"]`` / ``metadata["budgets"]`` entries replace
   configured entries of the same scope (and period) and add to the others.
-- Circuit breakers count failures of upstream origin (5xx, timeouts, 429s, connection
-  errors; never the client's invalid requests). While open, the deployment is skipped;
-  after ``open_s`` exactly one probe call is let through across all replicas. A replica
+- Circuit breakers count one outcome per client call (retries included) and only
+  failures that say the deployment is unhealthy (5xx, timeouts, connection errors; never a
+  4xx); they open on a failure rate over a minimum of calls. A 429 cools the deployment
+  down on every replica for its ``Retry-After``. While open or cooling, the deployment is
+  skipped; after ``open_s`` exactly one probe call is let through across all replicas. A replica
   trusts a closed circuit for ``breaker.closed_cache_s`` (0.25 s), so a healthy plain
   request costs two Redis round trips (admit, reconcile).
 - Redis unreachable: ``fail_closed`` answers 503 naming Redis; ``fail_open`` admits
