@@ -15,8 +15,9 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from tako.app.config import AuthSettings
@@ -46,6 +47,13 @@ def _record_body(record: KeyRecord) -> dict[str, Any]:
 
 def _minted_body(minted: MintedKey) -> dict[str, Any]:
     return {**_record_body(minted.record), "key": minted.key}
+
+
+def _minted_response(minted: MintedKey, status: int) -> Response:
+    """The secret's one showing, rendered in full before it is sent."""
+    body = orjson.dumps(_minted_body(minted))
+    return Response(body, status_code=status, media_type="application/json",
+                    headers=_NO_STORE)
 
 
 async def _key_spec(request: Request) -> KeySpecIn:
@@ -117,9 +125,15 @@ def admin_router(store: KeyStore, admin_key_sha256: str | None,
                        include_in_schema=False)
 
     @router.post("/keys")
-    async def create_key(request: Request) -> JSONResponse:
-        minted = await store.create(await _key_spec(request))
-        return JSONResponse(_minted_body(minted), status_code=201, headers=_NO_STORE)
+    async def create_key(request: Request) -> Response:
+        spec = await _key_spec(request)
+        minted = await store.create(spec)
+        try:
+            return _minted_response(minted, status=201)
+        except Exception:
+            # no key may exist whose secret was never shown: take it back
+            await store.revoke(minted.record.key_id)
+            raise
 
     @router.get("/keys")
     async def list_keys(tenant_id: str | None = None) -> JSONResponse:
@@ -137,7 +151,7 @@ def admin_router(store: KeyStore, admin_key_sha256: str | None,
     @router.post("/keys/{key_id}/rotate")
     async def rotate_key(key_id: str) -> JSONResponse:
         minted = await store.rotate(key_id)
-        return JSONResponse(_minted_body(minted), headers=_NO_STORE)
+        return _minted_response(minted, status=200)
 
     @router.delete("/keys/{key_id}")
     async def revoke_key(key_id: str) -> JSONResponse:

@@ -15,18 +15,33 @@ from tako.core.errors import InternalError, InvalidRequest, TakoError
 log = logging.getLogger("tako.app")
 
 
+MAX_MESSAGE_CHARS = 1000  # error messages may echo client input: never all of it
+
+
+def clipped(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def error_response(exc: TakoError, headers: dict[str, str] | None = None) -> Response:
     merged = exc.response_headers()
     if headers:
         merged = {**headers, **merged}
-    return Response(orjson.dumps(exc.to_body()), status_code=exc.status,
+    body = exc.to_body()
+    body["error"]["message"] = clipped(str(body["error"]["message"]))
+    return Response(orjson.dumps(body), status_code=exc.status,
                     media_type="application/json", headers=merged)
 
 
+def _is_union_branch(part: Any) -> bool:
+    """pydantic names the member of a union it tried (``str``, ``list[ContentPart]``)."""
+    return isinstance(part, str) and ("[" in part or part in ("str", "int", "bool", "dict"))
+
+
 def validation_error(exc: ValidationError) -> InvalidRequest:
-    """The first schema violation, phrased for a client, with ``param`` pointing at it."""
-    first: dict[str, Any] = exc.errors()[0]
-    loc = [str(p) for p in first.get("loc", ())]
+    """The most specific schema violation (the deepest), phrased for a client, with
+    ``param`` pointing at it."""
+    first: dict[str, Any] = max(exc.errors(), key=lambda e: len(e.get("loc", ())))
+    loc = [str(p) for p in first.get("loc", ()) if not _is_union_branch(p)]
     param = ".".join(loc) if loc else None
     where = f" at {param}" if param else ""
     return InvalidRequest(f"invalid request{where}: {first.get('msg', 'invalid value')}",

@@ -16,11 +16,20 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tako.app.errors import error_response
-from tako.core.errors import InternalError, TakoError
+from tako.core.errors import InternalError, InvalidRequest, TakoError
 
 log = logging.getLogger("tako.app")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def require_json(request: Request) -> None:
+    """The body must be declared JSON, as OpenAI requires (400 otherwise)."""
+    declared = request.headers.get("content-type", "")
+    if declared.partition(";")[0].strip().lower() != "application/json":
+        raise InvalidRequest(f"unsupported content type {declared[:100]!r}: this endpoint "
+                             f"accepts only 'application/json' bodies",
+                             param="content-type", code="unsupported_content_type")
 
 
 class FastPath:
@@ -33,7 +42,9 @@ class FastPath:
             endpoint = self.routes.get(scope["path"])
             if endpoint is not None:
                 try:
-                    response = await endpoint(Request(scope, receive))
+                    request = Request(scope, receive)
+                    require_json(request)
+                    response = await endpoint(request)
                 except TakoError as exc:
                     response = error_response(exc)
                 except ClientDisconnect:  # left mid-body: a 499 in the record, no answer

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import re
 import secrets
 import time
@@ -33,7 +34,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.exceptions import RedisError, WatchError
 
 from tako.core.errors import AuthenticationFailed, NotFound, Unavailable
@@ -58,6 +59,13 @@ def mint_secret() -> str:
 def looks_minted(token: str) -> bool:
     """True for tokens shaped like keys this store mints (cheap pre-check before a lookup)."""
     return _MINTED_SHAPE.fullmatch(token) is not None
+
+
+# Bounds on what a minted key may be given: budget counters are kept in nano-USD and
+# tokens as 64-bit integers, so larger amounts would overflow them.
+MAX_KEY_BUDGET_USD = 1e9
+MAX_KEY_BUDGET_TOKENS = 10**15
+MAX_KEY_RATE_PER_MINUTE = 10**9
 
 
 class KeyRecord(BaseModel):
@@ -109,6 +117,26 @@ class KeySpecIn(BaseModel):
     scopes: list[str] = Field(default_factory=list)
     budgets: list[BudgetLimit] = Field(default_factory=list)
     rate_limits: list[RateLimit] = Field(default_factory=list)
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets_within_bounds(cls, budgets: list[BudgetLimit]) -> list[BudgetLimit]:
+        for budget in budgets:
+            if budget.usd is not None and not (math.isfinite(budget.usd)
+                                               and budget.usd <= MAX_KEY_BUDGET_USD):
+                raise ValueError(f"usd must be a finite amount of at most "
+                                 f"{MAX_KEY_BUDGET_USD:,.0f}")
+            if budget.tokens is not None and budget.tokens > MAX_KEY_BUDGET_TOKENS:
+                raise ValueError(f"tokens must be at most {MAX_KEY_BUDGET_TOKENS:,}")
+        return budgets
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rates_within_bounds(cls, limits: list[RateLimit]) -> list[RateLimit]:
+        for limit in limits:
+            if max(limit.rpm or 0, limit.tpm or 0) > MAX_KEY_RATE_PER_MINUTE:
+                raise ValueError(f"rpm and tpm must be at most {MAX_KEY_RATE_PER_MINUTE:,}")
+        return limits
 
 
 class MintedKey(BaseModel):
