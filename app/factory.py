@@ -27,9 +27,10 @@ from tako.app.config import DEMO_KEY, Settings, load_settings
 from tako.app.fastpath import FastPath
 from tako.app.health import healthz, readiness_endpoint
 from tako.app.identity import ChainResolver
+from tako.app.ingress.chat import ChatIngress
 from tako.app.metrics import metrics_endpoint
 from tako.app.observe import configure_access_log
-from tako.app.routes_chat import chat_endpoint
+from tako.app.pipeline import ingress_endpoint
 from tako.app.routes_models import model_endpoints
 from tako.app.services import Services, build_services
 from tako.core.errors import TakoError
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None, *, resolver: AuthResolver | Non
     Raises ConfigError for a config with mistakes."""
     settings = settings or load_settings()
     services = build_services(settings, tracer_provider)
-    chat = chat_endpoint(services)
+    chat = ingress_endpoint(ChatIngress(), services)
     front = FastPath(create_fastapi_app(services, chat), {CHAT_PATH: chat})
     if resolver is None:
         resolver = ChainResolver([StaticKeyResolver(settings.auth.keys),

@@ -94,6 +94,7 @@ class RequestRecord:
     first_token_s: float | None = None
     admission: Any = None
     done: bool = False
+    api: str = "chat"  # the ingress: chat, responses, messages, embeddings
 
     def failed(self, exc: BaseException) -> None:
         """Note the failure; a TakoError also takes the request id along into its error
@@ -135,7 +136,7 @@ class RequestRecord:
         if access_log.enabled:
             p = self.principal
             access_log.write(orjson.dumps({
-                "ts": round(time.time(), 3), "event": "chat", "request_id": self.request_id,
+                "ts": round(time.time(), 3), "event": self.api, "request_id": self.request_id,
                 "tenant_id": p.tenant_id if p else None, "user_id": p.user_id if p else None,
                 "key_id": p.key_id if p else None, "model": self.model, "kind": self.kind,
                 "deployment": self.deployment, "stream": self.stream, "status": self.status,

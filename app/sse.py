@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from tako.core.errors import TakoError
-from tako.core.types import Delta, OrchEvent, Usage
+from tako.core.types import Delta, End, OrchEvent, Usage
 
 DONE = b"data: [DONE]\n\n"
 
@@ -17,10 +17,19 @@ def frame(payload: dict[str, Any]) -> bytes:
 
 
 class ChunkRenderer:
-    def __init__(self, completion_id: str, created: int, model: str) -> None:
+    """Chat Completions frames: the first delta carries the role; the end is the finish
+    chunk, then the usage chunk when the client asked for it."""
+
+    def __init__(self, completion_id: str, created: int, model: str,
+                 include_usage: bool = False) -> None:
         self.base = {"id": completion_id, "object": "chat.completion.chunk",
                      "created": created, "model": model}
         self.role_sent = False
+        self.include_usage = include_usage
+
+    @property
+    def started(self) -> bool:
+        return self.role_sent
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return frame({**self.base, "choices": choices, **extra})
@@ -60,6 +69,14 @@ class ChunkRenderer:
 
     def usage(self, usage: Usage) -> bytes:
         return self._chunk([], usage=usage.to_openai())
+
+    def end(self, end: End) -> bytes:
+        finish = self.finish(end.finish_reason)
+        return finish + self.usage(end.usage) if self.include_usage else finish
+
+    @staticmethod
+    def done() -> bytes:
+        return DONE
 
     def event(self, event: OrchEvent) -> bytes:
         """An orchestration event the stock SDKs still parse: a chunk with no choices and

@@ -1,33 +1,33 @@
-"""``POST /v1/chat/completions``: the hot path, written as a plain Starlette endpoint."""
+"""The one request path every ingress runs: read, parse (the ingress), authorise, admit,
+run the model's orchestrator, render (the ingress), all inside one ``Call``.
+
+An ingress (``tako.app.ingress``) only translates: its request into a ChatRequest, the
+answer and the stream items into its own shapes, errors into its error body.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tako.app.auth import PRINCIPAL
 from tako.app.call import Call, CallStream, ClientLeft
-from tako.app.errors import validation_error
 from tako.app.fastpath import Endpoint
 from tako.app.gateway import Gateway
+from tako.app.ingress.base import FrameRenderer, Ingress, Parsed
 from tako.app.observe import RequestRecord
 from tako.app.policy_gate import StreamFilter
 from tako.app.services import Services
-from tako.app.sse import DONE, ChunkRenderer
 from tako.app.telemetry import use_span
 from tako.core.errors import (
     InternalError,
-    InvalidRequest,
     ModelNotFound,
     PayloadTooLarge,
     PolicyDenied,
@@ -36,7 +36,7 @@ from tako.core.errors import (
 )
 from tako.core.protocols import LlmProvider, RunContext, StreamItem
 from tako.core.tokens import estimate_output_tokens, estimate_prompt_tokens
-from tako.core.types import ChatRequest, ChunkError, Delta, End, OrchEvent, Principal
+from tako.core.types import ChunkError, Delta, End, OrchEvent, Principal
 from tako.runtime.admission import Admission
 from tako.runtime.runtime import Runtime
 
@@ -55,24 +55,6 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def parse_request(body: bytes) -> tuple[ChatRequest, dict[str, Any]]:
-    """The validated request and the ``tako`` opt-in options it carried."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"could not parse the JSON body: {exc}",
-                             code="invalid_json") from exc
-    if not isinstance(data, dict):
-        raise InvalidRequest("the JSON body must be an object", code="invalid_json")
-    options = data.pop("tako", None) or {}
-    if not isinstance(options, dict):
-        raise InvalidRequest("'tako' must be an object", param="tako")
-    try:
-        return ChatRequest.model_validate(data), options
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
 
 
 def as_tako_error(exc: Exception) -> TakoError:
@@ -101,39 +83,44 @@ class Upstreams:
         return self.runtime.alias_provider(self.admission, alias, providers, weights)
 
 
-def chat_endpoint(services: Services) -> Endpoint:
-    """``POST /v1/chat/completions`` over ``services``: parse, authorise, run, render."""
+def ingress_endpoint(ingress: Ingress, services: Services) -> Endpoint:
+    """The endpoint of ``ingress`` over ``services``: parse, authorise, run, render; its
+    errors in the ingress's own shape."""
     server = services.settings.server
 
-    async def chat_completions(request: Request) -> Response:
+    async def endpoint(request: Request) -> Response:
         try:
             async with Call(services.runtime, services.tracer, request) as call:
                 call.record.principal = request.scope[PRINCIPAL]
+                call.record.api = ingress.api
                 body = await read_body(request, server.max_body_bytes)
                 async with call.watching_client(request.receive):
-                    return await _within_deadline(request, call, body, services)
+                    return await _within_deadline(ingress, request, call, body, services)
         except ClientLeft:
             return Response(status_code=499)  # nobody reads it
+        except TakoError as error:
+            return ingress.error_response(error)
 
-    return chat_completions
+    return endpoint
 
 
-async def _within_deadline(request: Request, call: Call, body: bytes,
+async def _within_deadline(ingress: Ingress, request: Request, call: Call, body: bytes,
                            services: Services) -> Response:
     limit = services.settings.server.request_timeout_s
     try:
         async with asyncio.timeout(limit):
-            return await _chat(request, call, body, services)
+            return await _run(ingress, request, call, ingress.parse(body), services)
     except TimeoutError:
         raise RequestTimeout(f"the request did not finish within the gateway's limit of "
                              f"{limit:g}s (server.request_timeout_s)") from None
 
 
-async def _chat(request: Request, call: Call, body: bytes, services: Services) -> Response:
+async def _run(ingress: Ingress, request: Request, call: Call, parsed: Parsed,
+               services: Services) -> Response:
     gw = services.gateway
     record = call.record
     principal: Principal = request.scope[PRINCIPAL]
-    req, options = parse_request(body)
+    req, options = parsed.request, parsed.options
     target = gw.target(req.model)
     if not principal.may_use(req.model):
         raise ModelNotFound(f"The model '{req.model}' does not exist or you do not have "
@@ -148,10 +135,10 @@ async def _chat(request: Request, call: Call, body: bytes, services: Services) -
     output_tokens = estimate_output_tokens(req)
     admission = await call.admit(principal, req.model, prompt_tokens + output_tokens,
                                  gw.estimate_cost_usd(target, prompt_tokens, output_tokens))
-    upstreams = Upstreams(gw, call.runtime, admission)
     events = _flag(options.get("events")) or _flag(request.headers.get("x-tako-events"))
     ctx = call.ctx = RunContext(
-        principal=principal, request_id=record.request_id, provider=upstreams,
+        principal=principal, request_id=record.request_id,
+        provider=Upstreams(gw, call.runtime, admission),
         tools=gate.tools(gw.tools, principal, req.model), emit_events=events,
         trace=[] if _flag(options.get("trace")) else None)
     headers = {"x-request-id": record.request_id, **admission.headers}
@@ -160,11 +147,8 @@ async def _chat(request: Request, call: Call, body: bytes, services: Services) -
         with use_span(span):
             response = await target.orchestrator.complete(ctx, req)
         await gate.after_chat(principal, req.model, response)
-        body_out = response.to_openai(requested)
-        if ctx.trace is not None:
-            body_out["tako_trace"] = ctx.trace
         _finish_headers(headers, ctx, admission, record)
-        return Response(orjson.dumps(body_out), media_type="application/json",
+        return Response(ingress.render(parsed, response, ctx), media_type="application/json",
                         headers=headers)
     items = call.items = target.orchestrator.stream(ctx, req)
     try:
@@ -176,10 +160,7 @@ async def _chat(request: Request, call: Call, body: bytes, services: Services) -
         raise first.error
     record.first_token()
     _finish_headers(headers, ctx, admission, record)
-    renderer = ChunkRenderer(f"chatcmpl-{random.getrandbits(96):024x}", int(time.time()),
-                             requested)
-    include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    stream = FrameWriter(renderer, include_usage, events, call,
+    stream = FrameWriter(ingress.frames(parsed), events, call,
                          gate.stream_filter(principal, req.model))
     return CallStream(call, sse_frames(first, items, stream), headers=headers, sep="\n",
                       ping=15, client_close_handler_callable=stream.client_left)
@@ -199,8 +180,7 @@ def _finish_headers(headers: dict[str, str], ctx: RunContext, admission: Admissi
 
 @dataclass(slots=True)
 class FrameWriter:
-    renderer: ChunkRenderer
-    include_usage: bool
+    renderer: FrameRenderer
     events: bool
     call: Call
     response_filter: StreamFilter | None
@@ -222,7 +202,7 @@ class FrameWriter:
     def delta_frame(self, item: Delta) -> bytes | None:
         if self.response_filter is not None and item.content:
             item = Delta(self.response_filter.feed(item.content), item.tool_calls, item.role)
-            if not item.content and not item.tool_calls and self.renderer.role_sent:
+            if not item.content and not item.tool_calls and self.renderer.started:
                 return None
         return self.renderer.delta(item)
 
@@ -235,9 +215,7 @@ class FrameWriter:
             except PolicyDenied as exc:
                 yield self.error_frame(exc)
         if not self.failed:
-            yield self.renderer.finish(end.finish_reason)
-            if self.include_usage:
-                yield self.renderer.usage(end.usage)
+            yield self.renderer.end(end)
 
     def frame_of(self, item: StreamItem) -> bytes | None:
         if isinstance(item, Delta):
@@ -251,9 +229,10 @@ class FrameWriter:
 
 async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
                      st: FrameWriter) -> AsyncIterator[bytes]:
-    """Render stream items as SSE frames. A failure after the first byte becomes an error
-    frame; ``[DONE]`` always ends the stream. The call (upstream, spend, span, record) is
-    closed by the response that owns it, also when the client goes away."""
+    """Render stream items as the ingress's SSE frames. A failure after the first byte
+    becomes an error frame; the ingress's closing frame always ends the stream. The call
+    (upstream, spend, span, record) is closed by the response that owns it, also when the
+    client goes away."""
     span = st.call.span
     try:
         item: StreamItem | None = first
@@ -270,7 +249,7 @@ async def sse_frames(first: StreamItem, items: AsyncIterator[StreamItem],
             if frame is not None:
                 yield frame
             item = None if st.broken else await _next_item(iterator, span, st)
-        yield DONE
+        yield st.renderer.done()
     except BaseException as exc:
         st.call.fail(exc)
         raise
