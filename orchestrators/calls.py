@@ -37,10 +37,15 @@ class CallSettings:
     temperature: float | None = None
     schema: dict[str, Any] | None = None
     schema_name: str = "reply"
+    clients_sampling: bool = False  # the client's output limit, sampling and stops
 
 
 WORKER = CallSettings()
 """A worker's answer: the deployment's own defaults."""
+
+FINAL_ANSWER = CallSettings(clients_sampling=True)
+"""The call whose output streams to the client as the answer: the client's output limit,
+sampling and stop sequences apply to it."""
 
 
 def control(name: str, schema: dict[str, Any], max_tokens: int = 1024) -> CallSettings:
@@ -88,12 +93,14 @@ def upstream_request(req: ChatRequest, alias: str, messages: list[Message], *,
             s.takes_structured_outputs() for s in specs):
         response_format = {"type": "json_schema", "json_schema": {
             "name": settings.schema_name, "schema": settings.schema}}
+    sampling: dict[str, Any] = {} if settings.clients_sampling else {
+        "stop": None, "max_tokens": settings.max_tokens, "max_completion_tokens": None,
+        "temperature": settings.temperature, "top_p": None}
     return with_messages(
         req, messages, model=alias, stream=stream,
         stream_options=StreamOptions(include_usage=True) if stream else None,
-        tools=None, tool_choice=None, parallel_tool_calls=None, n=None, stop=None,
-        response_format=response_format, max_tokens=settings.max_tokens,
-        max_completion_tokens=None, temperature=settings.temperature, top_p=None,
+        tools=None, tool_choice=None, parallel_tool_calls=None, n=None,
+        response_format=response_format, **sampling,
     )
 
 
@@ -124,8 +131,11 @@ async def ask_streaming(ctx: RunContext, alias: str, req: ChatRequest,
                         messages: list[Message], sink: Sink,
                         settings: CallSettings = WORKER) -> Reply:
     """One call whose text goes to the client as it arrives when ``sink`` passes deltas
-    (it is then the answer: ``ctx.answered_by`` names its deployment); a plain call
-    otherwise. A mid-stream failure is raised after its usage is counted."""
+    (``ctx.answered_by`` then names its deployment); a plain call otherwise. When its
+    output is the final answer, the client's sampling applies instead of ``settings``. A
+    mid-stream failure is raised after its usage is counted."""
+    if sink.answer:
+        settings = FINAL_ANSWER
     if not sink.deltas:
         return await ask(ctx, alias, req, messages, settings)
     text: list[str] = []

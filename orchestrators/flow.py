@@ -33,12 +33,14 @@ class Answer:
 
 
 class Sink:
-    """Where a run sends what the client sees. ``deltas`` is False for sub-runs whose text
-    is not the final answer; events still flow when the client asked for them."""
+    """Where a run sends what the client sees. ``answer`` is False for sub-runs whose text
+    is not the final answer, ``deltas`` also when nothing streams; events still flow when
+    the client asked for them."""
 
     def __init__(self, put: Put | None = None, events: bool = False, deltas: bool = True):
         self._put = put
         self.events = events and put is not None
+        self.answer = deltas  # what goes to this sink is the final answer (streamed or not)
         self.deltas = deltas and put is not None
         self._started = [False]
 
@@ -56,7 +58,7 @@ class Sink:
         """The same channel, passing the final-answer text (used by the last step) when
         this sink passes it: the last step of a nested run inside a quiet step stays
         quiet."""
-        sink = Sink(self._put, self.events, deltas=self.deltas)
+        sink = Sink(self._put, self.events, deltas=self.answer)
         sink._started = self._started
         return sink
 

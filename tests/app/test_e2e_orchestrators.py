@@ -597,8 +597,9 @@ def _report_call(fake: ScriptedOpenAI) -> Call:
     return report
 
 
-LONG_REQUEST = {"model": "team-conductor", "stream": True, "messages": [
-    {"role": "user", "content": "LONG REPORT: tell me everything"}]}
+# the client's max_tokens applies to the final answer: room for the whole report
+LONG_REQUEST = {"model": "team-conductor", "stream": True, "max_tokens": 50_000_000,
+                "messages": [{"role": "user", "content": "LONG REPORT: tell me everything"}]}
 
 
 def test_a_slow_client_holds_back_the_upstream(gw: Gateway, fake: ScriptedOpenAI) -> None:
