@@ -23,9 +23,9 @@ Decisions an operator may want to know:
   the actual cost after (an upstream call that fails is not billed; a non-streamed call
   cancelled keeps its reservation; a stream closed before its end is charged what it
   streamed, never more than its reservation). The upstream is sent the output cap that
-  was reserved for when the client set none, and a stream past it is cut ("length"). Periods are UTC days and
-  calendar months on the Redis server's clock. USD is counted in integer nano-dollars so
-  concurrent reservations add up exactly.
+  was reserved for when the client set none, and a stream past it is cut ("length").
+  Periods are UTC days and calendar months on the Redis server's clock. USD is counted
+  in integer nano-dollars so concurrent reservations add up exactly.
 - A principal's ``metadata["rate_limits"]`` / ``metadata["budgets"]`` entries replace
   configured entries of the same scope (and period) and add to the others.
 - Circuit breakers count one outcome per client call (retries included) and only
