@@ -113,6 +113,9 @@ class TelemetrySettings(BaseModel):
     service_name: str = "tako"
     otlp_endpoint: str | None = None
     tracing: bool = True
+    # head sampling: the share of new traces recorded; a client's sampled traceparent is
+    # followed either way (parent-based)
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     metrics: bool = True
 
 

@@ -73,7 +73,8 @@ def tracing_provider(settings: Settings,
         return given
     if not telemetry.otlp_endpoint:
         return None
-    return build_tracer_provider(telemetry.service_name, telemetry.otlp_endpoint)
+    return build_tracer_provider(telemetry.service_name, telemetry.otlp_endpoint,
+                                 telemetry.sample_ratio)
 
 
 def build_services(settings: Settings,

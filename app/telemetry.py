@@ -18,6 +18,7 @@ from opentelemetry.propagate import extract
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from starlette.requests import Request
 
@@ -27,8 +28,11 @@ from tako.core.types import ChatChunk, ChatRequest, ChatResponse, End, Principal
 from tako.providers.registry import telemetry_system
 
 
-def build_tracer_provider(service_name: str, otlp_endpoint: str | None) -> TracerProvider:
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+def build_tracer_provider(service_name: str, otlp_endpoint: str | None,
+                          sample_ratio: float = 1.0) -> TracerProvider:
+    """Spans export in batches from the SDK's worker thread, off the event loop."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
+                              sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
