@@ -7,16 +7,16 @@ import re
 import numpy as np
 import pytest
 
-from tako.core.errors import UpstreamError
+from tako.core.errors import UpstreamError, UpstreamTransient
 from tako.core.types import ChatRequest, End, OrchEvent
 from tako.orchestrators.api import run
-from tests.fakes.rule_provider import Scripted
+from tests.fakes.provider import ScriptedProvider
 
 REQ = {"messages": [{"role": "user", "content": "Solve the puzzle."}]}
 JUDGE = {"kind": "llm", "deployment": "judge"}
 
 
-def worker(name: str, fresh: float, step: float, **kw: object) -> Scripted:
+def worker(name: str, fresh: float, step: float, **kw: object) -> ScriptedProvider:
     """Fresh answers have quality ``fresh``; a refinement adds ``step`` to its parent's."""
 
     def reply(req: ChatRequest) -> str:
@@ -25,17 +25,18 @@ def worker(name: str, fresh: float, step: float, **kw: object) -> Scripted:
         parent = re.findall(r"q=([0-9.]+)", req.messages[-2].text())
         return f"{name} refined q={min(1.0, float(parent[-1]) + step):.2f}"
 
-    return Scripted(name, default=reply, **kw)  # type: ignore[arg-type]
+    return ScriptedProvider(name, default=reply, price_per_token=None,  # flat estimates
+                            **kw)  # type: ignore[arg-type]
 
 
-def judge() -> Scripted:
+def judge() -> ScriptedProvider:
     """Reads the graded answer's quality back as its score."""
 
     def reply(req: ChatRequest) -> str:
         quality = re.findall(r"q=([0-9.]+)", req.messages[-1].text())[-1]
         return f'{{"score": {quality}, "feedback": "could be better"}}'
 
-    return Scripted("judge", default=reply)
+    return ScriptedProvider("judge", default=reply, price_per_token=None)
 
 
 def profile(**params: object) -> dict[str, object]:
@@ -126,7 +127,7 @@ async def test_a_cap_below_one_expansion_makes_no_call() -> None:
 
 
 async def test_batch_runs_concurrently_up_to_five() -> None:
-    good = worker("good", 0.3, 0.1, delay=0.05)
+    good = worker("good", 0.3, 0.1, delay_s=0.05)
     await run(profile(workers=["good"], max_calls=10, batch_size=9), REQ,
               {"good": good, "judge": judge()})
     assert good.max_active == 5
@@ -155,7 +156,7 @@ async def test_stream_reports_scores_and_ends_once() -> None:
 async def test_failed_workers_raise_when_nothing_was_produced() -> None:
     from tako.core.errors import UpstreamError
 
-    bad = Scripted("bad", fail="down")
+    bad = ScriptedProvider("bad", default=UpstreamTransient("provider bad failed: down"))
     with pytest.raises(UpstreamError, match="down"):
         await run(profile(workers=["bad"], max_calls=3), REQ, {"bad": bad, "judge": judge()})
     assert len(bad.requests) == 3

@@ -8,13 +8,13 @@ from tako.core.errors import ConfigError, ModelNotFound
 from tako.core.specs import ProfileSpec
 from tako.orchestrators.api import run, run_sync
 from tako.orchestrators.registry import build
-from tests.fakes.rule_provider import Scripted
+from tests.fakes.provider import ScriptedProvider
 
 REQ = {"messages": [{"role": "user", "content": "hi"}]}
 
 
 def test_run_sync_runs_a_profile_in_process() -> None:
-    m = Scripted("m", default="hello there")
+    m = ScriptedProvider("m", default="hello there")
     response = run_sync({"kind": "single", "params": {"deployment": "m"}}, REQ, {"m": m})
     assert response.content == "hello there"
     assert response.usage.prompt_tokens == 10

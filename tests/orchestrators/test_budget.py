@@ -10,7 +10,7 @@ import pytest
 from tako.core.errors import QuotaExceeded
 from tako.core.types import ChatChunk, ChatRequest, ChatResponse
 from tako.orchestrators.api import run
-from tests.fakes.rule_provider import Scripted
+from tests.fakes.provider import ScriptedProvider
 
 
 class Budget:
@@ -28,7 +28,7 @@ class Budget:
 class Budgeted:
     """A stand-in for the gateway's budget stack: one reservation per call."""
 
-    def __init__(self, inner: Scripted, budget: Budget) -> None:
+    def __init__(self, inner: ScriptedProvider, budget: Budget) -> None:
         self.inner = inner
         self.budget = budget
         self.id, self.model = inner.id, inner.model
@@ -65,7 +65,7 @@ PROFILES = {
 
 @pytest.mark.parametrize("kind", sorted(PROFILES))
 async def test_budget_stops_every_orchestrator(kind: str) -> None:
-    model = Scripted("m", [("You coordinate", LOOPING_WORKFLOW),
+    model = ScriptedProvider("m", rules=[("You coordinate", LOOPING_WORKFLOW),
                            ("Verifier", "VERDICT: REVISE: no"), ("grader", "SCORE: 0.1")],
                      default="some answer", match_all=True)
     budget = Budget(3)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tako.core.errors import UpstreamError
+from tako.core.errors import UpstreamError, UpstreamTransient
 from tako.core.types import (
     ChatRequest,
     ChunkError,
@@ -17,8 +17,8 @@ from tako.core.types import (
 )
 from tako.orchestrators.api import run
 from tako.orchestrators.conductor import WorkflowError, parse_workflow
-from tests.fakes.rule_provider import Scripted
-from tests.orchestrators.wrappers import Concurrency, ProviderWithSpec
+from tests.fakes.provider import ScriptedProvider
+from tests.fakes.provider_wrappers import Concurrency, ProviderWithSpec
 
 REQ = {"messages": [{"role": "user", "content": "Write a report on octopuses."}]}
 
@@ -34,12 +34,13 @@ def profile(**params: object) -> dict[str, object]:
 
 
 async def test_workers_see_only_the_outputs_their_access_allows() -> None:
-    boss = Scripted("boss", default=workflow(
+    boss = ScriptedProvider("boss", default=workflow(
         ("a", "research arms", []), ("b", "research ink", []),
         ("c", "combine the ink notes", [1]), ("a", "final answer from everything", "all")))
-    a = Scripted("a", [("research arms", "SECRET-ARMS"), ("final", "FINAL-ANSWER")])
-    b = Scripted("b", default="SECRET-INK")
-    c = Scripted("c", default="SECRET-COMBINED")
+    a = ScriptedProvider("a", rules=[("research arms", "SECRET-ARMS"), ("final", "FINAL-ANSWER")],
+                         default="ok")
+    b = ScriptedProvider("b", default="SECRET-INK")
+    c = ScriptedProvider("c", default="SECRET-COMBINED")
     response = await run(profile(), REQ, {"boss": boss, "a": a, "b": b, "c": c}, trace=True)
     assert response.content == "FINAL-ANSWER"
     (c_prompt,) = c.prompts()
@@ -55,10 +56,11 @@ async def test_workers_see_only_the_outputs_their_access_allows() -> None:
 
 
 async def test_independent_steps_run_concurrently() -> None:
-    boss = Scripted("boss", default=workflow(("a", "one", []), ("b", "two", []),
+    boss = ScriptedProvider("boss", default=workflow(("a", "one", []), ("b", "two", []),
                                              ("c", "join", "all")))
-    a, b = Scripted("a", delay=0.2), Scripted("b", delay=0.2)
-    c = Scripted("c", default="joined")
+    a = ScriptedProvider("a", delay_s=0.2, default="ok")
+    b = ScriptedProvider("b", delay_s=0.2, default="ok")
+    c = ScriptedProvider("c", default="joined")
     started = time.monotonic()
     response = await run(profile(), REQ, {"boss": boss, "a": a, "b": b, "c": c})
     elapsed = time.monotonic() - started
@@ -69,8 +71,8 @@ async def test_independent_steps_run_concurrently() -> None:
 
 async def test_fanout_bounds_concurrent_steps() -> None:
     steps = [("a", f"part {i}", []) for i in range(5)] + [("b", "join", "all")]
-    boss = Scripted("boss", default=workflow(*steps))
-    a, b = Scripted("a", delay=0.05), Scripted("b", default="done")
+    boss = ScriptedProvider("boss", default=workflow(*steps))
+    a, b = ScriptedProvider("a", delay_s=0.05, default="ok"), ScriptedProvider("b", default="done")
     await run(profile(max_fanout=2), REQ, {"boss": boss, "a": a, "b": b, "c": b})
     assert len(a.requests) == 5
     assert a.max_active == 2
@@ -80,7 +82,8 @@ async def test_self_recursion_is_bounded_by_max_depth() -> None:
     def plan(req: object) -> str:
         return workflow(("self", "solve it recursively", []))
 
-    boss = Scripted("boss", [("You coordinate", plan)], default="LEAF-ANSWER", match_all=True)
+    boss = ScriptedProvider("boss", rules=[("You coordinate", plan)], default="LEAF-ANSWER",
+                            match_all=True)
     trace: list[dict[str, object]] = []
     response = await run(profile(max_depth=1), REQ, {"boss": boss, "a": boss, "b": boss,
                                                      "c": boss}, trace=trace)
@@ -94,7 +97,7 @@ async def test_self_recursion_is_bounded_by_max_depth() -> None:
 
 
 async def test_malformed_workflow_gets_one_corrective_retry_then_error() -> None:
-    boss = Scripted("boss", default=["this is not json", workflow(("zeta", "x", []))])
+    boss = ScriptedProvider("boss", default=["this is not json", workflow(("zeta", "x", []))])
     with pytest.raises(UpstreamError) as info:
         await run(profile(degrade=False), REQ, {"boss": boss})
     assert info.value.code == "malformed_workflow"
@@ -105,7 +108,7 @@ async def test_malformed_workflow_gets_one_corrective_retry_then_error() -> None
 
 
 async def test_a_plan_that_stays_malformed_degrades_to_one_coordinator_call() -> None:
-    boss = Scripted("boss", default=["Let me think step by step about octopuses.",
+    boss = ScriptedProvider("boss", default=["Let me think step by step about octopuses.",
                                      "Step 1: research. Step 2: write.",
                                      "Octopuses have three hearts."])
     trace: list[dict[str, object]] = []
@@ -120,9 +123,9 @@ async def test_a_plan_that_stays_malformed_degrades_to_one_coordinator_call() ->
 
 
 async def test_prose_then_a_valid_plan_under_response_format() -> None:
-    boss = ProviderWithSpec(Scripted("boss", default=[
+    boss = ProviderWithSpec(ScriptedProvider("boss", default=[
         "Sure! First the arms, then the ink.", workflow(("a", "write it", []))]), "openai")
-    a = ProviderWithSpec(Scripted("a", default="REPORT"), "anthropic")
+    a = ProviderWithSpec(ScriptedProvider("a", default="REPORT"), "anthropic")
     response = await run(profile(), REQ, {"boss": boss, "a": a})
     assert response.content == "REPORT"
     for sent in boss.inner.requests:
@@ -140,8 +143,8 @@ async def test_the_papers_three_list_form_is_a_workflow() -> None:
     plan = json.dumps({"model_ids": ["a", "b"],
                        "subtasks": ["list three octopus facts", "write the report"],
                        "access_lists": [[], "all"]})
-    boss = Scripted("boss", default=plan)
-    a, b = Scripted("a", default="FACTS"), Scripted("b", default="REPORT")
+    boss = ScriptedProvider("boss", default=plan)
+    a, b = ScriptedProvider("a", default="FACTS"), ScriptedProvider("b", default="REPORT")
     response = await run(profile(), REQ, {"boss": boss, "a": a, "b": b, "c": b})
     assert response.content == "REPORT" and len(boss.requests) == 1
     assert "FACTS" in b.prompts()[0]
@@ -158,8 +161,9 @@ async def test_fanout_is_bounded_across_nesting_levels() -> None:
         return workflow(("self", "nested one", []), ("self", "nested two", []),
                         ("a", "outer part", []), ("b", "outer join", "all"))
 
-    boss = Scripted("boss", default=plan, delay=0.02)
-    a, b = Scripted("a", delay=0.05), Scripted("b", default="done", delay=0.02)
+    boss = ScriptedProvider("boss", default=plan, delay_s=0.02)
+    a = ScriptedProvider("a", delay_s=0.05, default="ok")
+    b = ScriptedProvider("b", default="done", delay_s=0.02)
     shared = Concurrency()
     await run(profile(max_fanout=2, max_depth=1), REQ,
               {"boss": shared.watch(boss), "a": shared.watch(a), "b": shared.watch(b),
@@ -169,8 +173,8 @@ async def test_fanout_is_bounded_across_nesting_levels() -> None:
 
 
 async def test_corrective_retry_recovers() -> None:
-    boss = Scripted("boss", default=[workflow(("a", "x", [3])), workflow(("a", "x", []))])
-    a = Scripted("a", default="fixed")
+    boss = ScriptedProvider("boss", default=[workflow(("a", "x", [3])), workflow(("a", "x", []))])
+    a = ScriptedProvider("a", default="fixed")
     response = await run(profile(), REQ, {"boss": boss, "a": a})
     assert response.content == "fixed"
     assert "not an earlier step" in boss.prompts()[1]
@@ -198,9 +202,9 @@ def test_parse_workflow_reads_fenced_json_and_all() -> None:
 
 
 async def test_stream_emits_events_streams_last_step_and_sums_usage() -> None:
-    boss = Scripted("boss", default=workflow(("a", "one", []), ("b", "final words", [0])))
-    a = Scripted("a", default="alpha")
-    b = Scripted("b", default="the final answer text")
+    boss = ScriptedProvider("boss", default=workflow(("a", "one", []), ("b", "final words", [0])))
+    a = ScriptedProvider("a", default="alpha")
+    b = ScriptedProvider("b", default="the final answer text")
     items = [i async for i in await run(profile(), REQ, {"boss": boss, "a": a, "b": b},
                                         stream=True)]
     ends = [i for i in items if isinstance(i, End)]
@@ -219,8 +223,8 @@ async def test_stream_emits_events_streams_last_step_and_sums_usage() -> None:
 
 
 async def test_stream_failure_ends_with_one_error_and_one_end() -> None:
-    boss = Scripted("boss", default=workflow(("a", "one", [])))
-    a = Scripted("a", fail="boom")
+    boss = ScriptedProvider("boss", default=workflow(("a", "one", [])))
+    a = ScriptedProvider("a", default=UpstreamTransient("provider a failed: boom"))
     items = [i async for i in await run(profile(), REQ, {"boss": boss, "a": a}, stream=True)]
     assert [type(i).__name__ for i in items if not isinstance(i, OrchEvent)] == [
         "ChunkError", "End"]

@@ -9,7 +9,7 @@ import pytest
 
 from tako.core.types import ChatChunk, ChatRequest, Delta, End, OrchEvent, Usage
 from tako.orchestrators.api import run
-from tests.fakes.rule_provider import Scripted
+from tests.fakes.provider import ScriptedProvider
 from tests.orchestrators.test_budget import PROFILES
 
 REQ = {"messages": [{"role": "user", "content": "Name a prime number."}]}
@@ -18,14 +18,15 @@ EVERY_KIND = {"single": {"deployment": "m"},
               "single-with-tools": {"deployment": "m", "tools": ["calculator"]}, **PROFILES}
 
 
-def model() -> Scripted:
-    return Scripted("m", [("You coordinate", '[{"worker": "m", "subtask": "answer"}]'),
+def model() -> ScriptedProvider:
+    plan = '[{"worker": "m", "subtask": "answer"}]'
+    return ScriptedProvider("m", rules=[("You coordinate", plan),
                           ("You are the Verifier", "VERDICT: ACCEPT"),
                           ("strict grader", "SCORE: 1.0")],
                     default="7", match_all=True)
 
 
-class UsagelessStreams(Scripted):
+class UsagelessStreams(ScriptedProvider):
     """Answers JSON with usage, but its streams carry none (llama.cpp 0.3.x)."""
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
@@ -58,7 +59,8 @@ async def test_events_do_not_change_the_selfcallers_count() -> None:
         "verifier": {"kind": "llm", "deployment": "m"}, "threshold": 0.9, "max_depth": 1}}
     ends = []
     for events in (False, True):
-        m = UsagelessStreams("m", [("strict grader", "SCORE: 0.5")], default="7", match_all=True)
+        m = UsagelessStreams("m", rules=[("strict grader", "SCORE: 0.5")], default="7",
+                             match_all=True)
         items = [i async for i in await run(profile, REQ, {"m": m}, stream=True,
                                             events=events)]
         ends.append(items[-1])

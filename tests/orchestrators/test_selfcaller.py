@@ -8,7 +8,7 @@ import pytest
 
 from tako.core.types import ChatRequest, End, OrchEvent
 from tako.orchestrators.api import run
-from tests.fakes.rule_provider import Scripted
+from tests.fakes.provider import ScriptedProvider
 
 REQ = {"messages": [{"role": "user", "content": "main question"}]}
 
@@ -24,7 +24,7 @@ MUST_GOOD = {"kind": "rules", "must": ["GOOD"]}
 
 
 async def test_revises_until_max_depth_when_below_threshold() -> None:
-    m = Scripted("m", default=["bad one", "bad two", "bad three", "never asked"])
+    m = ScriptedProvider("m", default=["bad one", "bad two", "bad three", "never asked"])
     trace: list[dict[str, object]] = []
     response = await run(profile(MUST_GOOD, max_depth=2, self_call=False), REQ, {"m": m},
                          trace=trace)
@@ -39,7 +39,7 @@ async def test_revises_until_max_depth_when_below_threshold() -> None:
 
 
 async def test_stops_as_soon_as_the_threshold_is_met() -> None:
-    m = Scripted("m", default=["draft", "GOOD answer", "never asked"])
+    m = ScriptedProvider("m", default=["draft", "GOOD answer", "never asked"])
     items = [i async for i in await run(profile(MUST_GOOD, self_call=False), REQ, {"m": m},
                                         stream=True)]
     assert len(m.requests) == 2
@@ -52,8 +52,8 @@ async def test_stops_as_soon_as_the_threshold_is_met() -> None:
 
 
 async def test_llm_judge_guard_returns_the_best_scoring_answer() -> None:
-    m = Scripted("m", default=["first", "second", "third"])
-    judge = Scripted("judge", default=["SCORE: 6/10", "SCORE: 0.3", "SCORE: 20%"])
+    m = ScriptedProvider("m", default=["first", "second", "third"])
+    judge = ScriptedProvider("judge", default=["SCORE: 6/10", "SCORE: 0.3", "SCORE: 20%"])
     response = await run(profile({"kind": "llm", "deployment": "judge"}, threshold=0.9,
                                  self_call=False), REQ, {"m": m, "judge": judge})
     assert response.content == "first"
@@ -62,7 +62,7 @@ async def test_llm_judge_guard_returns_the_best_scoring_answer() -> None:
     assert response.usage.cost_usd == pytest.approx(0.006)
 
 
-def self_calling_model() -> Scripted:
+def self_calling_model() -> ScriptedProvider:
     def reply(req: ChatRequest) -> str:
         last = req.messages[-1]
         if last.role == "tool":
@@ -70,7 +70,7 @@ def self_calling_model() -> Scripted:
         question = last.text()
         return "@call self_call " + json.dumps({"question": f"sub of ({question})"})
 
-    return Scripted("m", default=reply)
+    return ScriptedProvider("m", default=reply)
 
 
 async def test_self_call_depth_is_bounded() -> None:

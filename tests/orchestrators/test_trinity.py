@@ -8,19 +8,19 @@ from tako.core.types import Delta, End, OrchEvent
 from tako.orchestrators.api import run
 from tako.orchestrators.routers import parse_choice
 from tako.orchestrators.textparse import parse_verdict
-from tests.fakes.rule_provider import Scripted
-from tests.orchestrators.wrappers import ProviderWithSpec
+from tests.fakes.provider import ScriptedProvider
+from tests.fakes.provider_wrappers import ProviderWithSpec
 
 REQ = {"messages": [{"role": "user", "content": "What is 17 * 23?"}]}
 
 
-def team(verifier_replies: list[str], worker_replies: list[str] | None = None) -> Scripted:
+def team(verifier_replies: list[str], worker_replies: list[str] | None = None) -> ScriptedProvider:
     """One scripted model playing every role, recognised by its system prompt."""
-    return Scripted("m", [
+    return ScriptedProvider("m", rules=[
         ("You are the Thinker", "PLAN: multiply step by step"),
         ("You are the Worker", worker_replies or ["391"]),
         ("You are the Verifier", verifier_replies),
-    ], match_all=True)
+    ], match_all=True, default="ok")
 
 
 def profile(**params: object) -> dict[str, object]:
@@ -29,7 +29,7 @@ def profile(**params: object) -> dict[str, object]:
     return {"kind": "trinity", "params": base}
 
 
-def roles_of(model: Scripted) -> list[str]:
+def roles_of(model: ScriptedProvider) -> list[str]:
     out = []
     for prompt in model.prompts():
         for role in ("Thinker", "Worker", "Verifier"):
@@ -74,9 +74,9 @@ async def test_turn_cap_returns_last_worker_output() -> None:
 
 
 async def test_roles_use_their_assigned_llms_in_rotation() -> None:
-    thinker = Scripted("t", default="plan")
-    workers = [Scripted("w1", default="one"), Scripted("w2", default="two")]
-    judge = Scripted("v", default=["VERDICT: REVISE: wrong", "ACCEPT"])
+    thinker = ScriptedProvider("t", default="plan")
+    workers = [ScriptedProvider("w1", default="one"), ScriptedProvider("w2", default="two")]
+    judge = ScriptedProvider("v", default=["VERDICT: REVISE: wrong", "ACCEPT"])
     params = {"roles": {"thinker": "t", "worker": ["w1", "w2"], "verifier": "v"}}
     response = await run(profile(**params), REQ,
                          {"t": thinker, "w1": workers[0], "w2": workers[1], "v": judge})
@@ -85,7 +85,7 @@ async def test_roles_use_their_assigned_llms_in_rotation() -> None:
 
 
 async def test_llm_router_choices_are_followed_and_bad_replies_fall_back() -> None:
-    router = Scripted("r", default=[
+    router = ScriptedProvider("r", default=[
         '{"llm": "m", "role": "worker"}',
         "I think the verifier should go",  # unparseable -> rule router: Verifier after Worker
         '```json\n{"llm": "m", "role": "Worker"}\n```',

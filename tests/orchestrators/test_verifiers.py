@@ -9,7 +9,7 @@ from tako.core.types import ChatRequest
 from tako.orchestrators.api import make_context
 from tako.orchestrators.textparse import parse_score
 from tako.orchestrators.verifiers import AllOf, LlmJudge, RuleVerifier, build_verifier
-from tests.fakes.rule_provider import Scripted
+from tests.fakes.provider import ScriptedProvider
 
 REQ = ChatRequest(model="x", messages=[{"role": "user", "content": "Give me JSON."}])
 
@@ -76,7 +76,7 @@ async def test_combined_verifiers() -> None:
 
 
 async def test_llm_judge_reads_strictly_and_marks_no_score() -> None:
-    judge = Scripted("judge", default=['{"score": 0.9, "feedback": "great"}',
+    judge = ScriptedProvider("judge", default=['{"score": 0.9, "feedback": "great"}',
                                        "Mostly right.\nSCORE: 3/10", "391", "Step 1: think"])
     ctx = make_context({"judge": judge})
     v = LlmJudge(ctx, "judge")

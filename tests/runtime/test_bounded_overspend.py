@@ -84,7 +84,7 @@ async def test_a_stream_past_its_reserved_completion_is_cut_with_length(make_run
     reserved_usd = (estimate_prompt_tokens(req) + 20) * 1e-6
     admission = await _admit_like_the_route(runtime, req, reserved_usd)
     # an upstream that ignores max_tokens: 200 deltas of 4 characters
-    careless = RecordingProvider("d", repeat=Stream(deltas=["abcd"] * 200, usd=1.0))
+    careless = RecordingProvider("d", default=Stream(deltas=["abcd"] * 200, usd=1.0))
     chunks = [c async for c in runtime.alias_provider(admission, "a", [careless]).stream(req)]
     end = chunks[-1]
     assert isinstance(end, End) and end.finish_reason == "length"
@@ -100,7 +100,7 @@ async def test_an_upstream_keeping_to_the_cap_is_never_cut(make_runtime):
     req = request(max_tokens=20)
     admission = await _admit_like_the_route(runtime, req, 0.0)
     # 20 tokens of ordinary English, about 4 characters each
-    honest = ScriptedProvider("d", repeat=Stream(deltas=["word"] * 20, completion=20))
+    honest = ScriptedProvider("d", default=Stream(deltas=["word"] * 20, completion=20))
     chunks = [c async for c in runtime.alias_provider(admission, "a", [honest]).stream(req)]
     assert isinstance(chunks[-1], End) and chunks[-1].finish_reason == "stop"
 
@@ -132,7 +132,7 @@ async def test_residual_overspend_is_at_most_in_flight_calls_times_the_overrun(
     while the budget still had room may cost its overrun; nothing more gets in."""
     runtime = await make_runtime(budgets=DAILY)
     reserved, actual = 0.1, 0.25
-    careless = ScriptedProvider("d", repeat=Reply(usd=actual), delay_s=0.2)
+    careless = ScriptedProvider("d", default=Reply(usd=actual), delay_s=0.2)
 
     async def one_call() -> str:
         try:

@@ -28,7 +28,7 @@ async def _call(runtime, providers):
 async def test_failures_open_the_circuit_and_open_deployments_are_skipped(make_runtime):
     events = RecordedEvents()
     runtime = await make_runtime(events, breaker=BREAKER, retry=ONE_TRY)
-    flaky = ScriptedProvider("flaky", repeat=FAIL)
+    flaky = ScriptedProvider("flaky", default=FAIL)
     backup = ScriptedProvider("backup")
     for _ in range(3):
         answered, _ = await _call(runtime, [flaky, backup])
@@ -48,7 +48,7 @@ async def test_one_probe_cluster_wide_then_success_closes(make_runtime, backend)
     first = await make_runtime(events, breaker=BREAKER, retry=ONE_TRY)
     # on Redis a second runtime is a second replica; in memory the same process races
     second = await make_runtime(breaker=BREAKER, retry=ONE_TRY) if backend == "redis" else first
-    flaky = ScriptedProvider("flaky", repeat=FAIL)
+    flaky = ScriptedProvider("flaky", default=FAIL)
     for _ in range(3):
         with pytest.raises(UpstreamTransient):
             await _call(first, [flaky])
@@ -66,7 +66,7 @@ async def test_one_probe_cluster_wide_then_success_closes(make_runtime, backend)
 async def test_failed_probe_reopens(make_runtime):
     events = RecordedEvents()
     runtime = await make_runtime(events, breaker=BREAKER, retry=ONE_TRY)
-    flaky = ScriptedProvider("flaky", repeat=FAIL)
+    flaky = ScriptedProvider("flaky", default=FAIL)
     for _ in range(3):
         with pytest.raises(UpstreamTransient):
             await _call(runtime, [flaky])
@@ -79,7 +79,7 @@ async def test_failed_probe_reopens(make_runtime):
     assert flaky.calls == 4
     assert events.breaker == [("flaky", "open"), ("flaky", "half_open"), ("flaky", "open")]
     await asyncio.sleep(0.35)
-    flaky.repeat = Reply()
+    flaky.default = Reply()
     answered, _ = await _call(runtime, [flaky])  # a good probe closes it
     assert answered == "flaky"
     assert events.breaker[-1] == ("flaky", "closed")
@@ -109,7 +109,7 @@ async def test_client_errors_do_not_count_against_the_deployment(make_runtime):
     from tako.core.errors import InvalidRequest
 
     runtime = await make_runtime(breaker=BREAKER, retry=ONE_TRY)
-    picky = ScriptedProvider("picky", repeat=InvalidRequest("bad tool schema"))
+    picky = ScriptedProvider("picky", default=InvalidRequest("bad tool schema"))
     for _ in range(5):
         with pytest.raises(InvalidRequest):
             await _call(runtime, [picky])
@@ -118,12 +118,12 @@ async def test_client_errors_do_not_count_against_the_deployment(make_runtime):
 
 async def test_a_cancelled_probe_frees_the_probe_slot(make_runtime):
     runtime = await make_runtime(breaker=BREAKER, retry=ONE_TRY)
-    flaky = ScriptedProvider("flaky", repeat=FAIL)
+    flaky = ScriptedProvider("flaky", default=FAIL)
     for _ in range(3):
         with pytest.raises(UpstreamTransient):
             await _call(runtime, [flaky])
     await asyncio.sleep(0.35)
-    flaky.repeat = Reply()
+    flaky.default = Reply()
     flaky.delay_s = 10
     flaky.called.clear()
     probe = asyncio.create_task(_call(runtime, [flaky]))
@@ -170,7 +170,7 @@ async def test_another_replica_sees_an_opened_circuit_within_the_cache_time(make
     if backend == "memory":
         second = first  # one process: there is no other replica
     assert await second.breakers.acquire("flaky") == "closed"
-    flaky = ScriptedProvider("flaky", repeat=FAIL)
+    flaky = ScriptedProvider("flaky", default=FAIL)
     for _ in range(3):
         with pytest.raises(UpstreamTransient):
             await _call(first, [flaky])

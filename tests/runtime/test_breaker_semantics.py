@@ -54,7 +54,7 @@ def test_the_defaults_open_on_a_failure_rate_over_a_minimum_of_calls():
 async def test_two_failing_client_requests_do_not_open_a_circuit_with_the_defaults(
         make_runtime):
     runtime = await make_runtime()  # default breaker, three attempts per call
-    flaky = ScriptedProvider("flaky", repeat=SERVER_ERROR)
+    flaky = ScriptedProvider("flaky", default=SERVER_ERROR)
     assert [await _outcome(runtime, [flaky]) for _ in range(2)] == ["UpstreamTransient"] * 2
     assert flaky.calls == 6  # six attempts, two client requests
     assert await runtime.breakers.acquire("flaky") == "closed"
@@ -75,7 +75,7 @@ async def test_client_errors_and_429s_never_open_a_circuit(make_runtime):
     outcomes = {await _outcome(runtime, [picky]) for _ in range(21)}
     assert outcomes == {"InvalidRequest", "UpstreamError"}
     assert await runtime.breakers.acquire("picky") == "closed"
-    busy = ScriptedProvider("busy", repeat=UpstreamRateLimited("429", retry_after=0.05))
+    busy = ScriptedProvider("busy", default=UpstreamRateLimited("429", retry_after=0.05))
     for _ in range(6):
         await _outcome(runtime, [busy])
         await asyncio.sleep(0.06)  # past its cool-down, so every call reaches the vendor
@@ -99,7 +99,7 @@ async def test_a_mix_opens_once_unhealthy_answers_reach_the_rate(make_runtime):
 
 async def test_below_min_calls_even_all_failures_keep_it_closed(make_runtime):
     runtime = await make_runtime(breaker=RATIO, retry=ONE_TRY)
-    flaky = ScriptedProvider("flaky", repeat=SERVER_ERROR)
+    flaky = ScriptedProvider("flaky", default=SERVER_ERROR)
     for _ in range(3):
         await _outcome(runtime, [flaky])
     assert await runtime.breakers.acquire("flaky") == "closed"
@@ -131,7 +131,7 @@ async def test_an_open_circuit_refuses_fast_saying_when_the_probe_is_due(make_ru
     first = await make_runtime(breaker={**RATIO, "open_s": 7}, retry=ONE_TRY)
     second = await make_runtime(breaker={**RATIO, "open_s": 7}, retry=ONE_TRY) \
         if backend == "redis" else first
-    flaky = ScriptedProvider("flaky", repeat=SERVER_ERROR)
+    flaky = ScriptedProvider("flaky", default=SERVER_ERROR)
     for _ in range(4):
         await _outcome(first, [flaky])
     admission = await second.admit(ALICE, "m", 10, 0.0)

@@ -84,7 +84,7 @@ async def test_per_request_budget(make_runtime):
     assert "this request" in denied.value.message
     admission = await runtime.admit(ALICE, "m", 10, 0.2)
     # each later call reserves its own estimate: 108 tokens at 1e-3 USD = 0.108
-    worker = ScriptedProvider("w", repeat=Reply(usd=0.15), price_per_token=1e-3)
+    worker = ScriptedProvider("w", default=Reply(usd=0.15), price_per_token=1e-3)
     guarded = runtime.alias_provider(
         admission, "a", [worker])
     await guarded.chat(request(max_tokens=100))  # the admission's 0.2, settled to 0.15
@@ -110,7 +110,7 @@ async def test_orchestrator_calls_through_one_guard_cannot_overspend(make_runtim
     runtime = await make_runtime(budgets=[{"scope": "tenant", "period": "day", "usd": 1.0}])
     admission = await runtime.admit(ALICE, "m", 200, 0.2)
     # every call costs what was estimated for it (~105 tokens at 1e-3)
-    worker = ScriptedProvider("w", repeat=Reply(usd=0.105), price_per_token=1e-3)
+    worker = ScriptedProvider("w", default=Reply(usd=0.105), price_per_token=1e-3)
     guarded = runtime.alias_provider(
         admission, "a", [worker])
 
@@ -194,7 +194,7 @@ async def test_concurrent_calls_of_one_request_respect_the_request_budget(make_r
     runtime = await make_runtime(budgets=[{"scope": "key", "period": "request", "usd": 0.5},
                                           {"scope": "key", "period": "day", "usd": 100}])
     admission = await runtime.admit(ALICE, "m", 108, 0.108)
-    worker = ScriptedProvider("w", repeat=Reply(usd=0.108), price_per_token=1e-3)
+    worker = ScriptedProvider("w", default=Reply(usd=0.108), price_per_token=1e-3)
     guarded = runtime.alias_provider(
         admission, "a", [worker])
 

@@ -66,7 +66,7 @@ async def test_fail_open_admits_and_reports_unaccounted_spend(own_redis, caplog)
         admission = await runtime.admit(ALICE, "m", 10, 1.0)
         assert admission.unaccounted
         guarded = runtime.alias_provider(
-        admission, "a", [ScriptedProvider("d", repeat=Reply(usd=0.25))])
+        admission, "a", [ScriptedProvider("d", default=Reply(usd=0.25))])
         await guarded.chat(request())
         await guarded.chat(request())  # a later call of the same request
         assert events.unaccounted == [0.25, 0.25]
@@ -89,7 +89,7 @@ async def test_redis_lost_after_admission_reports_spend_beyond_the_reservation(o
         admission = await runtime.admit(ALICE, "m", 10, 0.25)
         own_redis.stop()
         guarded = runtime.alias_provider(
-        admission, "a", [ScriptedProvider("d", repeat=Reply(usd=1.0))])
+        admission, "a", [ScriptedProvider("d", default=Reply(usd=1.0))])
         await guarded.chat(request())
         assert events.unaccounted == [pytest.approx(0.75)]
     finally:

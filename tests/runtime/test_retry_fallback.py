@@ -43,12 +43,12 @@ async def test_transient_errors_are_retried_then_succeed(make_runtime):
 
 async def test_attempts_are_bounded_then_the_next_deployment_answers(make_runtime):
     runtime = await make_runtime(retry={"max_attempts": 2, "base_delay_s": 0.001})
-    down = ScriptedProvider("down", repeat=UpstreamTransient("503"))
+    down = ScriptedProvider("down", default=UpstreamTransient("503"))
     backup = ScriptedProvider("backup")
     guarded = await _guard(runtime, [down, backup])
     await guarded.chat(request())
     assert (down.calls, backup.calls, guarded.answered_by) == (2, 1, "backup")
-    lone = await _guard(runtime, [ScriptedProvider("down2", repeat=UpstreamTransient("503"))])
+    lone = await _guard(runtime, [ScriptedProvider("down2", default=UpstreamTransient("503"))])
     with pytest.raises(UpstreamTransient):
         await lone.chat(request())
 
@@ -81,7 +81,7 @@ async def test_retry_after_is_honoured(make_runtime):
 
 async def test_retry_after_beyond_the_deadline_moves_on(make_runtime):
     runtime = await make_runtime(retry={"max_attempts": 3, "total_timeout_s": 0.5})
-    limited = ScriptedProvider("limited", repeat=UpstreamRateLimited("429", retry_after=30))
+    limited = ScriptedProvider("limited", default=UpstreamRateLimited("429", retry_after=30))
     backup = ScriptedProvider("backup")
     guarded = await _guard(runtime, [limited, backup])
     started = time.monotonic()
@@ -118,8 +118,8 @@ async def test_no_retry_after_the_first_stream_chunk(make_runtime):
 
     runtime = await make_runtime(retry={"max_attempts": 3, "base_delay_s": 0.001})
     broken = ScriptedProvider("broken", [Stream(deltas=["a", "b", "c"], fail_after=2)],
-                              repeat=Stream())
-    backup = ScriptedProvider("backup", repeat=Stream())
+                              default=Stream())
+    backup = ScriptedProvider("backup", default=Stream())
     guarded = await _guard(runtime, [broken, backup])
     chunks = [c async for c in guarded.stream(request())]
     assert isinstance(chunks[-2], ChunkError) and isinstance(chunks[-1], End)
@@ -131,7 +131,7 @@ async def test_stream_failure_before_the_first_chunk_is_retried(make_runtime):
     from tests.fakes.provider import Stream
 
     runtime = await make_runtime(retry={"max_attempts": 3, "base_delay_s": 0.001})
-    flaky = ScriptedProvider("flaky", [UpstreamTransient("500")], repeat=Stream(deltas=["x"]))
+    flaky = ScriptedProvider("flaky", [UpstreamTransient("500")], default=Stream(deltas=["x"]))
     guarded = await _guard(runtime, [flaky])
     chunks = [c async for c in guarded.stream(request())]
     assert isinstance(chunks[0], Delta) and chunks[0].content == "x"
@@ -140,9 +140,9 @@ async def test_stream_failure_before_the_first_chunk_is_retried(make_runtime):
 
 async def test_fallback_follows_the_listed_order(make_runtime):
     runtime = await make_runtime(retry={"max_attempts": 1})
-    a = ScriptedProvider("a", repeat=UpstreamTransient("500"))
-    b = ScriptedProvider("b", repeat=UpstreamTransient("500"))
-    c = ScriptedProvider("c", repeat=Reply())
+    a = ScriptedProvider("a", default=UpstreamTransient("500"))
+    b = ScriptedProvider("b", default=UpstreamTransient("500"))
+    c = ScriptedProvider("c", default=Reply())
     guarded = await _guard(runtime, [a, b, c])
     await guarded.chat(request())
     assert (a.calls, b.calls, c.calls, guarded.answered_by) == (1, 1, 1, "c")

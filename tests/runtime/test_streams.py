@@ -22,7 +22,7 @@ async def test_stream_settles_at_end_with_the_reported_usage(make_runtime):
     runtime = await make_runtime(budgets=BUDGET)
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
     guarded = runtime.alias_provider(
-        admission, "a", [ScriptedProvider("d", repeat=Stream(usd=0.02))])
+        admission, "a", [ScriptedProvider("d", default=Stream(usd=0.02))])
     chunks = [c async for c in guarded.stream(request())]
     assert isinstance(chunks[-1], End)
     assert await _spent(runtime) == pytest.approx(0.02)
@@ -32,7 +32,7 @@ async def test_stream_settles_at_end_with_the_reported_usage(make_runtime):
 async def test_mid_stream_failure_charges_what_was_used(make_runtime):
     runtime = await make_runtime(budgets=BUDGET)
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
-    broken = ScriptedProvider("d", repeat=Stream(deltas=["a", "b", "c"], fail_after=2,
+    broken = ScriptedProvider("d", default=Stream(deltas=["a", "b", "c"], fail_after=2,
                                                  usd=0.03))
     guarded = runtime.alias_provider(
         admission, "a", [broken])
@@ -45,7 +45,7 @@ async def test_failure_before_any_chunk_charges_nothing(make_runtime):
     runtime = await make_runtime(budgets=BUDGET, retry={"max_attempts": 2,
                                                         "base_delay_s": 0.001})
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
-    down = ScriptedProvider("d", repeat=UpstreamTransient("500"))
+    down = ScriptedProvider("d", default=UpstreamTransient("500"))
     guarded = runtime.alias_provider(
         admission, "a", [down])
     with pytest.raises(UpstreamTransient):
@@ -57,7 +57,7 @@ async def test_failure_before_any_chunk_charges_nothing(make_runtime):
 async def test_early_close_charges_what_was_streamed_not_the_reservation(make_runtime):
     runtime = await make_runtime(budgets=BUDGET)
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
-    endless = ScriptedProvider("d", repeat=Stream(deltas=["a"] * 10, usd=0.01))
+    endless = ScriptedProvider("d", default=Stream(deltas=["a"] * 10, usd=0.01))
     guarded = runtime.alias_provider(
         admission, "a", [endless])
     stream = guarded.stream(request())
@@ -73,7 +73,7 @@ async def test_early_close_never_charges_more_than_the_reservation(make_runtime)
     runtime = await make_runtime(budgets=BUDGET)
     admission = await runtime.admit(ALICE, "m", 10_000, 0.0001)
     # 3000 characters seen at 1e-4 USD per token: far beyond the tiny reservation
-    chatty = ScriptedProvider("d", repeat=Stream(deltas=["x" * 1000] * 5),
+    chatty = ScriptedProvider("d", default=Stream(deltas=["x" * 1000] * 5),
                               price_per_token=1e-4)
     guarded = runtime.alias_provider(
         admission, "a", [chatty])
@@ -87,7 +87,7 @@ async def test_early_close_never_charges_more_than_the_reservation(make_runtime)
 async def test_cancelled_stream_is_charged_what_it_streamed(make_runtime):
     runtime = await make_runtime(budgets=BUDGET)
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
-    hanging = ScriptedProvider("d", repeat=Stream(deltas=["a"], end=False))
+    hanging = ScriptedProvider("d", default=Stream(deltas=["a"], end=False))
     guarded = runtime.alias_provider(
         admission, "a", [hanging])
     first_chunk = asyncio.Event()
@@ -107,7 +107,7 @@ async def test_cancelled_stream_is_charged_what_it_streamed(make_runtime):
 async def test_later_stream_calls_reserve_their_own_estimate(make_runtime):
     runtime = await make_runtime(budgets=[{"scope": "tenant", "period": "day", "usd": 1}])
     admission = await runtime.admit(ALICE, "m", 100, 0.1)
-    worker = ScriptedProvider("d", repeat=Stream(usd=0.3), price_per_token=1e-3)
+    worker = ScriptedProvider("d", default=Stream(usd=0.3), price_per_token=1e-3)
     guarded = runtime.alias_provider(
         admission, "a", [worker])
     from tako.core.errors import QuotaExceeded
@@ -124,7 +124,7 @@ async def test_later_stream_calls_reserve_their_own_estimate(make_runtime):
 async def test_cancelled_before_the_first_chunk_is_charged_the_prompt(make_runtime):
     runtime = await make_runtime(budgets=BUDGET)
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
-    slow = ScriptedProvider("d", repeat=Stream(), delay_s=10)
+    slow = ScriptedProvider("d", default=Stream(), delay_s=10)
     guarded = runtime.alias_provider(
         admission, "a", [slow])
 
@@ -143,7 +143,7 @@ async def test_cancelled_before_the_first_chunk_is_charged_the_prompt(make_runti
 async def test_an_upstream_stream_without_end_still_ends_with_one(make_runtime):
     runtime = await make_runtime(budgets=BUDGET)
     admission = await runtime.admit(ALICE, "m", 100, 0.5)
-    abrupt = ScriptedProvider("d", repeat=Stream(deltas=["x" * 30], end=False, hang=False),
+    abrupt = ScriptedProvider("d", default=Stream(deltas=["x" * 30], end=False, hang=False),
                               price_per_token=1e-3)
     guarded = runtime.alias_provider(
         admission, "a", [abrupt])

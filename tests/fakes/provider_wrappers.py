@@ -1,4 +1,5 @@
-"""Wrappers over scripted providers: a deployment spec to carry, calls in flight to count."""
+"""Wrappers over the scripted in-process provider: a deployment spec to carry, calls in
+flight to count."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ from collections.abc import AsyncIterator
 
 from tako.core.specs import DeploymentSpec
 from tako.core.types import ChatChunk, ChatRequest, ChatResponse
-from tests.fakes.rule_provider import Scripted
+from tests.fakes.provider import ScriptedProvider
 
 
 class ProviderWithSpec:
     """A scripted provider that carries a deployment spec of the given provider kind."""
 
-    def __init__(self, inner: Scripted, kind: str, **flags: object) -> None:
+    def __init__(self, inner: ScriptedProvider, kind: str, **flags: object) -> None:
         self.inner = inner
         self.id = inner.id
         self.model = inner.model
@@ -38,12 +39,12 @@ class Concurrency:
         self.active = 0
         self.max_active = 0
 
-    def watch(self, provider: Scripted) -> Watched:
+    def watch(self, provider: ScriptedProvider) -> Watched:
         return Watched(provider, self)
 
 
 class Watched:
-    def __init__(self, inner: Scripted, counter: Concurrency) -> None:
+    def __init__(self, inner: ScriptedProvider, counter: Concurrency) -> None:
         self.inner, self.counter = inner, counter
         self.id, self.model = inner.id, inner.model
 
