@@ -26,6 +26,13 @@ class ChunkRenderer:
                      "created": created, "model": model}
         self.role_sent = False
         self.include_usage = include_usage
+        # A text delta is most of a stream: its frame is these bytes around the content.
+        head = orjson.dumps({**self.base, "choices": [{"index": 0, "delta": {"content": ""},
+                                                      "finish_reason": None,
+                                                      "logprobs": None}]})
+        before, after = head.split(b'"content":""', 1)
+        self._text_head = b"data: " + before + b'"content":'
+        self._text_tail = after + b"\n\n"
 
     @property
     def started(self) -> bool:
@@ -35,6 +42,8 @@ class ChunkRenderer:
         return frame({**self.base, "choices": choices, **extra})
 
     def delta(self, d: Delta) -> bytes:
+        if self.role_sent and d.content is not None and not d.tool_calls:
+            return self._text_head + orjson.dumps(d.content) + self._text_tail
         delta: dict[str, Any] = {}
         if not self.role_sent:
             delta["role"] = "assistant"
