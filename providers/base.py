@@ -27,6 +27,7 @@ from tako.core.errors import (
     upstream_error_for,
 )
 from tako.core.specs import DeploymentSpec, Price
+from tako.core.tokens import CHARS_PER_TOKEN, estimate_prompt_tokens
 from tako.core.types import ChatChunk, ChatRequest, ChunkError, Delta, End, Usage
 from tako.providers.pricing import price_for
 
@@ -133,7 +134,16 @@ class HttpProvider:
             yield response.content.iter_any()
 
     def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
-        return keep_stream_contract(self.id, partial(self.deltas, req))
+        return keep_stream_contract(self.id, partial(self.deltas, req),
+                                    partial(self.estimated_usage, req))
+
+    def estimated_usage(self, req: ChatRequest, streamed_chars: int) -> Usage:
+        """The usage of a stream whose vendor reported none: counted from the request and
+        the streamed text (on the high side), priced, and marked estimated."""
+        prompt = estimate_prompt_tokens(req)
+        completion = -(-streamed_chars // CHARS_PER_TOKEN)
+        return Usage(prompt_tokens=prompt, completion_tokens=completion,
+                     cost_usd=self.cost(prompt, completion), estimated=True)
 
     def deltas(self, req: ChatRequest, outcome: StreamOutcome) -> AsyncGenerator[Delta, None]:
         """The adapter's delta generator: the vendor's stream events as Deltas, the finish
@@ -241,21 +251,29 @@ class StreamOutcome:
     usage: Usage = field(default_factory=Usage)
 
 
+UsageEstimate = Callable[[int], Usage]
+"""The usage of a stream that reported none, from the number of characters it carried."""
+
+
 async def keep_stream_contract(
     provider_id: str, deltas_for: Callable[[StreamOutcome], AsyncGenerator[Delta, None]],
+    estimate: UsageEstimate | None = None,
 ) -> AsyncGenerator[ChatChunk, None]:
     """The stream contract (docs/architecture.md, section 3) around a delta generator:
     every Delta with text or a tool call fragment, in order, then exactly one End with the
     reported finish reason and usage. A failure before the first of them raises, so retries
     and fallbacks can act; after it, one ChunkError and then the End, finish reason
-    ``error``, with the usage seen so far."""
+    ``error``, with the usage seen so far. A stream that carried text but reported no
+    usage ends with ``estimate``'s usage (marked estimated) when one is given."""
     outcome = StreamOutcome()
     started = False
+    chars = 0
     try:
         async with aclosing(deltas_for(outcome)) as deltas:
             async for delta in deltas:
                 if delta.content or delta.tool_calls:
                     started = True
+                    chars += _chars(delta)
                     yield delta
     except STREAM_ERRORS as exc:
         failure = stream_failure(provider_id, exc)
@@ -264,9 +282,21 @@ async def keep_stream_contract(
                 raise
             raise failure from exc
         yield ChunkError(failure)
-        yield End("error", outcome.usage)
+        yield End("error", _reported_or_estimated(outcome.usage, chars, estimate))
         return
-    yield End(outcome.finish_reason, outcome.usage)
+    yield End(outcome.finish_reason, _reported_or_estimated(outcome.usage, chars, estimate))
+
+
+def _chars(delta: Delta) -> int:
+    calls = sum(len(c.name or "") + len(c.arguments or "") for c in delta.tool_calls or ())
+    return len(delta.content or "") + calls
+
+
+def _reported_or_estimated(usage: Usage, chars: int,
+                           estimate: UsageEstimate | None) -> Usage:
+    if usage.total_tokens or not chars or estimate is None:
+        return usage
+    return estimate(chars)
 
 
 async def iter_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

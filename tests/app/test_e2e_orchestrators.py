@@ -135,6 +135,7 @@ SCRIPT: dict[str, list[Rule]] = {
     "router": [Rule("BROKEN", Answer(status=500), on="prompt"),
                Rule("You route a team", router, on="system")],
     "flaky": [Rule(FINAL_FROM, Answer(text="Partial answer that breaks off", error_after=3))],
+    "mute": [Rule("", Answer(text="Seven is a prime number.", usage_in_stream=False))],
 }
 
 TRINITY_ROLES = {"thinker": "alpha", "worker": "beta", "verifier": "judge"}
@@ -222,6 +223,9 @@ def gw(upstream: tuple[str, ScriptedOpenAI]) -> Iterator[Gateway]:
     config["deployments"] += [
         {"name": m, "provider": "http-generic", "model": m, "base_url": upstream[0],
          "api_key": "sk-scripted"} for m in MODELS]
+    config["deployments"].append(
+        {"name": "mute", "provider": "http-generic", "model": "mute", "base_url": upstream[0],
+         "api_key": "sk-scripted", "price": {"input": 1.0, "output": 2.0}})
     config["profiles"] += PROFILES
     config["runtime"] = {"retry": {"max_attempts": 1}}
     with gateway(config) as g:
@@ -555,6 +559,29 @@ def test_upstream_failure_before_the_first_byte_is_an_http_error(
     assert streamed.value.status_code == 502
     validate_error(streamed.value.response.json())
     assert [c.model for c in fake.calls] == ["router", "router"]
+
+
+# ---- usage and cost ----
+
+
+def test_a_usage_less_stream_is_counted_and_marked_estimated(
+        client: openai.OpenAI, fake: ScriptedOpenAI) -> None:
+    question = [{"role": "user", "content": "Name a prime number."}]
+    stream = client.chat.completions.create(model="mute", messages=question, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    (call,) = fake.calls_to("mute")
+    assert call.body["stream_options"] == {"include_usage": True}  # it was asked for
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens == 8  # 24 characters, 3 a token
+    assert usage.prompt_tokens > 0
+    extra = usage.model_extra or {}
+    assert extra["estimated"] is True
+    assert extra["cost_usd"] == pytest.approx(
+        (usage.prompt_tokens * 1.0 + usage.completion_tokens * 2.0) / 1e6)
+    plain = client.chat.completions.create(model="mute", messages=question)
+    assert plain.usage is not None and "estimated" not in (plain.usage.model_extra or {})
+    assert plain.usage.model_extra["cost_usd"] > 0
 
 
 # ---- backpressure ----

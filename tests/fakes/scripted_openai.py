@@ -48,6 +48,7 @@ class Answer:
     error_after: int | None = None
     chunk_delay_s: float = 0.0
     delay_s: float = 0.0
+    usage_in_stream: bool = True  # False: ignores include_usage, like llama.cpp 0.3.x
 
     def pieces(self) -> list[str]:
         if self.chunks is not None:
@@ -253,7 +254,8 @@ class ScriptedOpenAI:
                 yield chunk({"tool_calls": [{"index": i, "function": {
                     "arguments": tc["function"]["arguments"]}}]})
             yield chunk({}, "tool_calls" if answer.tool_calls else "stop")
-            if (call.body.get("stream_options") or {}).get("include_usage"):
+            if ((call.body.get("stream_options") or {}).get("include_usage")
+                    and answer.usage_in_stream):
                 yield chunk(None, usage=self._usage(call))
             yield b"data: [DONE]\n\n"
             call.finished = True
