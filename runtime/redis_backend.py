@@ -7,6 +7,7 @@ gateway recovers when Redis comes back without a restart.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from tako.runtime.backend import AdmitResult, BackendUnreachable, CounterDelta, 
 from tako.runtime.pipelined_redis import PipelinedRedis
 from tako.runtime.pipelined_redis import supports as resp_supports
 from tako.runtime.plan import BudgetItem, RateItem
+from tako.runtime.redis_cluster import cluster_client, is_cluster_url
 from tako.runtime.settings import BreakerSettings
 
 T = TypeVar("T")
@@ -37,6 +39,15 @@ class RedisBackend:
     def __init__(self, url: str, prefix: str, timeout_s: float, max_connections: int = 64,
                  pool_timeout_s: float = 2.0) -> None:
         self.prefix = prefix
+        self.pool_timeout_s = pool_timeout_s
+        self._slots: asyncio.Semaphore | None = None
+        if is_cluster_url(url):
+            # redis-py's cluster client fails when a node's connections run out instead of
+            # waiting, so callers queue here for one of max_connections slots.
+            self.client: Any = cluster_client(url, timeout_s, max_connections)
+            self.hot: Any = self.client
+            self._slots = asyncio.Semaphore(max_connections)
+            return
         # A bounded pool: under load callers queue for a connection instead of opening
         # thousands. One quick retry covers a pooled connection that a Redis restart left
         # stale; timeouts are not retried so a script is never applied twice.
@@ -45,15 +56,25 @@ class RedisBackend:
             socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
-        self.client: Redis = Redis(connection_pool=pool)
+        self.client = Redis(connection_pool=pool)
         # The per-request scripts share one pipelined connection (see runtime/pipelined_redis.py).
-        self.hot: Any = PipelinedRedis(url, timeout_s) if resp_supports(url) else self.client
+        self.hot = PipelinedRedis(url, timeout_s) if resp_supports(url) else self.client
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await op()
+            if self._slots is None:
+                return await op()
+            async with asyncio.timeout(self.pool_timeout_s):
+                await self._slots.acquire()
+            try:
+                return await op()
+            finally:
+                self._slots.release()
         except UNREACHABLE as exc:
             raise BackendUnreachable(f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise BackendUnreachable(f"no Redis connection free within "
+                                     f"{self.pool_timeout_s:g}s") from exc
 
     async def start(self) -> None:
         scripts = (admit_script.SCRIPT, reconcile_script.SCRIPT, spend_script.SCRIPT,
@@ -65,7 +86,8 @@ class RedisBackend:
         if self.hot is not self.client:
             await self.hot.aclose()
         await self.client.aclose()
-        await self.client.connection_pool.disconnect()
+        if self._slots is None:
+            await self.client.connection_pool.disconnect()
 
     async def ping(self) -> bool:
         try:
