@@ -148,6 +148,7 @@ async def _run(ingress: Ingress, request: Request, call: Call, parsed: Parsed,
             response = await target.orchestrator.complete(ctx, req)
         await gate.after_chat(principal, req.model, response)
         _finish_headers(headers, ctx, admission, record)
+        headers["x-tako-cost-usd"] = f"{call.usage.cost_usd:.9f}"  # what the run spent
         return Response(ingress.render(parsed, response, ctx), media_type="application/json",
                         headers=headers)
     items = call.items = target.orchestrator.stream(ctx, req)

@@ -138,6 +138,8 @@ SCRIPT: dict[str, list[Rule]] = {
     "mute": [Rule("", Answer(text="Seven is a prime number.", usage_in_stream=False))],
 }
 
+PRICE = {"input": 1.0, "output": 2.0}  # USD per million tokens
+
 TRINITY_ROLES = {"thinker": "alpha", "worker": "beta", "verifier": "judge"}
 
 PROFILES: list[dict[str, Any]] = [
@@ -222,10 +224,10 @@ def gw(upstream: tuple[str, ScriptedOpenAI]) -> Iterator[Gateway]:
     config = basic_config()
     config["deployments"] += [
         {"name": m, "provider": "http-generic", "model": m, "base_url": upstream[0],
-         "api_key": "sk-scripted"} for m in MODELS]
+         "api_key": "sk-scripted", "price": PRICE} for m in MODELS]
     config["deployments"].append(
         {"name": "mute", "provider": "http-generic", "model": "mute", "base_url": upstream[0],
-         "api_key": "sk-scripted", "price": {"input": 1.0, "output": 2.0}})
+         "api_key": "sk-scripted", "price": PRICE})
     config["profiles"] += PROFILES
     config["runtime"] = {"retry": {"max_attempts": 1}}
     with gateway(config) as g:
@@ -579,9 +581,25 @@ def test_a_usage_less_stream_is_counted_and_marked_estimated(
     assert extra["estimated"] is True
     assert extra["cost_usd"] == pytest.approx(
         (usage.prompt_tokens * 1.0 + usage.completion_tokens * 2.0) / 1e6)
-    plain = client.chat.completions.create(model="mute", messages=question)
+    raw = client.chat.completions.with_raw_response.create(model="mute", messages=question)
+    plain = raw.parse()
     assert plain.usage is not None and "estimated" not in (plain.usage.model_extra or {})
-    assert plain.usage.model_extra["cost_usd"] > 0
+    cost = (plain.usage.model_extra or {})["cost_usd"]
+    assert cost > 0 and float(raw.headers["x-tako-cost-usd"]) == pytest.approx(cost)
+
+
+@pytest.mark.parametrize("name", ["conductor", "trinity", "abmcts-judge"])
+def test_the_cost_header_is_what_the_whole_run_spent(name: str, client: openai.OpenAI,
+                                                     fake: ScriptedOpenAI) -> None:
+    case = CASES[name]
+    raw = client.chat.completions.with_raw_response.create(model=case.profile,
+                                                           messages=ask(case))
+    usage = raw.parse().usage
+    assert usage is not None
+    prompt, completion = fake.usage_sum()
+    spent = (prompt * PRICE["input"] + completion * PRICE["output"]) / 1e6
+    assert (usage.model_extra or {})["cost_usd"] == pytest.approx(spent)
+    assert float(raw.headers["x-tako-cost-usd"]) == pytest.approx(spent)
 
 
 # ---- backpressure ----
