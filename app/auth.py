@@ -6,10 +6,12 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tako.app.config import KeySpec
 from tako.app.errors import error_response
+from tako.app.ingress.messages_wire import anthropic_error_response
 from tako.app.observe import record_refused
 from tako.core.errors import AuthenticationFailed, TakoError
 from tako.core.protocols import AuthResolver
@@ -17,6 +19,7 @@ from tako.core.types import Principal
 
 PRINCIPAL = "tako.principal"
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+ANTHROPIC_PATHS = ("/v1/messages",)  # refused in Anthropic's error shape
 
 
 class StaticKeyResolver:
@@ -56,16 +59,24 @@ class StaticKeyResolver:
 
 
 def bearer_token(scope: Scope) -> str | None:
-    """``Authorization: Bearer <key>``, else Azure-style ``api-key: <key>``."""
+    """``Authorization: Bearer <key>``, else Azure-style ``api-key: <key>`` or
+    Anthropic-style ``x-api-key: <key>``."""
     api_key = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
-        elif name == b"api-key":
+        elif name in (b"api-key", b"x-api-key"):
             api_key = value.decode("latin-1").strip() or None
     return api_key
+
+
+def refusal(path: str, exc: TakoError) -> Response:
+    """The 401 in the shape of the API the path belongs to."""
+    if path.startswith(ANTHROPIC_PATHS):
+        return anthropic_error_response(exc)
+    return error_response(exc)
 
 
 class AuthMiddleware:
@@ -91,14 +102,15 @@ class AuthMiddleware:
         try:
             if token is None:
                 raise AuthenticationFailed(
-                    "missing API key: send it as 'Authorization: Bearer <key>'",
+                    "missing API key: send it as 'Authorization: Bearer <key>' (or "
+                    "'x-api-key: <key>')",
                     code="missing_api_key")
             principal = await self.resolver.resolve(token)
             if principal is None:
                 raise AuthenticationFailed("incorrect API key provided")
         except TakoError as exc:
             record_refused(scope["path"], exc)
-            response = error_response(exc)
+            response = refusal(scope["path"], exc)
             await response(scope, receive, send)
             return
         scope[PRINCIPAL] = principal

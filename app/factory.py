@@ -28,6 +28,12 @@ from tako.app.fastpath import FastPath
 from tako.app.health import healthz, readiness_endpoint
 from tako.app.identity import ChainResolver
 from tako.app.ingress.chat import ChatIngress
+from tako.app.ingress.messages import (
+    COUNT_TOKENS_PATH,
+    MESSAGES_PATH,
+    count_tokens_endpoint,
+    messages_endpoint,
+)
 from tako.app.metrics import metrics_endpoint
 from tako.app.observe import configure_access_log
 from tako.app.pipeline import ingress_endpoint
@@ -92,6 +98,8 @@ def create_fastapi_app(services: Services, chat: object) -> FastAPI:
 
     list_models, get_model = model_endpoints(services)
     app.add_route(CHAT_PATH, chat, methods=["POST"])  # type: ignore[arg-type]
+    app.add_route(MESSAGES_PATH, messages_endpoint(services), methods=["POST"])
+    app.add_route(COUNT_TOKENS_PATH, count_tokens_endpoint(services), methods=["POST"])
     app.add_route("/v1/models", list_models, methods=["GET"])
     app.add_route("/v1/models/{model_id:path}", get_model, methods=["GET"])
     app.add_route("/healthz", healthz, methods=["GET"])
