@@ -20,25 +20,33 @@ shrinks to that many expansions. ``seed`` makes the search
 reproducible (the sampling uses its own random stream, never the process-wide one).
 With a trace, every node is listed: node, parent, action, score, depth.
 
+``algorithm`` picks treequest's ``ABMCTSA`` ("a", node aggregation with conjugate priors:
+``dist_type`` gaussian or beta, ``prior`` its parameters: m, kappa, nu, tau_square or a,
+b) or ``ABMCTSM`` ("m", mixed model, which needs ``treequest[abmcts-m]``: pymc, jax);
+both take ``reward_average_priors`` (one value, or one per worker) and
+``model_selection_strategy``.
+
 Params (``ABMCTSParams``): ``workers`` (aliases), ``verifier`` (required), ``max_calls``
 (16), ``max_cost_usd``, ``min_confidence``, ``batch_size`` (3), ``seed``, ``refine_prompt``
 (str.format with {score} and {feedback}), ``answer_max_tokens`` (1024, each answer's
-output limit).
+output limit), the search settings above.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field
-from treequest import ABMCTSA
+from pydantic import Field, model_validator
+from treequest import ABMCTSA, ABMCTSM
+from treequest.algos.ab_mcts_a.prob_state import BetaPrior, GaussianPrior, PriorConfig
 
-from tako.core.errors import QuotaExceeded, TakoError, UpstreamError
+from tako.core.errors import ConfigError, QuotaExceeded, TakoError, UpstreamError
 from tako.core.protocols import RunContext, Verifier
 from tako.core.tokens import estimate_prompt_tokens
 from tako.core.types import ChatRequest, Message
@@ -104,6 +112,42 @@ class ABMCTSParams(Params):
     seed: int | None = None
     refine_prompt: Annotated[str, prompt_template("score", "feedback")] = REFINE_PROMPT
     answer_max_tokens: int = Field(default=1024, ge=1)
+    algorithm: Literal["a", "m"] = "a"
+    dist_type: Literal["gaussian", "beta"] = "gaussian"
+    prior: dict[str, float] | None = None
+    reward_average_priors: float | dict[Alias, float] | None = None
+    model_selection_strategy: Literal["multiarm_bandit_thompson", "multiarm_bandit_ucb",
+                                      "stack"] = "multiarm_bandit_thompson"
+
+    @model_validator(mode="after")
+    def _prior_fits_the_distribution(self) -> ABMCTSParams:
+        if self.prior is not None:
+            allowed = GaussianPrior if self.dist_type == "gaussian" else BetaPrior
+            names = {f.name for f in dataclasses.fields(allowed)}
+            unknown = set(self.prior) - names
+            if unknown:
+                raise ValueError(f"prior: {sorted(unknown)} are not parameters of the "
+                                 f"{self.dist_type} prior ({', '.join(sorted(names))})")
+        return self
+
+
+def build_search(params: ABMCTSParams) -> Any:
+    """The treequest algorithm the params ask for; ConfigError when AB-MCTS-M's optional
+    dependencies are not installed."""
+    if params.algorithm == "a":
+        return ABMCTSA(dist_type=params.dist_type,
+                       reward_average_priors=params.reward_average_priors,
+                       prior_config=PriorConfig(dist_type=params.dist_type,
+                                                prior=params.prior),
+                       model_selection_strategy=params.model_selection_strategy)
+    try:
+        return ABMCTSM(reward_average_priors=params.reward_average_priors,
+                       model_selection_strategy=params.model_selection_strategy,
+                       max_process_workers=1)
+    except ImportError as missing:
+        raise ConfigError.at("algorithm", "AB-MCTS-M needs treequest's optional "
+                             "dependencies: pip install 'treequest[abmcts-m]' "
+                             f"({missing})") from None
 
 
 @register("abmcts", ABMCTSParams)
@@ -120,10 +164,12 @@ class ABMCTS(Orchestration):
         self.seed = params.seed
         self.refine_prompt = params.refine_prompt
         self.answer = CallSettings(max_tokens=params.answer_max_tokens)
+        self.params = params
+        build_search(params)  # a missing optional dependency is a config error at start
 
     async def run(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> Answer:
         verifier = build_verifier(self.verifier_spec, ctx)
-        algo: ABMCTSA[Candidate] = ABMCTSA()
+        algo = build_search(self.params)
         state = algo.init_tree()
         rng = PrivateRandom(self.seed)
         calls = 0

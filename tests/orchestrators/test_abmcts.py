@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from tako.core.errors import UpstreamError, UpstreamTransient
+from tako.core.errors import ConfigError, UpstreamError, UpstreamTransient
 from tako.core.types import ChatRequest, End, OrchEvent
+from tako.orchestrators.abmcts import ABMCTS, ABMCTSParams, build_search
 from tako.orchestrators.api import run
 from tests.fakes.provider import ScriptedProvider
 
@@ -160,3 +163,29 @@ async def test_failed_workers_raise_when_nothing_was_produced() -> None:
     with pytest.raises(UpstreamError, match="down"):
         await run(profile(workers=["bad"], max_calls=3), REQ, {"bad": bad, "judge": judge()})
     assert len(bad.requests) == 3
+
+
+async def test_priors_are_configurable() -> None:
+    good, weak = worker("good", 0.3, 0.1), worker("weak", 0.2, 0.02)
+    params = {"dist_type": "beta", "prior": {"a": 2.0, "b": 2.0},
+              "reward_average_priors": {"good": 0.8, "weak": 0.1}, "max_calls": 4}
+    response = await run(profile(**params), REQ,
+                         {"good": good, "weak": weak, "judge": judge()})
+    assert response.content and len(good.requests) + len(weak.requests) == 4
+    orchestrator = ABMCTS(ABMCTSParams.model_validate(
+        {"workers": ["good"], "verifier": JUDGE, "dist_type": "beta",
+         "prior": {"a": 2.0, "b": 2.0}}))
+    assert build_search(orchestrator.params).prior_config.get_params() == {"a": 2.0, "b": 2.0}
+    with pytest.raises(ValidationError, match="not parameters of the beta prior"):
+        ABMCTSParams.model_validate({"workers": ["good"], "verifier": JUDGE,
+                                     "dist_type": "beta", "prior": {"kappa": 1.0}})
+
+
+def test_abmcts_m_is_offered_when_treequests_optional_dependencies_are_installed() -> None:
+    params = ABMCTSParams.model_validate({"workers": ["good"], "verifier": JUDGE,
+                                          "algorithm": "m"})
+    if importlib.util.find_spec("pymc") is not None:
+        assert type(build_search(params)).__name__ == "ABMCTSM"
+        return
+    with pytest.raises(ConfigError, match=r"treequest\[abmcts-m\]"):
+        ABMCTS(params)
