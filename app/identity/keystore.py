@@ -5,8 +5,9 @@ returned once, when it is minted or rotated; afterwards tako only knows its dige
 lookup is by digest, so a guessed key is never compared character by character against a
 stored secret.
 
-Redis layout (``prefix`` defaults to ``tako:keys``; on Redis Cluster give a prefix with a hash
-tag such as ``tako:{keys}`` so the multi-key updates stay in one slot):
+Redis layout (``prefix`` defaults to ``tako:keys``; on Redis Cluster, a ``redis+cluster://``
+URL, a prefix without a hash tag becomes ``{tako:keys}`` so the multi-key updates stay in one
+slot):
 
 - ``<prefix>:<sha256>``      JSON ``KeyRecord`` (the hot-path lookup)
 - ``<prefix>:id:<key_id>``   the digest of the key's current secret
@@ -39,6 +40,7 @@ from redis.exceptions import RedisError, WatchError
 
 from tako.core.errors import AuthenticationFailed, NotFound, Unavailable
 from tako.core.types import Principal
+from tako.runtime.redis_cluster import cluster_client, is_cluster_url
 from tako.runtime.settings import BudgetLimit, RateLimit
 
 log = logging.getLogger("tako.identity.keys")
@@ -246,8 +248,30 @@ class RedisKeyStore:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "tako:keys") -> RedisKeyStore:
+        """A ``redis+cluster://`` URL gives a Redis Cluster client, and a prefix without a
+        hash tag is made one (``{tako:keys}``) so each update stays in one slot."""
+        if is_cluster_url(url):
+            tagged = prefix if "{" in prefix else f"{{{prefix}}}"
+            return cls(cluster_client(url, 2.0, 64), prefix=tagged)
         return cls(aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0),
                    prefix=prefix)
+
+    async def subscription(self) -> Any:
+        """A pub/sub connection; a cluster client learns the slot map first."""
+        initialize = getattr(self.client, "initialize", None)
+        if initialize is not None:
+            await initialize()
+        return self.client.pubsub()
+
+    async def _announce(self, digest: str) -> None:
+        """Tell every replica to drop its cached copy of ``digest``, after the change is
+        stored (Redis Cluster refuses PUBLISH inside a transaction). A lost notice only
+        leaves caches to expire by age, within a second."""
+        try:
+            await self.client.publish(self.channel, digest)
+        except RedisError as exc:
+            log.warning("could not announce an API key change (%s); replicas' caches "
+                        "expire it within a second", type(exc).__name__)
 
     def _record_key(self, digest: str) -> str:
         return f"{self.prefix}:{digest}"
@@ -268,8 +292,8 @@ class RedisKeyStore:
                 pipe.set(self._id_key(record.key_id), digest)
                 pipe.sadd(self._tenant_key(record.tenant_id), record.key_id)
                 pipe.sadd(f"{self.prefix}:tenants", record.tenant_id)
-                pipe.publish(self.channel, digest)
                 await pipe.execute()
+        await self._announce(digest)
         return MintedKey(key=key, record=record)
 
     async def rotate(self, key_id: str) -> MintedKey:
@@ -297,8 +321,8 @@ class RedisKeyStore:
                         pipe.set(self._record_key(old_digest), revoked.model_dump_json())
                         pipe.set(self._record_key(digest), record.model_dump_json())
                         pipe.set(self._id_key(key_id), digest)
-                        pipe.publish(self.channel, old_digest)
                         await pipe.execute()
+                        await self._announce(old_digest)
                         return MintedKey(key=key, record=record)
                     except WatchError:
                         continue
@@ -322,8 +346,8 @@ class RedisKeyStore:
                                                                "revoked_at": _now()})
                         pipe.multi()  # type: ignore[no-untyped-call]
                         pipe.set(self._record_key(digest), record.model_dump_json())
-                        pipe.publish(self.channel, digest)
                         await pipe.execute()
+                        await self._announce(digest)
                         return record
                     except WatchError:
                         continue
@@ -477,8 +501,9 @@ class RedisKeyResolver:
     async def _listen(self) -> None:
         backoff = 0.1
         while True:
-            pubsub = self.store.client.pubsub()
+            pubsub: Any = None
             try:
+                pubsub = await self.store.subscription()
                 await pubsub.subscribe(self.store.channel)
                 while True:
                     message = await pubsub.get_message(timeout=5.0)
@@ -499,8 +524,9 @@ class RedisKeyResolver:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
 
     async def aclose(self) -> None:
         if self._listener is not None:

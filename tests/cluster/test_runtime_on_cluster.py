@@ -3,7 +3,7 @@ spend reads, rate limits and breakers, for tenants whose keys live on different 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -12,16 +12,10 @@ from tako.core.types import Principal
 from tako.runtime import Runtime
 from tako.runtime import keys as runtime_keys
 from tests.fakes.provider import Reply, ScriptedProvider, request
-from tests.support.redis_cluster import RedisClusterProcess, redis_cluster
+from tests.support.redis_cluster import RedisClusterProcess
 from tests.support.runtimes import fresh_key_prefix, started_runtime
 
 TENANTS = [f"tenant-{i}" for i in range(12)]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisClusterProcess]:
-    with redis_cluster() as running:
-        yield running
 
 
 @pytest.fixture
