@@ -18,12 +18,16 @@ tako speaks OpenAI to its clients; this adapter translates both ways:
   option ``json_schema_mode: prompt`` a JSON schema is also asked for by instruction, for
   models without structured-output support;
 - Anthropic request fields a client sends as extras (``top_k``, ``thinking``,
-  ``metadata``, ``service_tier``) are passed through.
+  ``metadata``, ``service_tier``) are passed through, and so are the Anthropic-only
+  fields a message carries: ``cache_control`` on text parts (system text included, which
+  is then sent as blocks) and on tools, an assistant message's earlier ``thinking_blocks``
+  (sent first in its turn, unchanged) and a tool message's ``is_error``.
 
 Responses: text blocks are joined, ``tool_use`` ids are kept as tool call ids, stop reasons
-map to OpenAI finish reasons, and usage counts cache reads and cache writes as prompt
-tokens (OpenAI's convention), cache reads as cached tokens. Cache writes are priced at
-the plain input rate.
+map to OpenAI finish reasons, thinking blocks of a non-streamed answer are kept as the
+extension field ``thinking_blocks`` (a streamed answer leaves them out), and usage counts
+cache reads and cache writes as prompt tokens (OpenAI's convention), cache reads as cached
+tokens. Cache writes are priced at the plain input rate.
 
 Options (``AnthropicOptions``):
 - ``default_max_tokens`` (int, 4096): Anthropic requires ``max_tokens``; used when the
@@ -71,6 +75,7 @@ ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 PASSTHROUGH_EXTRAS = ("top_k", "thinking", "metadata", "service_tier")
+KEPT_FIELDS = ("cache_control",)  # on text parts, system parts and tools
 JSON_OBJECT_INSTRUCTION = (
     "Respond with a single valid JSON object only: no prose, no code fences."
 )
@@ -133,7 +138,7 @@ def content_blocks(content: str | list[ContentPart] | None) -> list[dict[str, An
     for part in content:
         if part.type == "text":
             if part.text:
-                blocks.append({"type": "text", "text": part.text})
+                blocks.append(_kept({"type": "text", "text": part.text}, part))
         elif part.type == "image_url" and part.image_url is not None:
             blocks.append(image_block(part.image_url.url))
         elif part.type == "input_audio":
@@ -142,6 +147,16 @@ def content_blocks(content: str | list[ContentPart] | None) -> list[dict[str, An
             # Anthropic-native blocks (document, ...) sent by a client that knows them.
             blocks.append(part.model_dump(exclude_none=True))
     return blocks
+
+
+def _kept(block: dict[str, Any], source: Any) -> dict[str, Any]:
+    """``block`` with the Anthropic-only fields (``cache_control``) ``source`` carries as
+    extras, passed through unchanged."""
+    extra = source.model_extra or {}
+    for name in KEPT_FIELDS:
+        if name in extra:
+            block[name] = extra[name]
+    return block
 
 
 def tool_use_block(call: ToolCall) -> dict[str, Any]:
@@ -161,7 +176,9 @@ def tool_use_block(call: ToolCall) -> dict[str, Any]:
 def turn_for(message: Message) -> tuple[str, list[dict[str, Any]]]:
     """One OpenAI message as an Anthropic (role, content blocks) pair."""
     if message.role == "assistant":
-        blocks = content_blocks(message.content)
+        # earlier thinking blocks (signed) go back first, unchanged
+        blocks = list((message.model_extra or {}).get("thinking_blocks") or ())
+        blocks += content_blocks(message.content)
         blocks.extend(tool_use_block(c) for c in message.tool_calls or ())
         return "assistant", blocks
     if message.role == "tool":
@@ -171,6 +188,8 @@ def turn_for(message: Message) -> tuple[str, list[dict[str, Any]]]:
         inner = content_blocks(message.content)
         if inner:
             result["content"] = inner
+        if (message.model_extra or {}).get("is_error"):
+            result["is_error"] = True
         return "user", [result]
     if message.role == "function":
         return "user", [{"type": "text", "text": f"{message.name or 'function'}: "
@@ -238,7 +257,11 @@ def request_body(req: ChatRequest, model: str, options: dict[str, Any], *,
     }
     instructions = [system] if system else []
     instructions += _response_format(req, options, body)
-    if instructions:
+    cached = cached_system(req.messages)
+    if cached:
+        body["system"] = [*cached, *({"type": "text", "text": text}
+                                     for text in instructions[1:])]
+    elif instructions:
         body["system"] = "\n\n".join(instructions)
     if req.temperature is not None:
         body["temperature"] = min(req.temperature, 1.0)
@@ -260,6 +283,19 @@ def request_body(req: ChatRequest, model: str, options: dict[str, Any], *,
     if stream:
         body["stream"] = True
     return body
+
+
+def cached_system(messages: list[Message]) -> list[dict[str, Any]]:
+    """The system text as blocks when a part of it carries ``cache_control`` (a client
+    marking a cache breakpoint), else nothing (it goes as one string)."""
+    parts = [p for m in messages if m.role in ("system", "developer")
+             and isinstance(m.content, list) for p in m.content]
+    if not any("cache_control" in (p.model_extra or {}) for p in parts):
+        return []
+    return content_blocks(
+        [p for m in messages if m.role in ("system", "developer")
+         for p in (m.content if isinstance(m.content, list)
+                   else [ContentPart(type="text", text=m.content or "")])])
 
 
 def _response_format(req: ChatRequest, options: dict[str, Any],
@@ -288,6 +324,9 @@ def tool_def(function: dict[str, Any]) -> dict[str, Any]:
         tool["description"] = function["description"]
     if function.get("strict"):
         tool["strict"] = True
+    for name in KEPT_FIELDS:
+        if name in function:
+            tool[name] = function[name]
     return tool
 
 
@@ -326,6 +365,7 @@ def parse_message(body: dict[str, Any], provider: HttpProvider) -> ChatResponse:
         for b in blocks
         if b.get("type") == "tool_use"
     ]
+    thinking = [b for b in blocks if b.get("type") in ("thinking", "redacted_thinking")]
     return ChatResponse(
         id=body.get("id") or new_id(),
         model=body.get("model") or provider.model,
@@ -335,6 +375,7 @@ def parse_message(body: dict[str, Any], provider: HttpProvider) -> ChatResponse:
         finish_reason=finish_reason(body.get("stop_reason")),
         usage=usage_from(body.get("usage"), provider),
         provider_id=provider.id,
+        extra={"thinking_blocks": thinking} if thinking else {},
     )
 
 
