@@ -5,7 +5,8 @@ Roles: Thinker (analyses, plans, decomposes), Worker (writes the answer), Verifi
 the latest Worker answer and replies ``ACCEPT`` or ``REVISE: <diagnosis>``). Every turn
 sees the client's conversation plus the transcript of all earlier turns. The run stops
 when a Verifier accepts a Worker answer or after ``max_turns``; the answer is the last
-Worker output (if no Worker ever ran, the last turn's text).
+Worker output (if no Worker ever ran, the last turn's text). A Worker turn that is the
+run's last turn is the answer for certain, so it streams to the client as it is written.
 
 Params (``TrinityParams``): ``roles`` {thinker, worker, verifier: alias or list of aliases
 (rotated)}; ``router``: "rule" (default) or {"kind": "llm", "deployment": alias};
@@ -21,7 +22,7 @@ from pydantic import Field, PlainValidator, ValidationInfo, model_validator
 from tako.core.protocols import RunContext
 from tako.core.types import ChatRequest, Message
 from tako.orchestrators.calls import WORKER as WORKER_CALL
-from tako.orchestrators.calls import Reply, ask, control, system, user
+from tako.orchestrators.calls import Reply, ask, ask_streaming, control, system, user
 from tako.orchestrators.flow import Answer, Orchestration, Sink, record
 from tako.orchestrators.params import Alias, AliasPool, Params, validate_under
 from tako.orchestrators.registry import register
@@ -115,11 +116,14 @@ class Trinity(Orchestration):
         state = TrinityState(request=req, roles=self.roles)
         router = self._router(ctx)
         answer: Reply | None = None
+        streamed = False
         for turn_index in range(self.max_turns):
             llm, role = await router.pick(state)
             await sink.event("step_start", step=turn_index, role=role, llm=llm)
-            reply = await ask(ctx, llm, req, self._messages(req, state, role),
-                              ROLE_SETTINGS[role])
+            # a Worker on the last turn writes the answer for certain: it streams
+            streamed = role == WORKER and turn_index == self.max_turns - 1
+            reply = await self._speak(ctx, req, state, llm, role,
+                                      sink if streamed else None)
             turn = Turn(llm, role, reply.text)
             if role == WORKER:
                 answer = reply
@@ -134,7 +138,16 @@ class Trinity(Orchestration):
             record(ctx, type="router_fallbacks", count=router.fallbacks)
         if answer is None:
             answer = reply
-        return Answer(answer.text, deployment=answer.deployment)
+        return Answer(answer.text, streamed=streamed, deployment=answer.deployment)
+
+    async def _speak(self, ctx: RunContext, req: ChatRequest, state: TrinityState, llm: str,
+                     role: str, answer_sink: Sink | None) -> Reply:
+        """One turn's call; with ``answer_sink`` its text streams to the client as the
+        answer."""
+        messages = self._messages(req, state, role)
+        if answer_sink is not None:
+            return await ask_streaming(ctx, llm, req, messages, answer_sink)
+        return await ask(ctx, llm, req, messages, ROLE_SETTINGS[role])
 
     @staticmethod
     async def _judge(turn: Turn, turn_index: int, sink: Sink) -> None:

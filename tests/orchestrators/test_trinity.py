@@ -177,3 +177,12 @@ async def test_role_prompts_reach_a_model_that_drops_system_messages() -> None:
     assert verifier_call.response_format is not None
     assert verifier_call.response_format["json_schema"]["schema"]["required"] == [
         "verdict", "diagnosis"]
+
+
+async def test_a_worker_on_the_last_turn_streams_as_it_writes() -> None:
+    m = team(["VERDICT: REVISE: still wrong"], ["a1", "the final answer"])
+    items = [i async for i in await run(profile(max_turns=4), REQ, {"m": m}, stream=True)]
+    deltas = [i.content for i in items if isinstance(i, Delta)]
+    assert deltas == ["the", " final", " answer"]  # the upstream's chunks, not a replay
+    assert m.requests[-1].stream
+    assert not any(r.stream for r in m.requests[:-1])
