@@ -13,7 +13,9 @@ When the inner orchestrator is ``single``, the model is also offered a server-si
 sub-question. Self-calls nest at most ``max_self_call_depth`` levels (1), at most
 ``max_self_calls`` (3) happen per request, and none starts once the run has spent
 ``max_self_call_cost_usd`` (when set); every call still passes ``ctx.provider`` and so
-the per-call budget check. Set ``self_call: false`` to not offer the tool.
+the per-call budget check. Set ``self_call: false`` to not offer the tool. With
+``verify_self_calls: true`` each sub-answer is scored by the verifier too; one below
+``threshold`` (or unreadable) reaches the model with its score and the feedback.
 
 Params (``SelfCallerParams``): ``inner`` (required), ``verifier`` (required),
 ``threshold`` (0.7), ``max_depth`` (2), ``revision_prompt`` (str.format with {score},
@@ -23,11 +25,12 @@ Params (``SelfCallerParams``): ``inner`` (required), ``verifier`` (required),
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import Field
 
-from tako.core.protocols import Orchestrator, RunContext, Tool, ToolLookup
+from tako.core.protocols import Orchestrator, RunContext, Tool, ToolLookup, Verifier
 from tako.core.types import ChatRequest, ChatResponse, FunctionDef, ToolSpec
 from tako.orchestrators.assembly import with_messages
 from tako.orchestrators.calls import assistant, user
@@ -77,13 +80,15 @@ class SelfCallTool:
     ))
 
     def __init__(self, inner: Orchestrator, req: ChatRequest, base_depth: int,
-                 max_calls: int, max_depth: int, max_cost_usd: float | None) -> None:
+                 max_calls: int, max_depth: int, max_cost_usd: float | None,
+                 check: SubAnswerCheck | None = None) -> None:
         self.inner = inner
         self.req = req
         self.base_depth = base_depth
         self.max_calls = max_calls
         self.max_depth = max_depth
         self.max_cost_usd = max_cost_usd
+        self.check = check
 
     async def invoke(self, arguments: dict[str, Any], ctx: RunContext) -> str:
         question = arguments.get("question")
@@ -104,9 +109,29 @@ class SelfCallTool:
         sub_req = with_messages(self.req, [user(question)], tools=None, tool_choice=None,
                                 stream=False, response_format=None)
         response = await self.inner.complete(sub_ctx, sub_req)
-        record(ctx, type="self_call", depth=level + 1, question=question,
-               answer=response.content)
-        return response.content or ""
+        answer = response.content or ""
+        if self.check is None:
+            record(ctx, type="self_call", depth=level + 1, question=question, answer=answer)
+            return answer
+        score = await self.check.verifier.score(sub_req, answer)
+        shown = score.value if score.judged else None
+        record(ctx, type="self_call", depth=level + 1, question=question, answer=answer,
+               score=shown, feedback=score.feedback)
+        if score.judged and score.value >= self.check.threshold:
+            return answer
+        return (f"{answer}\n\n[a reviewer scored this sub-answer "
+                f"{'no score' if shown is None else f'{shown:.2f}'} (it needs "
+                f"{self.check.threshold:.2f}): {score.feedback or 'no feedback'}; do not "
+                "rely on it unchecked]")
+
+
+@dataclass(frozen=True, slots=True)
+class SubAnswerCheck:
+    """Self-call answers scored by the run's verifier; one below ``threshold`` reaches the
+    model with its score and the feedback."""
+
+    verifier: Verifier
+    threshold: float
 
 
 class SelfCallerParams(Params):
@@ -118,6 +143,7 @@ class SelfCallerParams(Params):
     max_self_calls: int = Field(default=3, ge=0)
     max_self_call_depth: int = Field(default=1, ge=0)
     max_self_call_cost_usd: float | None = None
+    verify_self_calls: bool = False
     revision_prompt: Annotated[str, prompt_template("score", "threshold", "feedback")] = (
         REVISION_PROMPT)
 
@@ -140,14 +166,17 @@ class SelfCaller(Orchestration):
         self.max_self_calls = params.max_self_calls
         self.max_self_call_depth = params.max_self_call_depth
         self.max_self_call_cost_usd = params.max_self_call_cost_usd
+        self.verify_self_calls = params.verify_self_calls
         self.revision_prompt = params.revision_prompt
 
     async def run(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> Answer:
         verifier = build_verifier(self.verifier_spec, ctx)
         run_ctx = ctx
         if self.offers_self_call:
+            check = (SubAnswerCheck(verifier, self.threshold) if self.verify_self_calls
+                     else None)
             tool = SelfCallTool(self.inner, req, ctx.depth, self.max_self_calls,
-                                self.max_self_call_depth, self.max_self_call_cost_usd)
+                                self.max_self_call_depth, self.max_self_call_cost_usd, check)
             run_ctx = dataclasses.replace(ctx, tools=WithTool(ctx.tools, tool))
         messages = list(req.messages)
         best: tuple[float, str, str | None] | None = None

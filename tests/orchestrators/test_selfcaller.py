@@ -112,3 +112,25 @@ async def test_stream_forwards_inner_tool_events() -> None:
     assert kinds.count("tool_call_start") == 1 and kinds.count("tool_result") == 1
     assert kinds[-2:] == ["recursion", "final"]
     assert isinstance(items[-1], End) and items[-1].usage.cost_usd == pytest.approx(0.004)
+
+
+async def test_self_call_answers_can_be_verified() -> None:
+    def reply(req: ChatRequest) -> str:
+        last = req.messages[-1]
+        if last.role == "tool":
+            return f"final using: {last.text()} 42"
+        if last.text().startswith("sub:"):
+            return "the sub-answer is 41"
+        return "@call self_call " + json.dumps({"question": "sub: what is 6 * 7?"})
+
+    m = ScriptedProvider("m", default=reply)
+    trace: list[dict[str, object]] = []
+    response = await run(profile({"kind": "rules", "must": [r"\b42\b"]},
+                                 verify_self_calls=True, threshold=1.0), REQ, {"m": m},
+                         trace=trace)
+    (self_call,) = [t for t in trace if t["type"] == "self_call"]
+    assert self_call["score"] == 0.0 and "missing required pattern" in self_call["feedback"]
+    tool_result = m.requests[-1].messages[-1].text()
+    assert tool_result.startswith("the sub-answer is 41")
+    assert "a reviewer scored this sub-answer 0.00 (it needs 1.00)" in tool_result
+    assert (response.content or "").endswith("42")
