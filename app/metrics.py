@@ -24,8 +24,9 @@ from starlette.responses import Response
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
-REQUESTS = Counter("tako_requests", "Chat requests by model, status and target kind",
-                   ["model", "status", "kind"])
+REQUESTS = Counter("tako_requests",
+                   "Requests by model, status, target kind and api (the ingress: chat, "
+                   "responses, messages, embeddings)", ["model", "status", "kind", "api"])
 DURATION = Histogram("tako_request_duration_seconds", "Chat request duration",
                      ["kind"], buckets=LATENCY_BUCKETS)
 OVERHEAD = Histogram("tako_gateway_overhead_seconds",

@@ -63,8 +63,8 @@ def configure_access_log(enabled: bool) -> None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _requests(model: str, status: int, kind: str) -> Any:
-    return metrics.REQUESTS.labels(model, str(status), kind)
+def _requests(model: str, status: int, kind: str, api: str) -> Any:
+    return metrics.REQUESTS.labels(model, str(status), kind, api)
 
 
 @functools.lru_cache(maxsize=256)
@@ -117,7 +117,7 @@ class RequestRecord:
             self.upstream_s = self.admission.upstream_seconds
         duration = time.perf_counter() - self.started
         overhead = max(0.0, duration - self.upstream_s)
-        _requests(self.model, self.status, self.kind).inc()
+        _requests(self.model, self.status, self.kind, self.api).inc()
         _duration(self.kind).observe(duration)
         input_tokens, output_tokens, cost, ttft = _per_model(self.model)
         if self.status < 400:

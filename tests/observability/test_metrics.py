@@ -150,10 +150,10 @@ def test_every_scrape_shows_the_traffic_of_both_workers(
 def test_requests_by_status(scrapes: list[Samples], traffic: dict[str, int]) -> None:
     s = scrapes[-1]
     assert value(s, "tako_requests_total", model="echo", status="200",
-                 kind="deployment") == traffic["successes"] + STREAMS
+                 kind="deployment", api="chat") == traffic["successes"] + STREAMS
     assert total(s, "tako_requests_total", status="404") == UNKNOWN_MODEL
     assert value(s, "tako_requests_total", model="echo", status="429",
-                 kind="deployment") == OVER_BUDGET
+                 kind="deployment", api="chat") == OVER_BUDGET
 
 
 def test_histograms_count_what_they_measure(scrapes: list[Samples],
