@@ -34,6 +34,7 @@ from tako.app.ingress.messages import (
     count_tokens_endpoint,
     messages_endpoint,
 )
+from tako.app.ingress.responses import responses_routes
 from tako.app.metrics import metrics_endpoint
 from tako.app.observe import configure_access_log
 from tako.app.pipeline import ingress_endpoint
@@ -100,6 +101,8 @@ def create_fastapi_app(services: Services, chat: object) -> FastAPI:
     app.add_route(CHAT_PATH, chat, methods=["POST"])  # type: ignore[arg-type]
     app.add_route(MESSAGES_PATH, messages_endpoint(services), methods=["POST"])
     app.add_route(COUNT_TOKENS_PATH, count_tokens_endpoint(services), methods=["POST"])
+    for path, endpoint, methods in responses_routes(services):
+        app.add_route(path, endpoint, methods=methods)
     app.add_route("/v1/models", list_models, methods=["GET"])
     app.add_route("/v1/models/{model_id:path}", get_model, methods=["GET"])
     app.add_route("/healthz", healthz, methods=["GET"])

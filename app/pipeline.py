@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -120,6 +121,8 @@ async def _run(ingress: Ingress, request: Request, call: Call, parsed: Parsed,
     gw = services.gateway
     record = call.record
     principal: Principal = request.scope[PRINCIPAL]
+    if parsed.prepare is not None:
+        await parsed.prepare(principal)
     req, options = parsed.request, parsed.options
     target = gw.target(req.model)
     if not principal.may_use(req.model):
@@ -149,8 +152,10 @@ async def _run(ingress: Ingress, request: Request, call: Call, parsed: Parsed,
         await gate.after_chat(principal, req.model, response)
         _finish_headers(headers, ctx, admission, record)
         headers["x-tako-cost-usd"] = f"{call.usage.cost_usd:.9f}"  # what the run spent
-        return Response(ingress.render(parsed, response, ctx), media_type="application/json",
-                        headers=headers)
+        rendered = ingress.render(parsed, response, ctx)
+        if parsed.finish is not None:
+            await parsed.finish(principal)
+        return Response(rendered, media_type="application/json", headers=headers)
     items = call.items = target.orchestrator.stream(ctx, req)
     try:
         with use_span(span):
@@ -163,6 +168,8 @@ async def _run(ingress: Ingress, request: Request, call: Call, parsed: Parsed,
     _finish_headers(headers, ctx, admission, record)
     stream = FrameWriter(ingress.frames(parsed), events, call,
                          gate.stream_filter(principal, req.model))
+    if parsed.finish is not None:
+        stream.finish = partial(parsed.finish, principal)
     return CallStream(call, sse_frames(first, items, stream), headers=headers, sep="\n",
                       ping=15, client_close_handler_callable=stream.client_left)
 
@@ -188,6 +195,7 @@ class FrameWriter:
     failed: bool = False
     broken: bool = False  # the run itself raised: nothing more will come
     client_gone: bool = False
+    finish: Callable[[], Awaitable[None]] | None = None  # the ingress's, before the end frame
 
     async def client_left(self, _message: Any) -> None:
         """The server saw the client disconnect. Writes to a closed connection return at
@@ -216,7 +224,10 @@ class FrameWriter:
             except PolicyDenied as exc:
                 yield self.error_frame(exc)
         if not self.failed:
-            yield self.renderer.end(end)
+            frame = self.renderer.end(end)
+            if self.finish is not None:
+                await self.finish()
+            yield frame
 
     def frame_of(self, item: StreamItem) -> bytes | None:
         if isinstance(item, Delta):
