@@ -6,10 +6,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tako.core.errors import TakoError
+import orjson
+
+from tako.core.errors import InternalError, TakoError
 from tako.core.protocols import LlmProvider, RunContext
 from tako.core.specs import DeploymentSpec
-from tako.core.types import ChatRequest, ChunkError, Delta, End, Message, StreamOptions
+from tako.core.types import (
+    ChatRequest,
+    ChunkError,
+    Delta,
+    End,
+    Message,
+    StreamOptions,
+    ToolCall,
+    ToolSpec,
+)
 from tako.orchestrators.assembly import with_messages
 from tako.orchestrators.flow import Sink
 
@@ -117,14 +128,58 @@ def deployment_of(provider: LlmProvider) -> str:
     return answered or provider.id
 
 
+WORKER_TOOLS = "orchestrators.worker_tools"
+"""``ctx.state`` key: the server-side tools (names) offered to the worker calls of a run,
+never to its control messages; their calls run here, at most ``MAX_TOOL_STEPS`` model
+calls per ask."""
+
+MAX_TOOL_STEPS = 8
+
+
+async def run_tool_calls(ctx: RunContext, calls: list[ToolCall]) -> list[Message]:
+    """The server-side tool calls run, each answered by a tool message (an error text for
+    bad arguments or an unknown tool)."""
+    results = []
+    for call in calls:
+        tool = ctx.tools.get(call.function.name)
+        try:
+            if tool is None:
+                raise ValueError("no such server-side tool")
+            args: Any = orjson.loads(call.function.arguments or "{}")
+            if not isinstance(args, dict):
+                raise ValueError("arguments must be a JSON object")
+            output = await tool.invoke(args, ctx)
+        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+            output = f"error: bad arguments for {call.function.name}: {exc}"
+        results.append(Message(role="tool", tool_call_id=call.id, content=output))
+    return results
+
+
+def _worker_tools(ctx: RunContext, settings: CallSettings) -> list[ToolSpec]:
+    names: list[str] = ctx.state.get(WORKER_TOOLS) or []
+    if settings.schema is not None or not names:
+        return []
+    return ctx.tools.specs(names)
+
+
 async def ask(ctx: RunContext, alias: str, req: ChatRequest, messages: list[Message],
               settings: CallSettings = WORKER) -> Reply:
-    """One non-streaming call."""
+    """One non-streaming call; with worker tools offered, the loop of calls that runs
+    them."""
     provider = ctx.provider(alias)
-    response = await provider.chat(upstream_request(req, alias, messages,
-                                                    settings=settings, provider=provider))
-    ctx.usage.add(response.usage)
-    return Reply(response.content or "", deployment_of(provider))
+    sent = upstream_request(req, alias, messages, settings=settings, provider=provider)
+    tools = _worker_tools(ctx, settings)
+    if tools:
+        sent = sent.model_copy(update={"tools": tools})
+    for _ in range(MAX_TOOL_STEPS):
+        response = await provider.chat(sent)
+        ctx.usage.add(response.usage)
+        if not tools or not response.tool_calls:
+            return Reply(response.content or "", deployment_of(provider))
+        results = await run_tool_calls(ctx, response.tool_calls)
+        sent = with_messages(sent, [*sent.messages, response.message(), *results])
+    raise InternalError(f"{alias}'s tool loop did not finish within {MAX_TOOL_STEPS} calls",
+                        code="max_steps_exceeded")
 
 
 async def ask_streaming(ctx: RunContext, alias: str, req: ChatRequest,

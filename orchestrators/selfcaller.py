@@ -8,9 +8,10 @@ the verifier's feedback go back to the inner orchestrator with a revision prompt
 ``max_depth`` revisions; the best-scoring answer is returned (the latest on ties). An
 answer that calls client-side tools goes back to the client unscored.
 
-When the inner orchestrator is ``single``, the model is also offered a server-side
-``self_call`` tool: it asks a fresh run of the inner orchestrator a self-contained
-sub-question. Self-calls nest at most ``max_self_call_depth`` levels (1), at most
+The models of the inner orchestrator are also offered a server-side ``self_call`` tool
+(``single``'s model among its tools; any other kind's worker calls, never its control
+messages): it asks a fresh run of the inner orchestrator a self-contained sub-question.
+Self-calls nest at most ``max_self_call_depth`` levels (1), at most
 ``max_self_calls`` (3) happen per request, and none starts once the run has spent
 ``max_self_call_cost_usd`` (when set); every call still passes ``ctx.provider`` and so
 the per-call budget check. Set ``self_call: false`` to not offer the tool. With
@@ -33,7 +34,7 @@ from pydantic import Field
 from tako.core.protocols import Orchestrator, RunContext, Tool, ToolLookup, Verifier
 from tako.core.types import ChatRequest, ChatResponse, FunctionDef, ToolSpec
 from tako.orchestrators.assembly import with_messages
-from tako.orchestrators.calls import assistant, user
+from tako.orchestrators.calls import WORKER_TOOLS, assistant, user
 from tako.orchestrators.flow import Answer, Orchestration, Sink, record
 from tako.orchestrators.params import Params, prompt_template
 from tako.orchestrators.registry import NestedProfile, Profile, register
@@ -154,9 +155,8 @@ class SelfCaller(Orchestration):
 
     def __init__(self, params: SelfCallerParams) -> None:
         inner = params.inner
-        self.offers_self_call = False
+        self.offers_self_call = params.self_call
         if params.self_call and isinstance(inner.params, SingleParams):
-            self.offers_self_call = True
             tools = [*inner.params.tools, SELF_CALL]
             inner = Profile(inner.kind, inner.params.model_copy(update={"tools": tools}))
         self.inner = inner.build()
@@ -177,7 +177,9 @@ class SelfCaller(Orchestration):
                      else None)
             tool = SelfCallTool(self.inner, req, ctx.depth, self.max_self_calls,
                                 self.max_self_call_depth, self.max_self_call_cost_usd, check)
-            run_ctx = dataclasses.replace(ctx, tools=WithTool(ctx.tools, tool))
+            # single offers it through its tools; every other kind to its worker calls
+            run_ctx = dataclasses.replace(ctx, tools=WithTool(ctx.tools, tool),
+                                          state={**ctx.state, WORKER_TOOLS: [SELF_CALL]})
         messages = list(req.messages)
         best: tuple[float, str, str | None] | None = None
         for depth in range(self.max_depth + 1):

@@ -9,9 +9,7 @@ server-side tools the provider's answer (or stream) passes straight through.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
-import orjson
 from pydantic import Field
 
 from tako.core.errors import InternalError, InvalidRequest, TakoError
@@ -27,7 +25,7 @@ from tako.core.types import (
     ToolCall,
 )
 from tako.orchestrators.assembly import ToolCallBuffer, with_messages
-from tako.orchestrators.calls import deployment_of
+from tako.orchestrators.calls import deployment_of, run_tool_calls
 from tako.orchestrators.flow import Answer, Sink
 from tako.orchestrators.params import Alias, Params, ToolName
 from tako.orchestrators.registry import register
@@ -60,21 +58,6 @@ class Single:
         specs = list(req.tools or ()) + ctx.tools.specs(sorted(server))
         return req.model_copy(update={"tools": specs}), server
 
-    async def _run_tools(self, ctx: RunContext, calls: list[ToolCall]) -> list[Message]:
-        results = []
-        for call in calls:
-            tool = ctx.tools.get(call.function.name)
-            assert tool is not None
-            try:
-                args: Any = orjson.loads(call.function.arguments or "{}")
-                if not isinstance(args, dict):
-                    raise ValueError("arguments must be a JSON object")
-                output = await tool.invoke(args, ctx)
-            except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
-                output = f"error: bad arguments for {call.function.name}: {exc}"
-            results.append(Message(role="tool", tool_call_id=call.id, content=output))
-        return results
-
     async def complete(self, ctx: RunContext, req: ChatRequest) -> ChatResponse:
         return await self._complete(ctx, req, Sink.silent())
 
@@ -102,7 +85,7 @@ class Single:
             messages.append(response.message())
             for call in calls:
                 await sink.event("tool_call_start", name=call.function.name, id=call.id)
-            results = await self._run_tools(ctx, calls)
+            results = await run_tool_calls(ctx, calls)
             for call, result in zip(calls, results, strict=True):
                 await sink.event("tool_result", name=call.function.name, id=call.id,
                                  output=result.text()[:2000])
@@ -148,7 +131,7 @@ class Single:
         if ctx.emit_events:
             for call in calls:
                 yield OrchEvent("tool_call_start", {"name": call.function.name, "id": call.id})
-        results = await self._run_tools(ctx, calls)
+        results = await run_tool_calls(ctx, calls)
         if ctx.emit_events:
             for call, result in zip(calls, results, strict=True):
                 yield OrchEvent("tool_result", {"name": call.function.name, "id": call.id,

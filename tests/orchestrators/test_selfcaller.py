@@ -134,3 +134,30 @@ async def test_self_call_answers_can_be_verified() -> None:
     assert tool_result.startswith("the sub-answer is 41")
     assert "a reviewer scored this sub-answer 0.00 (it needs 1.00)" in tool_result
     assert (response.content or "").endswith("42")
+
+
+async def test_self_call_works_over_any_inner_kind() -> None:
+    def coordinate(req: ChatRequest) -> str:
+        return json.dumps([{"worker": "w", "subtask": f"solve: {req.messages[-1].text()}"}])
+
+    def work(req: ChatRequest) -> str:
+        last = req.messages[-1]
+        if last.role == "tool":
+            return f"combined: {last.text()}"
+        if "sub:" in last.text():
+            return "the sub-answer is 42"
+        return "@call self_call " + json.dumps({"question": "sub: what is 6 * 7?"})
+
+    boss, w = ScriptedProvider("boss", default=coordinate), ScriptedProvider("w", default=work)
+    trace: list[dict[str, object]] = []
+    params = {"inner": {"kind": "conductor", "params": {"coordinator": "boss",
+                                                       "workers": ["w"]}},
+              "verifier": {"kind": "rules", "must": ["42"]}, "threshold": 1.0}
+    response = await run({"kind": "selfcaller", "params": params}, REQ,
+                         {"boss": boss, "w": w}, trace=trace)
+    assert response.content == "combined: the sub-answer is 42"
+    assert [t["question"] for t in trace if t["type"] == "self_call"] == [
+        "sub: what is 6 * 7?"]
+    assert len(boss.requests) == 2  # the run's plan, and the fresh run's plan
+    assert all(not r.tools for r in boss.requests)  # control messages get no tools
+    assert [t.function.name for t in w.requests[0].tools or []] == ["self_call"]
