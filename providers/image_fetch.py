@@ -31,16 +31,27 @@ entry never does, so pointing an allowlisted name's DNS at an internal service f
 networks only); scheme, size, type and allowlist checks stay on.
 
 Every refusal raises ``InvalidRequest`` (HTTP 400, ``param: "messages"``) saying why.
+
+One request's fetches go through one ``ImageFetcher``, which bounds what a request can
+make the gateway hold: at most ``max_images`` fetched images and ``max_total_bytes`` over
+all of them (counted as the bytes arrive), ``max_concurrent`` fetches at a time, and at
+most ``PROCESS_FETCH_SLOTS`` fetches at a time in the whole process. ``release`` hands
+the freed memory back to the operating system once the request's images are sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import ipaddress
 import socket
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import TracebackType
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -95,6 +106,10 @@ class FetchPolicy(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0)
     max_redirects: int = Field(default=3, ge=0)
     ca_bundle: str | None = None  # PEM file of CAs to trust instead of the system store
+    # per request: fetched images, their bytes in all, fetches at a time
+    max_images: int = Field(default=20, ge=0)
+    max_total_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
+    max_concurrent: int = Field(default=4, ge=1)
 
     @field_validator("allowlist")
     @classmethod
@@ -127,6 +142,143 @@ class FetchPolicy(BaseModel):
         return [e for e in self.allowlist if _as_network(e) is None]
 
 
+PROCESS_FETCH_SLOTS = 16  # image fetches at a time in one process, every request together
+_process_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary())
+
+
+def process_fetch_slots() -> asyncio.Semaphore:
+    """The process-wide fetch slots of the running event loop."""
+    loop = asyncio.get_running_loop()
+    slots = _process_slots.get(loop)
+    if slots is None:
+        slots = _process_slots[loop] = asyncio.Semaphore(PROCESS_FETCH_SLOTS)
+    return slots
+
+
+class ImageFetcher:
+    """The image fetches of one request, within the policy's per-request bounds."""
+
+    def __init__(self, policy: FetchPolicy | None = None, *,
+                 resolve: Resolver | None = None) -> None:
+        self.policy = policy or FetchPolicy()
+        self.resolve = resolve
+        self.started = 0
+        self.received = 0  # bytes of every image of this request so far
+        self.in_flight = 0
+        # Once one fetch failed, the rest stop. The reason, not the error: an error's
+        # traceback holds this fetcher, and the cycle would keep every image alive.
+        self.failure: str | None = None
+        self.released = False
+        self.slots = asyncio.Semaphore(self.policy.max_concurrent)
+        map_large_blocks_apart()
+
+    def take(self, url: str, size: int) -> None:
+        """Count ``size`` more bytes received; refuse once the request's total is over, or
+        once another of its fetches failed."""
+        self.received += size
+        if self.failure is not None:
+            raise _refused(url, self.failure)
+        if self.received > self.policy.max_total_bytes:
+            raise _refused(url, f"the request's images are larger than "
+                                f"{self.policy.max_total_bytes} bytes in all")
+
+    async def fetch(self, url: str) -> tuple[str, bytes]:
+        self.started += 1
+        if self.started > self.policy.max_images:
+            raise _refused(url, f"the request has more than {self.policy.max_images} "
+                                f"image URLs to fetch")
+        async with self.slots, process_fetch_slots():
+            if self.failure is not None:
+                raise _refused(url, self.failure)
+            self.in_flight += 1
+            try:
+                return await fetch_image(url, self.policy, resolve=self.resolve, fetcher=self)
+            except InvalidRequest as exc:
+                self.failure = self.failure or f"another image of the request failed: {exc}"
+                raise
+            finally:
+                self.in_flight -= 1
+                if self.released and not self.in_flight:
+                    release_free_memory()  # the last fetch left running after a failure
+
+    def __enter__(self) -> ImageFetcher:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Release the memory; an error leaves without the frames below, which hold the
+        images fetched so far (errors are kept in cycles that only a full collection
+        frees, long after the request)."""
+        self.release()
+        if exc is not None:
+            exc.with_traceback(None)
+            if self.received:
+                collect_soon()
+
+    def release(self) -> None:
+        """Give the memory the images took back to the operating system (now, and again
+        when fetches still running after a failure end)."""
+        self.released = True
+        if self.received:
+            release_free_memory()
+
+
+COLLECT_AFTER_S = 0.2  # a failed request has answered by then; its error's cycles are garbage
+_collection_due: list[bool] = []
+
+
+def collect_soon() -> None:
+    """Collect cyclic garbage shortly, then release free memory: a request that failed
+    holds its error in reference cycles (error, traceback, frames, the request's objects)
+    that the gateway's collector settings leave alone for a long time, and with them the
+    images fetched so far. At most one collection is pending at a time."""
+    if _collection_due:
+        return
+    _collection_due.append(True)
+
+    def collect() -> None:
+        _collection_due.clear()
+        gc.collect()
+        release_free_memory()
+
+    asyncio.get_running_loop().call_later(COLLECT_AFTER_S, collect)
+
+
+def release_free_memory() -> None:
+    """Return freed heap memory to the OS (glibc's malloc_trim); a no-op elsewhere."""
+    trim = _libc_function("malloc_trim")
+    if trim is not None:
+        trim(0)
+
+
+_M_MMAP_THRESHOLD = -3
+_PINNED_MMAP_THRESHOLD = 1024 * 1024
+
+
+def map_large_blocks_apart() -> None:
+    """Blocks of 1 MB and more get their own mapping, unmapped when freed. glibc's
+    threshold for that otherwise rises with every large block freed (up to 32 MB), after
+    which image-sized buffers come from the heap and stay in the process."""
+    if _LIBC_CACHE.get("pinned"):
+        return
+    mallopt = _libc_function("mallopt")
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, _PINNED_MMAP_THRESHOLD)
+    _LIBC_CACHE["pinned"] = True
+
+
+_LIBC_CACHE: dict[str, object] = {}
+
+
+def _libc_function(name: str) -> Callable[..., int] | None:
+    if "libc" not in _LIBC_CACHE:
+        path = ctypes.util.find_library("c")
+        _LIBC_CACHE["libc"] = ctypes.CDLL(path) if path else None
+    libc = _LIBC_CACHE["libc"]
+    return getattr(libc, name, None) if libc is not None else None
+
+
 async def system_resolve(host: str, port: int) -> list[IPAddress]:
     """Resolve ``host`` with the system resolver (getaddrinfo), every address it returns."""
     loop = asyncio.get_running_loop()
@@ -144,20 +296,23 @@ async def fetch_image(
     policy: FetchPolicy | None = None,
     *,
     resolve: Resolver | None = None,
+    fetcher: ImageFetcher | None = None,
 ) -> tuple[str, bytes]:
     """Fetch the image at ``url`` under ``policy``; return (mime type, bytes).
 
-    ``resolve`` maps (host, port) to addresses; the system resolver by default."""
+    ``resolve`` maps (host, port) to addresses; the system resolver by default. The bytes
+    count against ``fetcher``'s per-request total when one is given."""
     policy = policy or FetchPolicy()
     resolver = resolve or system_resolve
     try:
         async with asyncio.timeout(policy.timeout_s):
-            return await _fetch(url, policy, resolver)
+            return await _fetch(url, policy, resolver, fetcher)
     except TimeoutError as exc:
         raise _refused(url, f"fetching took longer than {policy.timeout_s:g}s") from exc
 
 
-async def _fetch(url: str, policy: FetchPolicy, resolver: Resolver) -> tuple[str, bytes]:
+async def _fetch(url: str, policy: FetchPolicy, resolver: Resolver,
+                 fetcher: ImageFetcher | None) -> tuple[str, bytes]:
     verify: ssl.SSLContext | bool = True
     if policy.ca_bundle:
         verify = ssl.create_default_context(cafile=policy.ca_bundle)
@@ -184,7 +339,7 @@ async def _fetch(url: str, policy: FetchPolicy, resolver: Resolver) -> tuple[str
                     continue
                 if response.status_code != 200:
                     raise _refused(url, f"the image server answered HTTP {response.status_code}")
-                return await _read_image(url, response, policy)
+                return await _read_image(url, response, policy, fetcher)
             finally:
                 await response.aclose()
     raise _refused(url, "redirect loop")  # pragma: no cover - the loop always returns or raises
@@ -405,7 +560,8 @@ def _declared_type(response: httpx.Response) -> str | None:
     return "image/jpeg" if value in ("image/jpg", "image/pjpeg") else value
 
 
-async def _read_image(url: str, response: httpx.Response, policy: FetchPolicy) -> tuple[str, bytes]:
+async def _read_image(url: str, response: httpx.Response, policy: FetchPolicy,
+                      fetcher: ImageFetcher | None) -> tuple[str, bytes]:
     declared = _declared_type(response)
     if declared is not None and declared not in policy.allowed_mime_types:
         raise _refused(url, f"its content type {declared!r} is not an allowed image type")
@@ -418,8 +574,14 @@ async def _read_image(url: str, response: httpx.Response, policy: FetchPolicy) -
             body += chunk
             if len(body) > policy.max_bytes:
                 raise _refused(url, f"the image is larger than {policy.max_bytes} bytes")
+            if fetcher is not None:
+                fetcher.take(url, len(chunk))
     except httpx.HTTPError as exc:
+        body.clear()
         raise _refused(url, f"the download failed: {type(exc).__name__}") from exc
+    except BaseException:
+        body.clear()  # the error's traceback keeps this frame alive: not its bytes too
+        raise
     sniffed = sniff_image_type(bytes(body[:16]))
     if sniffed is None or sniffed not in policy.allowed_mime_types:
         raise _refused(url, "its bytes are not an allowed image type")

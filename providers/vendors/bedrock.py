@@ -77,7 +77,7 @@ from tako.providers.base import (
     retry_after_seconds,
 )
 from tako.providers.eventstream import EventMessage, EventStreamDecoder
-from tako.providers.image_fetch import FetchPolicy, fetch_image
+from tako.providers.image_fetch import FetchPolicy, ImageFetcher
 from tako.providers.registry import AdapterOptions, register
 
 SERVICE = "bedrock"
@@ -184,6 +184,12 @@ class AwsCredentialSource:
 
 async def converse_body(req: ChatRequest, options: dict[str, Any]) -> dict[str, Any]:
     """The Converse request body for an OpenAI chat request."""
+    with ImageFetcher(FetchPolicy.from_options(options.get("image_fetch"))) as images:
+        return await _converse_body(req, options, images)
+
+
+async def _converse_body(req: ChatRequest, options: dict[str, Any],
+                         images: ImageFetcher) -> dict[str, Any]:
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     for message in req.messages:
@@ -192,7 +198,7 @@ async def converse_body(req: ChatRequest, options: dict[str, Any]) -> dict[str, 
             if text:
                 system.append({"text": text})
             continue
-        role, blocks = await _message_blocks(message, options)
+        role, blocks = await _message_blocks(message, images)
         if not blocks:
             continue
         if messages and messages[-1]["role"] == role:
@@ -263,7 +269,7 @@ def _tool_config(req: ChatRequest) -> dict[str, Any] | None:
 
 
 async def _message_blocks(
-    message: Message, options: dict[str, Any]
+    message: Message, images: ImageFetcher
 ) -> tuple[str, list[dict[str, Any]]]:
     if message.role == "tool":
         if not message.tool_call_id:
@@ -285,7 +291,7 @@ async def _message_blocks(
                              param="messages")
     if isinstance(message.content, str) or message.content is None:
         return "user", [{"text": message.content}] if message.content else []
-    return "user", [await _part_block(part, options) for part in message.content]
+    return "user", [await _part_block(part, images) for part in message.content]
 
 
 def _arguments(arguments: str) -> Any:
@@ -297,11 +303,11 @@ def _arguments(arguments: str) -> Any:
         raise InvalidRequest("tool call arguments are not valid JSON", param="messages") from exc
 
 
-async def _part_block(part: ContentPart, options: dict[str, Any]) -> dict[str, Any]:
+async def _part_block(part: ContentPart, images: ImageFetcher) -> dict[str, Any]:
     if part.type == "text":
         return {"text": part.text or ""}
     if part.type == "image_url" and part.image_url is not None:
-        mime, data = await load_image(part.image_url.url, options.get("image_fetch"))
+        mime, data = await load_image(part.image_url.url, images)
         fmt = IMAGE_FORMATS.get(mime.lower())
         if fmt is None:
             raise InvalidRequest(f"Bedrock does not accept {mime} images", param="messages")
@@ -310,12 +316,12 @@ async def _part_block(part: ContentPart, options: dict[str, Any]) -> dict[str, A
                          param="messages")
 
 
-async def load_image(url: str, fetch_settings: Any) -> tuple[str, bytes]:
+async def load_image(url: str, images: ImageFetcher) -> tuple[str, bytes]:
     """A data URL decoded, or an http(s) URL fetched through tako's SSRF guard."""
     if url.startswith("data:"):
         return parse_data_url(url)
     if url.startswith(("http://", "https://")):
-        return await fetch_image(url, FetchPolicy.from_options(fetch_settings))
+        return await images.fetch(url)
     raise InvalidRequest("image_url must be an http(s) or data URL", param="messages")
 
 

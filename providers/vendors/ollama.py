@@ -62,7 +62,7 @@ from tako.providers.base import (
     now,
     parse_data_url,
 )
-from tako.providers.image_fetch import FetchPolicy, fetch_image
+from tako.providers.image_fetch import FetchPolicy, ImageFetcher
 from tako.providers.registry import AdapterOptions, either, register
 
 OLLAMA_BASE_URL = "http://127.0.0.1:11434"
@@ -146,11 +146,9 @@ class OllamaProvider(HttpProvider):
 
     async def request_body(self, req: ChatRequest, *, stream: bool) -> dict[str, Any]:
         """Ollama's /api/chat body for ``req``; images are fetched and encoded here."""
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": await self._messages(req.messages),
-            "stream": stream,
-        }
+        with ImageFetcher(self.image_policy) as images:
+            messages = await self._messages(req.messages, images)
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": stream}
         tools_off = req.tool_choice == "none"
         if req.tools and not tools_off:
             body["tools"] = [
@@ -179,17 +177,19 @@ class OllamaProvider(HttpProvider):
             body["think"] = self.think
         return body
 
-    async def _messages(self, messages: list[Message]) -> list[dict[str, Any]]:
+    async def _messages(self, messages: list[Message],
+                        images: ImageFetcher) -> list[dict[str, Any]]:
         call_names = {
             call.id: call.function.name
             for message in messages
             for call in (message.tool_calls or ())
         }
         return list(
-            await asyncio.gather(*(self._message(m, call_names) for m in messages))
+            await asyncio.gather(*(self._message(m, call_names, images) for m in messages))
         )
 
-    async def _message(self, message: Message, call_names: dict[str, str]) -> dict[str, Any]:
+    async def _message(self, message: Message, call_names: dict[str, str],
+                       images: ImageFetcher) -> dict[str, Any]:
         role = message.role
         if role == "developer":
             role = "system"
@@ -201,12 +201,12 @@ class OllamaProvider(HttpProvider):
                 out["tool_name"] = name
             return out
         if isinstance(message.content, list):
-            images = [
+            parts = [
                 part for part in message.content if part.type == "image_url" and part.image_url
             ]
-            if images:
+            if parts:
                 out["images"] = list(
-                    await asyncio.gather(*(self._image_base64(part) for part in images))
+                    await asyncio.gather(*(self._image_base64(part, images) for part in parts))
                 )
         if message.tool_calls:
             out["tool_calls"] = [
@@ -215,7 +215,7 @@ class OllamaProvider(HttpProvider):
             ]
         return out
 
-    async def _image_base64(self, part: ContentPart) -> str:
+    async def _image_base64(self, part: ContentPart, images: ImageFetcher) -> str:
         assert part.image_url is not None
         url = part.image_url.url
         if url.startswith("data:"):
@@ -225,7 +225,7 @@ class OllamaProvider(HttpProvider):
                     f"image_url data URL has type {mime!r}, not an image", param="messages"
                 )
         elif url.startswith(("http://", "https://")):
-            _mime, data = await fetch_image(url, self.image_policy)
+            _mime, data = await images.fetch(url)
         else:
             raise InvalidRequest(
                 "image_url must be an http(s) URL or a data URL", param="messages"
