@@ -31,7 +31,7 @@ ERROR_TYPES = {
     402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
-    413: "request_too_large",
+    413: "invalid_request_error",  # the SDK's error types have no request_too_large
     422: "invalid_request_error",
     429: "rate_limit_error",
     503: "overloaded_error",
