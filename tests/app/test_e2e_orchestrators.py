@@ -566,11 +566,24 @@ def test_upstream_failure_before_the_first_byte_is_an_http_error(
 # ---- usage and cost ----
 
 
+def access_lines(gw: Gateway, request_id: str) -> list[dict[str, Any]]:
+    """The access-log lines of ``request_id``, once written (flushed once per loop turn)."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [orjson.loads(line) for line in gw.log().splitlines()
+                 if line.startswith("{") and request_id in line]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
 def test_a_usage_less_stream_is_counted_and_marked_estimated(
-        client: openai.OpenAI, fake: ScriptedOpenAI) -> None:
+        gw: Gateway, client: openai.OpenAI, fake: ScriptedOpenAI) -> None:
     question = [{"role": "user", "content": "Name a prime number."}]
+    request_id = f"mute-{time.monotonic_ns()}"
     stream = client.chat.completions.create(model="mute", messages=question, stream=True,
-                                            stream_options={"include_usage": True})
+                                            stream_options={"include_usage": True},
+                                            extra_headers={"x-request-id": request_id})
     chunks = list(stream)
     (call,) = fake.calls_to("mute")
     assert call.body["stream_options"] == {"include_usage": True}  # it was asked for
@@ -581,6 +594,10 @@ def test_a_usage_less_stream_is_counted_and_marked_estimated(
     assert extra["estimated"] is True
     assert extra["cost_usd"] == pytest.approx(
         (usage.prompt_tokens * 1.0 + usage.completion_tokens * 2.0) / 1e6)
+    (line,) = access_lines(gw, request_id)  # the access log counts the same
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (usage.prompt_tokens,
+                                                                  usage.completion_tokens)
+    assert line["cost_usd"] == pytest.approx(extra["cost_usd"])
     raw = client.chat.completions.with_raw_response.create(model="mute", messages=question)
     plain = raw.parse()
     assert plain.usage is not None and "estimated" not in (plain.usage.model_extra or {})
