@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Union, runtime_checkable
 
+from tako.core.errors import InvalidRequest
 from tako.core.types import (
     ChatChunk,
     ChatRequest,
@@ -40,6 +41,46 @@ class LlmProvider(Protocol):
     def estimate_cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class EmbeddingRequest:
+    """Texts to embed with one model; ``dimensions`` is passed on to vendors that take it."""
+
+    model: str
+    inputs: list[str]
+    dimensions: int | None = None
+    user: str | None = None
+
+
+@dataclass(slots=True)
+class Embeddings:
+    """One vector per input, in input order, and what the call cost (prompt tokens only)."""
+
+    vectors: list[list[float]]
+    usage: Usage = field(default_factory=Usage)
+
+
+@runtime_checkable
+class EmbeddingsProvider(Protocol):
+    """A deployment (or an alias over deployments) that serves text embeddings."""
+
+    id: str
+    model: str
+
+    async def embed(self, req: EmbeddingRequest) -> Embeddings: ...
+
+    def estimate_cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float: ...
+
+
+def embedder_of(provider: object) -> EmbeddingsProvider:
+    """``provider`` as an embeddings provider, or the 400 saying its deployment serves
+    none."""
+    if callable(getattr(provider, "embed", None)):
+        return provider  # type: ignore[return-value]
+    name = getattr(provider, "id", "?")
+    raise InvalidRequest(f"the deployment {name} does not serve embeddings", param="model",
+                         code="model_not_supported")
 
 
 class Tool(Protocol):

@@ -31,9 +31,10 @@ from typing import Any
 from urllib.parse import quote
 
 from tako.core.errors import ConfigError, TakoError, UpstreamError, upstream_error_for
+from tako.core.protocols import EmbeddingRequest, Embeddings
 from tako.core.specs import DeploymentSpec
 from tako.core.types import ChatRequest, ChatResponse, Delta
-from tako.providers import openai_wire
+from tako.providers import embedding_wire, openai_wire
 from tako.providers.base import (
     HttpProvider,
     StreamOutcome,
@@ -47,11 +48,12 @@ DEFAULT_API_VERSION = "2024-10-21"
 TELLING_CODES = ("content_filter", "context_length_exceeded")
 
 
-def deployment_url(base_url: str, deployment: str, api_version: str) -> str:
+def deployment_url(base_url: str, deployment: str, api_version: str,
+                   operation: str = "chat/completions") -> str:
     base = base_url.rstrip("/")
     if base.endswith("/openai"):
         base = base[: -len("/openai")]
-    return (f"{base}/openai/deployments/{quote(deployment, safe='')}/chat/completions"
+    return (f"{base}/openai/deployments/{quote(deployment, safe='')}/{operation}"
             f"?api-version={quote(api_version, safe='')}")
 
 
@@ -81,6 +83,9 @@ class AzureOpenAI(HttpProvider):
         options = AzureOptions.model_validate(spec.options)
         self.url = deployment_url(spec.base_url, options.deployment or spec.model,
                                   options.api_version or DEFAULT_API_VERSION)
+        self.embeddings_url = deployment_url(spec.base_url, options.deployment or spec.model,
+                                             options.api_version or DEFAULT_API_VERSION,
+                                             "embeddings")
         self.bearer_token_env = options.bearer_token_env
         self.api_key = spec.secret()
         self.stream_usage = options.stream_usage
@@ -118,6 +123,13 @@ class AzureOpenAI(HttpProvider):
             async for delta in openai_wire.deltas(chunks, self.id, self.cost, outcome,
                                                   azure_error):
                 yield delta
+
+    async def embed(self, req: EmbeddingRequest) -> Embeddings:
+        """``POST .../deployments/{deployment}/embeddings``: OpenAI's embeddings format."""
+        body = embedding_wire.openai_body(req, self.model)
+        answer = await self.send_json(self.embeddings_url, body, self.auth_headers(),
+                                      on_error=self._error)
+        return embedding_wire.parse_openai(req, answer, self.id, self.cost)
 
 
 

@@ -54,6 +54,7 @@ from tako.core.errors import (
     UpstreamTransient,
     upstream_error_for,
 )
+from tako.core.protocols import EmbeddingRequest, Embeddings
 from tako.core.specs import DeploymentSpec
 from tako.core.types import (
     ChatRequest,
@@ -66,6 +67,7 @@ from tako.core.types import (
     ToolCallDelta,
     Usage,
 )
+from tako.providers import embedding_wire
 from tako.providers.base import (
     HttpProvider,
     Signer,
@@ -477,6 +479,35 @@ class StreamState:
 # ---------------------------------------------------------------- the adapter
 
 
+COHERE_BATCH = 96  # texts per Cohere Embed call
+
+
+def titan_body(text: str, dimensions: int | None) -> dict[str, Any]:
+    """An Amazon Titan Text Embeddings InvokeModel body: one text per call."""
+    body: dict[str, Any] = {"inputText": text}
+    if dimensions is not None:
+        body["dimensions"] = dimensions
+    return body
+
+
+def cohere_body(texts: list[str], dimensions: int | None) -> dict[str, Any]:
+    """A Cohere Embed InvokeModel body (``output_dimension`` for models that take it)."""
+    body: dict[str, Any] = {"texts": texts, "input_type": "search_document"}
+    if dimensions is not None:
+        body["output_dimension"] = dimensions
+    return body
+
+
+def cohere_vectors(provider_id: str, answer: Any) -> list[list[float]]:
+    """``embeddings`` as a list of vectors, or by type (``{"float": [...]}``)."""
+    found = answer.get("embeddings") if isinstance(answer, dict) else None
+    if isinstance(found, dict):
+        found = found.get("float")
+    if not isinstance(found, list):
+        raise embedding_wire.malformed(provider_id, "a Cohere answer without embeddings")
+    return [embedding_wire.vector(provider_id, v) for v in found]
+
+
 class BedrockOptions(AdapterOptions):
     region: str | None = None
     endpoint_url: str | None = None
@@ -523,6 +554,41 @@ class BedrockProvider(HttpProvider):
         answer = await self.send_json(url, body, {"accept": "application/json"},
                                       on_error=self._error, sign=sign)
         return parse_converse(answer, self.id, self.model, self.cost)
+
+    async def _invoke(self, body: dict[str, Any]) -> Any:
+        url, sign = await self._target("invoke")
+        return await self.send_json(url, body, {"accept": "application/json"},
+                                    on_error=self._error, sign=sign)
+
+    async def embed(self, req: EmbeddingRequest) -> Embeddings:
+        """Titan Text Embeddings (``amazon.titan-embed-*``, one InvokeModel call per text)
+        and Cohere Embed (``cohere.embed-*``, up to 96 texts a call)."""
+        if "titan-embed" in self.model:
+            return await self._embed_titan(req)
+        if "cohere.embed" in self.model:
+            return await self._embed_cohere(req)
+        raise InvalidRequest(f"the Bedrock model {self.model} is not a Titan or Cohere "
+                             "embedding model", param="model", code="model_not_supported")
+
+    async def _embed_titan(self, req: EmbeddingRequest) -> Embeddings:
+        answers = await asyncio.gather(*(self._invoke(titan_body(text, req.dimensions))
+                                         for text in req.inputs))
+        vectors = [embedding_wire.vector(self.id, a.get("embedding")
+                                         if isinstance(a, dict) else None) for a in answers]
+        counts = [a.get("inputTextTokenCount") if isinstance(a, dict) else None
+                  for a in answers]
+        reported = sum(counts) if all(isinstance(c, int) for c in counts) else None
+        return Embeddings(vectors, embedding_wire.usage_of(req, reported, self.cost))
+
+    async def _embed_cohere(self, req: EmbeddingRequest) -> Embeddings:
+        batches = [req.inputs[i:i + COHERE_BATCH]
+                   for i in range(0, len(req.inputs), COHERE_BATCH)]
+        answers = await asyncio.gather(*(self._invoke(cohere_body(b, req.dimensions))
+                                         for b in batches))
+        vectors = [v for answer in answers for v in cohere_vectors(self.id, answer)]
+        embedding_wire.check_count(self.id, vectors, req.inputs)
+        # InvokeModel reports Cohere's token count in a header only: estimated
+        return Embeddings(vectors, embedding_wire.usage_of(req, None, self.cost))
 
     async def deltas(self, req: ChatRequest, outcome: StreamOutcome) -> AsyncIterator[Delta]:
         body = await converse_body(req, self.options)

@@ -35,9 +35,10 @@ from typing import Any
 import orjson
 
 from tako.core.errors import TakoError, UpstreamTransient, upstream_error_for
+from tako.core.protocols import EmbeddingRequest, Embeddings
 from tako.core.specs import DeploymentSpec
 from tako.core.types import ChatRequest, ChatResponse, Delta
-from tako.providers import openai_wire
+from tako.providers import embedding_wire, openai_wire
 from tako.providers.base import HttpProvider, StreamOutcome, iter_sse
 from tako.providers.registry import AdapterOptions, register
 
@@ -108,7 +109,9 @@ class MistralOptions(AdapterOptions):
 class MistralProvider(HttpProvider):
     def __init__(self, spec: DeploymentSpec) -> None:
         super().__init__(spec)
-        self.url = (spec.base_url or MISTRAL_BASE_URL).rstrip("/") + "/chat/completions"
+        base = (spec.base_url or MISTRAL_BASE_URL).rstrip("/")
+        self.url = base + "/chat/completions"
+        self.embeddings_url = base + "/embeddings"
         self.options = dict(spec.options)
         self.headers = {"accept": "application/json"}
         key = spec.secret()
@@ -159,6 +162,14 @@ class MistralProvider(HttpProvider):
                 + ("with finish_reason error" if done else "before [DONE]"),
                 details={"provider": self.id},
             )
+
+    async def embed(self, req: EmbeddingRequest) -> Embeddings:
+        """``POST {base_url}/embeddings``: OpenAI's format, ``dimensions`` sent as
+        ``output_dimension``; ``user`` is not part of Mistral's API."""
+        body = embedding_wire.openai_body(req, self.model, dimensions_field="output_dimension")
+        body.pop("user", None)
+        answer = await self.send_json(self.embeddings_url, body, self.headers)
+        return embedding_wire.parse_openai(req, answer, self.id, self.cost)
 
 
 def stream_error(provider_id: str, chunk: dict[str, Any]) -> TakoError:

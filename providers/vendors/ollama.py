@@ -42,6 +42,7 @@ import orjson
 from pydantic import Field
 
 from tako.core.errors import InvalidRequest, UpstreamTransient, upstream_error_for
+from tako.core.protocols import EmbeddingRequest, Embeddings
 from tako.core.specs import DeploymentSpec
 from tako.core.types import (
     ChatRequest,
@@ -54,6 +55,7 @@ from tako.core.types import (
     ToolCallDelta,
     Usage,
 )
+from tako.providers import embedding_wire
 from tako.providers.base import (
     HttpProvider,
     StreamOutcome,
@@ -82,6 +84,7 @@ class OllamaProvider(HttpProvider):
         options = OllamaOptions.model_validate(spec.options)
         base = (spec.base_url or OLLAMA_BASE_URL).rstrip("/")
         self.url = base + "/api/chat"
+        self.embed_url = base + "/api/embed"
         self.headers: dict[str, str] = {}
         key = spec.secret()
         if key:
@@ -134,6 +137,23 @@ class OllamaProvider(HttpProvider):
             raise UpstreamTransient(f"provider {self.id} closed the stream before it was done",
                                     details={"provider": self.id},
                                     code="upstream_stream_incomplete")
+
+    async def embed(self, req: EmbeddingRequest) -> Embeddings:
+        """``POST /api/embed``: ``input`` a list of texts, ``dimensions`` passed on; the
+        token count is ``prompt_eval_count``."""
+        body: dict[str, Any] = {"model": self.model, "input": list(req.inputs)}
+        if req.dimensions is not None:
+            body["dimensions"] = req.dimensions
+        if self.keep_alive is not None:
+            body["keep_alive"] = self.keep_alive
+        answer = await self.send_json(self.embed_url, body, self.headers)
+        found = answer.get("embeddings") if isinstance(answer, dict) else None
+        if not isinstance(found, list):
+            raise embedding_wire.malformed(self.id, "an answer without embeddings")
+        vectors = [embedding_wire.vector(self.id, v) for v in found]
+        embedding_wire.check_count(self.id, vectors, req.inputs)
+        return Embeddings(vectors, embedding_wire.usage_of(
+            req, answer.get("prompt_eval_count"), self.cost))
 
     def _usage(self, answer: dict[str, Any]) -> Usage:
         prompt = int(answer.get("prompt_eval_count") or 0)

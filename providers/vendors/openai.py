@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from tako.core.errors import ConfigError
+from tako.core.protocols import EmbeddingRequest, Embeddings
 from tako.core.specs import DeploymentSpec
 from tako.core.types import ChatRequest, ChatResponse, Delta
-from tako.providers import openai_wire
+from tako.providers import embedding_wire, openai_wire
 from tako.providers.base import HttpProvider, StreamOutcome
 from tako.providers.registry import AdapterOptions, register
 
@@ -29,6 +30,7 @@ class OpenAICompatible(HttpProvider):
         if not base:
             raise ConfigError.at("base_url", f"provider {spec.provider!r} needs a base_url")
         self.url = base + "/chat/completions"
+        self.embeddings_url = base + "/embeddings"
         self.headers: dict[str, str] = {}
         key = spec.secret()
         if key:
@@ -48,6 +50,11 @@ class OpenAICompatible(HttpProvider):
         async with self.open_stream(self.url, body, self.headers) as chunks:
             async for delta in openai_wire.deltas(chunks, self.id, self.cost, outcome):
                 yield delta
+
+    async def embed(self, req: EmbeddingRequest) -> Embeddings:
+        answer = await self.send_json(self.embeddings_url,
+                                      embedding_wire.openai_body(req, self.model), self.headers)
+        return embedding_wire.parse_openai(req, answer, self.id, self.cost)
 
 
 

@@ -51,6 +51,7 @@ from tako.core.errors import (
     UpstreamTransient,
     upstream_error_for,
 )
+from tako.core.protocols import EmbeddingRequest, Embeddings
 from tako.core.specs import DeploymentSpec
 from tako.core.types import (
     ChatRequest,
@@ -63,6 +64,7 @@ from tako.core.types import (
     ToolCallDelta,
     Usage,
 )
+from tako.providers import embedding_wire
 from tako.providers.base import (
     HttpProvider,
     StreamOutcome,
@@ -452,6 +454,32 @@ class StreamState:
 # ---------------------------------------------------------------- the adapter
 
 
+def predict_body(req: EmbeddingRequest) -> dict[str, Any]:
+    """A text embedding model's ``:predict`` body: one instance per input."""
+    body: dict[str, Any] = {"instances": [{"content": text} for text in req.inputs]}
+    if req.dimensions is not None:
+        body["parameters"] = {"outputDimensionality": req.dimensions}
+    return body
+
+
+def parse_predictions(req: EmbeddingRequest, answer: Any, provider_id: str,
+                      cost: Any) -> Embeddings:
+    """``predictions[i].embeddings.values``; the token count is the sum of each
+    prediction's ``statistics.token_count`` (estimated when one is missing)."""
+    predictions = answer.get("predictions") if isinstance(answer, dict) else None
+    if not isinstance(predictions, list):
+        raise embedding_wire.malformed(provider_id, "an answer without predictions")
+    found = [p.get("embeddings") if isinstance(p, dict) else None for p in predictions]
+    embeddings = [e if isinstance(e, dict) else {} for e in found]
+    vectors = [embedding_wire.vector(provider_id, e.get("values")) for e in embeddings]
+    embedding_wire.check_count(provider_id, vectors, req.inputs)
+    counts = [(e.get("statistics") or {}).get("token_count") for e in embeddings]
+    reported = None
+    if all(isinstance(c, (int, float)) for c in counts):
+        reported = int(sum(counts))
+    return Embeddings(vectors, embedding_wire.usage_of(req, reported, cost))
+
+
 class VertexOptions(AdapterOptions):
     project: str | None = None
     location: str | None = None
@@ -509,6 +537,13 @@ class VertexProvider(HttpProvider):
             raise UpstreamTransient(
                 f"provider {self.id} closed the stream before a finishReason",
                 details={"provider": self.id}, code="upstream_connection_error")
+
+    async def embed(self, req: EmbeddingRequest) -> Embeddings:
+        """Text embedding models (``text-embedding-005``, ``gemini-embedding-001``) on
+        ``:predict``."""
+        url, headers = await self._target("predict")
+        answer = await self.send_json(url, predict_body(req), headers, on_error=self._error)
+        return parse_predictions(req, answer, self.id, self.cost)
 
 
 
