@@ -17,8 +17,13 @@ from tako.core.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
-from tako.core.protocols import LlmProvider
-from tako.core.tokens import CHARS_PER_TOKEN, estimate_output_tokens, estimate_prompt_tokens
+from tako.core.protocols import EmbeddingRequest, Embeddings, LlmProvider, embedder_of
+from tako.core.tokens import (
+    CHARS_PER_TOKEN,
+    estimate_output_tokens,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+)
 from tako.core.types import ChatChunk, ChatRequest, ChatResponse, ChunkError, Delta, End, Usage
 from tako.runtime.accounting import Accountant
 from tako.runtime.admission import Admission, Reservation
@@ -249,6 +254,37 @@ class AliasProvider:
         usage = response.usage
         await self._settle(reservation, usage_cost(provider, usage), usage.total_tokens)
         return response
+
+    # ---- embeddings ----
+
+    async def embed(self, req: EmbeddingRequest) -> Embeddings:
+        """An embeddings call through the same stack: reserved (the admission's first
+        reservation or a new one), fallback, breaker and retry, then settled at its cost."""
+        reservation = self.admission.take_first()
+        if reservation is None:
+            tokens = sum(max(1, estimate_text_tokens(text)) for text in req.inputs)
+            reservation = await self.accountant.reserve(self.admission, tokens,
+                                                        self.estimate_cost_usd(tokens, 0))
+        try:
+            provider, result = await self._cascade(
+                lambda p, probe, deadline: self._embed_once(req, p, deadline))
+        except TakoError:
+            await self._settle(reservation, 0.0, 0)
+            raise
+        except BaseException:  # cancelled mid-call: the upstream may bill it
+            self.admission.estimated.add(Usage(prompt_tokens=reservation.tokens,
+                                               cost_usd=reservation.usd_nano / 1e9))
+            await self._settle(reservation, reservation.usd_nano / 1e9, reservation.tokens)
+            raise
+        usage = result.usage
+        await self._settle(reservation, usage_cost(provider, usage), usage.total_tokens)
+        return result
+
+    async def _embed_once(self, req: EmbeddingRequest, provider: LlmProvider,
+                          deadline: float) -> tuple[LlmProvider, Embeddings]:
+        embedder = embedder_of(provider)
+        result = await self._timed(deadline, provider, lambda: embedder.embed(req))
+        return provider, result
 
     # ---- stream ----
 
