@@ -28,6 +28,7 @@ from tako.app.fastpath import FastPath
 from tako.app.health import healthz, readiness_endpoint
 from tako.app.identity import ChainResolver
 from tako.app.ingress.chat import ChatIngress
+from tako.app.ingress.embeddings import embeddings_endpoint
 from tako.app.ingress.messages import (
     COUNT_TOKENS_PATH,
     MESSAGES_PATH,
@@ -103,6 +104,7 @@ def create_fastapi_app(services: Services, chat: object) -> FastAPI:
     app.add_route(COUNT_TOKENS_PATH, count_tokens_endpoint(services), methods=["POST"])
     for path, endpoint, methods in responses_routes(services):
         app.add_route(path, endpoint, methods=methods)
+    app.add_route("/v1/embeddings", embeddings_endpoint(services), methods=["POST"])
     app.add_route("/v1/models", list_models, methods=["GET"])
     app.add_route("/v1/models/{model_id:path}", get_model, methods=["GET"])
     app.add_route("/healthz", healthz, methods=["GET"])

@@ -23,7 +23,14 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from starlette.requests import Request
 
 from tako.core.errors import TakoError
-from tako.core.protocols import LlmProvider, RunContext, Tool
+from tako.core.protocols import (
+    EmbeddingRequest,
+    Embeddings,
+    LlmProvider,
+    RunContext,
+    Tool,
+    embedder_of,
+)
 from tako.core.types import ChatChunk, ChatRequest, ChatResponse, End, Principal, Usage
 from tako.providers.registry import telemetry_system
 
@@ -179,6 +186,27 @@ class TracedProvider:
         finally:
             await upstream.aclose()  # type: ignore[attr-defined]
             span.end()
+
+
+    async def embed(self, req: EmbeddingRequest) -> Embeddings:
+        """A ``tako.provider.embeddings`` span around the deployment's embeddings call."""
+        embedder = embedder_of(self.inner)
+        span = self.tracer.start_span("tako.provider.embeddings", kind=SpanKind.CLIENT,
+                                      attributes={
+            "tako.provider.id": self.id, "tako.provider.model": self.model,
+            "gen_ai.operation.name": "embeddings", "gen_ai.system": self.system,
+            "gen_ai.request.model": self.model})
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False,
+                                set_status_on_exception=False):
+                result = await embedder.embed(req)
+        except BaseException as exc:
+            _record_error(span, exc)
+            span.end()
+            raise
+        _usage_attributes(span, result.usage)
+        span.end()
+        return result
 
 
 class TracedTool:

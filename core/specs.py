@@ -41,6 +41,8 @@ class DeploymentSpec(BaseModel):
     ``response_format``; unset, on for the kinds in ``STRUCTURED_OUTPUT_PROVIDERS``.
     ``fold_system_prompt``: the model drops system messages (Gemma's chat format), so
     orchestrators fold their role prompts into the first user turn.
+    ``embeddings``: whether the model serves ``/v1/embeddings``; unset, guessed from its
+    name (``text-embedding-3-small``, ``mistral-embed``, ``amazon.titan-embed-text-v2:0``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -59,6 +61,13 @@ class DeploymentSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     structured_outputs: bool | None = None
     fold_system_prompt: bool = False
+    embeddings: bool | None = None
+
+    def capabilities(self) -> list[str]:
+        """What the model serves: ``chat``, ``embeddings`` or both."""
+        named = "embed" in self.model.lower()
+        serves = named if self.embeddings is None else self.embeddings
+        return (["chat"] if not named else []) + (["embeddings"] if serves else [])
 
     def takes_structured_outputs(self) -> bool:
         if self.structured_outputs is not None:
