@@ -32,6 +32,8 @@ from tests.fakes.common import (
     sse_data,
     word_pieces,
 )
+from tests.fakes.embeddings import openai_answer as embedding_answer
+from tests.fakes.embeddings import texts_of
 
 MODEL = "gpt-4o-2024-08-06"
 SAFE = {name: {"filtered": False, "severity": "safe"}
@@ -193,25 +195,46 @@ def make_app(deployments: set[str] | None = None, api_key: str | None = "azure-t
     requests must carry ``api_key`` as ``api-key`` or ``bearer_token`` as a bearer token."""
     fake = FakeAzure(deployments or {"gpt-4o"}, api_key, bearer_token)
 
-    async def completions(request: Request) -> Response:
+    async def received(request: Request) -> tuple[dict[str, Any], Response | None]:
+        """The body, and the refusal an unauthorised or misaddressed request gets."""
         body = orjson.loads(await request.body())
         fake.requests.append(Received(request.url.path, dict(request.query_params),
                                       dict(request.headers), body))
         if not _authorised(fake, request):
-            return respond(error(401, "401", "Access denied due to invalid subscription key "
-                                  "or wrong API endpoint. Make sure to provide a valid key "
-                                  "for an active subscription and use a correct regional "
-                                  "API endpoint for your resource."))
+            return body, respond(error(
+                401, "401", "Access denied due to invalid subscription key or wrong API "
+                "endpoint. Make sure to provide a valid key for an active subscription and "
+                "use a correct regional API endpoint for your resource."))
         if not request.query_params.get("api-version"):
-            return respond(error(404, "404", "Resource not found"))
+            return body, respond(error(404, "404", "Resource not found"))
         if request.path_params["deployment"] not in fake.deployments:
-            return respond(error(404, "DeploymentNotFound",
-                                  "The API deployment for this resource does not exist. If you "
-                                  "created the deployment within the last 5 minutes, please "
-                                  "wait a moment and try again."))
+            return body, respond(error(
+                404, "DeploymentNotFound", "The API deployment for this resource does not "
+                "exist. If you created the deployment within the last 5 minutes, please wait "
+                "a moment and try again."))
+        return body, None
+
+    async def completions(request: Request) -> Response:
+        body, refused = await received(request)
+        if refused is not None:
+            return refused
         reply = fake.replies.popleft() if fake.replies else _default_reply(body)
         return respond(reply)
 
-    app = Starlette(routes=[Route("/openai/deployments/{deployment}/chat/completions",
-                                  completions, methods=["POST"])])
+    async def embeddings(request: Request) -> Response:
+        """OpenAI's embeddings format; a queued Reply (an error) is served first."""
+        body, refused = await received(request)
+        if refused is not None:
+            return refused
+        if fake.replies:
+            return respond(fake.replies.popleft())
+        return respond(Reply(body=embedding_answer(
+            request.path_params["deployment"], texts_of(body["input"]),
+            body.get("dimensions"))))
+
+    app = Starlette(routes=[
+        Route("/openai/deployments/{deployment}/chat/completions", completions,
+              methods=["POST"]),
+        Route("/openai/deployments/{deployment}/embeddings", embeddings, methods=["POST"]),
+    ])
     return app, fake

@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes import embeddings
 from tests.fakes.common import DroppedConnection, ScriptedReplies, split
 
 EVENTSTREAM = "application/vnd.amazon.eventstream"
@@ -202,6 +203,10 @@ class FakeBedrock(ScriptedReplies[Received, Turn | Failure]):
                      for k, v in request.scope["headers"]},
             raw_body=await request.body(),
         ))
+        if action == "invoke" and not self.replies:
+            return Response(orjson.dumps(invoke_body(model_id, orjson.loads(
+                self.requests[-1].raw_body))), media_type="application/json",
+                headers={"x-amzn-requestid": str(uuid.uuid4())})
         reply = self.next_reply()
         if isinstance(reply, Failure):
             return failure_response(reply)
@@ -215,6 +220,22 @@ class FakeBedrock(ScriptedReplies[Received, Turn | Failure]):
     async def image(self, request: Request) -> Response:
         mime, data = self.images[request.path_params["name"]]
         return Response(data, media_type=mime)
+
+
+def invoke_body(model_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """An InvokeModel answer of an embedding model: Amazon Titan Text Embeddings (one
+    ``inputText``) or Cohere Embed (``texts``)."""
+    if "titan-embed" in model_id:
+        text = body["inputText"]
+        return {"embedding": embeddings.vector(text, body.get("dimensions")),
+                "inputTextTokenCount": embeddings.tokens(text)}
+    assert "cohere.embed" in model_id, model_id
+    assert body.get("input_type") in ("search_document", "search_query", "classification",
+                                      "clustering"), body
+    texts = body["texts"]
+    return {"id": str(uuid.uuid4()), "response_type": "embeddings_floats", "texts": texts,
+            "embeddings": [embeddings.vector(t, body.get("output_dimension"))
+                           for t in texts]}
 
 
 def failure_response(failure: Failure) -> Response:

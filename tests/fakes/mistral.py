@@ -31,6 +31,8 @@ from tests.fakes.common import (
     sse_data,
     word_pieces,
 )
+from tests.fakes.embeddings import openai_answer as embedding_answer
+from tests.fakes.embeddings import texts_of
 
 MODEL = "mistral-large-latest"
 KNOWN_FIELDS = {
@@ -174,5 +176,20 @@ def make_app(api_key: str | None = "mistral-test-key") -> tuple[Starlette, FakeM
         reply = fake.replies.popleft() if fake.replies else _default_reply(body)
         return respond(reply)
 
-    app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+    async def embeddings(request: Request) -> Response:
+        """OpenAI's embeddings format, ``output_dimension`` for the length; a queued Reply
+        (an error) is served first."""
+        body = orjson.loads(await request.body())
+        fake.requests.append(Received(request.url.path, dict(request.headers), body))
+        if fake.api_key and request.headers.get("authorization") != f"Bearer {fake.api_key}":
+            return Response(orjson.dumps({"message": "Unauthorized",
+                                          "request_id": "a1b2c3d4e5f6"}),
+                            status_code=401, media_type="application/json")
+        if fake.replies:
+            return respond(fake.replies.popleft())
+        return respond(Reply(body=embedding_answer(body["model"], texts_of(body["input"]),
+                                                   body.get("output_dimension"))))
+
+    app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"]),
+                            Route("/v1/embeddings", embeddings, methods=["POST"])])
     return app, fake

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes import embeddings
 from tests.fakes.common import Received, ScriptedReplies, paced
 
 CREATED_AT = "2025-05-27T22:54:57.641643Z"
@@ -131,5 +132,23 @@ def make_app() -> tuple[Starlette, FakeOllama]:
         return StreamingResponse(paced(frames, reply.drop_after),
                                  media_type="application/x-ndjson")
 
-    app = Starlette(routes=[Route("/api/chat", chat, methods=["POST"])])
+    async def embed(request: Request) -> Response:
+        """``/api/embed``: ``embeddings`` for ``input`` (a text or a list), with
+        ``prompt_eval_count``; a queued error Reply is served first."""
+        body = orjson.loads(await request.body())
+        controller.requests.append(Received(request.url.path, dict(request.headers), body))
+        if controller.replies and controller.replies[0].error is not None:
+            reply = controller.replies.popleft()
+            return Response(orjson.dumps({"error": reply.error}), status_code=reply.status,
+                            media_type="application/json")
+        texts = embeddings.texts_of(body["input"])
+        return Response(orjson.dumps({
+            "model": body["model"],
+            "embeddings": [embeddings.vector(t, body.get("dimensions")) for t in texts],
+            "total_duration": 14_143_917, "load_duration": 1_019_500,
+            "prompt_eval_count": sum(embeddings.tokens(t) for t in texts)}),
+            media_type="application/json")
+
+    app = Starlette(routes=[Route("/api/chat", chat, methods=["POST"]),
+                            Route("/api/embed", embed, methods=["POST"])])
     return app, controller

@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes import embeddings
 from tests.fakes.common import DroppedConnection, ScriptedReplies, split
 
 MODEL_VERSION = "gemini-2.0-flash-001"
@@ -192,6 +193,9 @@ class FakeVertex(ScriptedReplies[Received, Turn | Failure]):
             return JSONResponse(error_body(401, "UNAUTHENTICATED",
                                            "Request had invalid authentication credentials."),
                                 status_code=401)
+        if method == "predict" and not self.replies:
+            return Response(orjson.dumps(predict_body(self.requests[-1].body)),
+                            media_type="application/json")
         reply = self.replies.popleft() if self.replies else Turn(text="Hello from Gemini")
         if isinstance(reply, Failure):
             return JSONResponse(error_body(reply.code, reply.status, reply.message),
@@ -202,6 +206,18 @@ class FakeVertex(ScriptedReplies[Received, Turn | Failure]):
             return StreamingResponse(sse_body(reply), media_type="text/event-stream")
         return JSONResponse(error_body(404, "NOT_FOUND", f"unknown method {method}"),
                             status_code=404)
+
+
+def predict_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A text embedding model's ``:predict`` answer: one prediction per instance, with
+    its ``statistics.token_count``."""
+    dims = (body.get("parameters") or {}).get("outputDimensionality")
+    texts = [instance["content"] for instance in body["instances"]]
+    return {"predictions": [
+        {"embeddings": {"values": embeddings.vector(t, dims),
+                        "statistics": {"token_count": embeddings.tokens(t),
+                                       "truncated": False}}} for t in texts],
+        "metadata": {"billableCharacterCount": sum(len(t) for t in texts)}}
 
 
 async def sse_body(turn: Turn) -> AsyncIterator[bytes]:
