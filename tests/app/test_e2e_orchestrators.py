@@ -501,6 +501,10 @@ def test_conductor_workers_see_only_what_access_grants(client: openai.OpenAI,
         case.answer)
     (plan,) = fake.calls_to("coord")
     assert "ACCESS-CHECK" in plan.prompt_text
+    # the plan is a control message: a JSON schema, temperature 0, its own output limit
+    assert plan.body["response_format"]["type"] == "json_schema"
+    assert "steps" in plan.body["response_format"]["json_schema"]["schema"]["properties"]
+    assert (plan.body["temperature"], plan.body["max_tokens"]) == (0.0, 2048)
     workers = fake.calls_to("alpha") + fake.calls_to("beta")
     by_subtask = {c.last_text: c for c in workers}
     research = by_subtask["research the topic: list facts"]
@@ -514,6 +518,7 @@ def test_conductor_workers_see_only_what_access_grants(client: openai.OpenAI,
     assert "FACT-BETA" not in final.prompt_text
     # only the last step streams (its text goes to the client as it arrives)
     assert final.stream and not research.stream and not side.stream
+    assert all("response_format" not in c.body for c in workers)
 
 
 # ---- failures ----
