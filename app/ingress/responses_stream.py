@@ -1,13 +1,13 @@
 """Responses streaming events (the spec's ResponseStreamEvent) from tako's stream items.
 
 ``response.created`` and ``response.in_progress`` open the stream; text becomes a message
-item (``output_item.added``, ``content_part.added``, ``output_text.delta``...,
-``output_text.done``, ``content_part.done``, ``output_item.done``), each tool call a
-``function_call`` item with ``function_call_arguments.delta``/``.done``; ``End`` closes the
-open item and sends ``response.completed`` (``response.incomplete`` when cut at the output
-limit). A failure after the first byte sends ``error`` then ``response.failed``. Every event
-carries a ``sequence_number`` counting up from 0. Orchestration events (opt-in) are
-``tako.event`` events, which the SDKs pass over.
+item (``output_item.added``, ``content_part.added``, ``output_text.delta``...), each tool
+call a ``function_call`` item (``function_call_arguments.delta``...); ``End`` closes every
+item (``output_text.done``, ``content_part.done``, ``function_call_arguments.done``,
+``output_item.done``) and sends ``response.completed`` (``response.incomplete`` when cut at
+the output limit). A failure after the first byte sends ``error`` then ``response.failed``.
+Every event carries a ``sequence_number`` counting up from 0. Orchestration events (opt-in)
+are ``tako.event`` events, which the SDKs pass over.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ FAILED_CODES = ("rate_limit_exceeded", "server_error")
 
 
 class _Item:
-    """The output item being streamed: a message (text) or a function call."""
+    """An output item being streamed: a message (text) or a function call."""
 
     __slots__ = ("index", "id", "kind", "text", "call_id", "name")
 
@@ -43,12 +43,16 @@ class _Item:
 
 
 class ResponseEventRenderer:
+    """Items open as their first fragment arrives (one message item for all the text, one
+    function_call item per tool call) and are closed, in output order, by ``End``: a
+    vendor may interleave text and call fragments."""
+
     def __init__(self, skeleton: dict[str, Any], state: ResponseState) -> None:
         self.response = skeleton
         self.state = state
         self.seq = 0
-        self.output: list[dict[str, Any]] = []
-        self.item: _Item | None = None
+        self.items: list[_Item] = []
+        self.message: _Item | None = None
         self.calls: dict[int, _Item] = {}
         self.opened = False
 
@@ -71,8 +75,8 @@ class ResponseEventRenderer:
     # ---- items ----
 
     def _start_message(self) -> bytes:
-        item = self.item = _Item(len(self.output), new_id("msg"), "message")
-        self.output.append({})
+        item = self.message = _Item(len(self.items), new_id("msg"), "message")
+        self.items.append(item)
         added = {**message_item("", item.id, "in_progress"), "content": []}
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         return (self._event("response.output_item.added", output_index=item.index, item=added)
@@ -80,20 +84,22 @@ class ResponseEventRenderer:
                               output_index=item.index, content_index=0, part=part))
 
     def _start_call(self, call: ToolCallDelta) -> bytes:
-        item = _Item(len(self.output), new_id("fc"), "function_call",
+        item = _Item(len(self.items), new_id("fc"), "function_call",
                      call.id or new_id("call"), call.name or "")
-        self.item = self.calls[call.index] = item
-        self.output.append({})
+        self.calls[call.index] = item
+        self.items.append(item)
         added = call_item(item.call_id, item.name, "", item.id, "in_progress")
         return self._event("response.output_item.added", output_index=item.index, item=added)
 
-    def _close(self) -> bytes:
-        item, self.item = self.item, None
-        if item is None:
-            return b""
+    @staticmethod
+    def _done(item: _Item, status: str = "completed") -> dict[str, Any]:
         if item.kind == "message":
-            done = message_item(item.text, item.id)
-            self.output[item.index] = done
+            return message_item(item.text, item.id, status)
+        return call_item(item.call_id, item.name, item.text, item.id, status)
+
+    def _close(self, item: _Item) -> bytes:
+        done = self._done(item)
+        if item.kind == "message":
             where = {"item_id": item.id, "output_index": item.index, "content_index": 0}
             return (self._event("response.output_text.done", **where, text=item.text,
                                 logprobs=[])
@@ -101,30 +107,24 @@ class ResponseEventRenderer:
                                   part=done["content"][0])
                     + self._event("response.output_item.done", output_index=item.index,
                                   item=done))
-        done = call_item(item.call_id, item.name, item.text, item.id)
-        self.output[item.index] = done
         return (self._event("response.function_call_arguments.done", item_id=item.id,
                             output_index=item.index, name=item.name, arguments=item.text)
                 + self._event("response.output_item.done", output_index=item.index, item=done))
 
     def _text(self, text: str) -> bytes:
-        out = b""
-        if self.item is None or self.item.kind != "message":
-            out += self._close() + self._start_message()
-        assert self.item is not None
-        self.item.text += text
-        return out + self._event("response.output_text.delta", item_id=self.item.id,
-                                 output_index=self.item.index, content_index=0, delta=text,
+        out = self._start_message() if self.message is None else b""
+        item = self.message
+        assert item is not None
+        item.text += text
+        return out + self._event("response.output_text.delta", item_id=item.id,
+                                 output_index=item.index, content_index=0, delta=text,
                                  logprobs=[])
 
     def _call(self, call: ToolCallDelta) -> bytes:
         out = b""
-        item = self.calls.get(call.index)
-        if item is None:
-            out += self._close() + self._start_call(call)
-            item = self.calls[call.index]
-        elif item is not self.item:  # fragments of an earlier call: keep to its item
-            self.item = item
+        if call.index not in self.calls:
+            out += self._start_call(call)
+        item = self.calls[call.index]
         if call.name and not item.name:
             item.name = call.name
         if call.arguments:
@@ -148,8 +148,9 @@ class ResponseEventRenderer:
                                           event={"kind": event.kind, **event.data})
 
     def end(self, end: End) -> bytes:
-        out = self._open() + self._close()
-        final = finished({**self.response, "output": self.output}, end.finish_reason, end.usage)
+        out = self._open() + b"".join(self._close(item) for item in self.items)
+        output = [self._done(item) for item in self.items]
+        final = finished({**self.response, "output": output}, end.finish_reason, end.usage)
         self.state.final = final
         kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
         return out + self._event(kind, response=final)
@@ -157,10 +158,11 @@ class ResponseEventRenderer:
     def error(self, error: TakoError) -> bytes:
         out = self._open()
         code = error.code if error.code in FAILED_CODES else "server_error"
-        failed = {**self.response, "status": "failed", "output": [o for o in self.output if o],
-                  "error": {"code": code, "message": str(error.message)[:1000]}}
-        return (out + self._event("error", code=error.code, message=str(error.message)[:1000],
-                                  param=error.param)
+        message = str(error.message)[:1000]
+        failed = {**self.response, "status": "failed",
+                  "output": [self._done(item, "incomplete") for item in self.items],
+                  "error": {"code": code, "message": message}}
+        return (out + self._event("error", code=error.code, message=message, param=error.param)
                 + self._event("response.failed", response=failed))
 
     @staticmethod
