@@ -1,0 +1,97 @@
+"""Spend stays within its reservations through real gateways on one Redis: a request
+without max_tokens reaches the upstream with the cap it reserved for, and streams from an
+upstream that ignores the cap are cut at it, across replicas, without overspending."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import httpx
+import pytest
+
+from tako.runtime import Runtime, RuntimeSettings
+from tests.fakes.openai import FakeOpenAI, Reply, make_app
+from tests.support.gateway import TEST_KEY, Gateway, gateway
+from tests.support.net import serve_asgi
+from tests.support.redis_server import RedisProcess
+from tests.support.replicas import PRICE, config
+
+LONG_ANSWER = ["word "] * 400  # 2,000 characters, far past a 20-token cap
+
+
+@pytest.fixture
+def careless_upstream() -> Iterator[tuple[str, FakeOpenAI]]:
+    app, fake = make_app()
+    with serve_asgi(app) as url:
+        yield url, fake
+
+
+def _config(redis_url: str, prefix: str, upstream: str, **runtime: Any) -> dict[str, Any]:
+    cfg = config(redis_url, prefix, **runtime)
+    cfg["deployments"].append({"name": "careless", "provider": "http-generic", "model": "m",
+                               "base_url": upstream + "/v1", "price": PRICE})
+    return cfg
+
+
+async def _spent(redis_url: str, prefix: str) -> float:
+    rt = Runtime.from_settings(RuntimeSettings(backend="redis", redis_url=redis_url,
+                                               key_prefix=prefix))
+    await rt.start()
+    try:
+        return await rt.spend("tenant", "acme", "day", "acme")
+    finally:
+        await rt.aclose()
+
+
+async def _stream(client: httpx.AsyncClient, gw: Gateway, max_tokens: int) -> dict[str, Any]:
+    """The finish reason of one streamed request, or its error status."""
+    body = {"model": "careless", "stream": True, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "go"}]}
+    async with client.stream("POST", gw.base_url + "/chat/completions", json=body,
+                             headers={"authorization": f"Bearer {TEST_KEY}"}) as resp:
+        if resp.status_code != 200:
+            await resp.aread()
+            return {"status": resp.status_code}
+        finish = None
+        async for line in resp.aiter_lines():
+            if line.startswith("data: {"):
+                for choice in json.loads(line[6:]).get("choices", []):
+                    finish = choice.get("finish_reason") or finish
+        return {"status": 200, "finish": finish}
+
+
+def test_the_cap_reaches_the_upstream_and_streams_past_it_are_cut_across_replicas(
+        redis_proc: RedisProcess, key_prefix: str,
+        careless_upstream: tuple[str, FakeOpenAI]) -> None:
+    url, fake = careless_upstream
+    budget = 1.2  # $0.001 a token: 1,024 tokens fit once; 20-token streams reserve ~$0.03
+    fake.push(Reply(text="short"))
+    fake.push(*[Reply(chunks=LONG_ANSWER, usage={"prompt_tokens": 5,
+                                                 "completion_tokens": 400,
+                                                 "total_tokens": 405})] * 60)
+    cfg = _config(redis_proc.url, key_prefix, url,
+                  budgets=[{"scope": "tenant", "period": "day", "usd": budget}])
+    with ExitStack() as stack:
+        gws = [stack.enter_context(gateway(cfg)) for _ in range(2)]
+        answer = httpx.post(gws[0].base_url + "/chat/completions", timeout=30,
+                            headers={"authorization": f"Bearer {TEST_KEY}"},
+                            json={"model": "careless",
+                                  "messages": [{"role": "user", "content": "hi"}]})
+        assert answer.status_code == 200
+        assert fake.last.body["max_tokens"] == 1024  # the client sent none
+
+        async def flood() -> list[dict[str, Any]]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await asyncio.gather(*(_stream(client, gws[i % 2], 20)
+                                              for i in range(60)))
+
+        outcomes = asyncio.run(flood())
+    answered = [o for o in outcomes if o["status"] == 200]
+    assert answered and len(answered) < 60, "the flood must both fit and overflow the budget"
+    assert {o["finish"] for o in answered} == {"length"}
+    assert {o["status"] for o in outcomes} <= {200, 429}
+    assert asyncio.run(_spent(redis_proc.url, key_prefix)) <= budget + 1e-9
