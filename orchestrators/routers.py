@@ -97,8 +97,11 @@ class LlmRouter:
 
     async def pick(self, state: TrinityState) -> tuple[str, str]:
         transcript = render_transcript(state.turns) or "(no turns yet)"
-        prompt = (f"LLMs: {', '.join(state.llms)}\n\nUser request:\n"
-                  f"{_last_user(state.request)}\n\nTranscript:\n{transcript}")
+        assigned = "\n".join(f"- {role}: {', '.join(pool)}"
+                              for role, pool in state.roles.items())
+        prompt = (f"LLMs: {', '.join(state.llms)}\nThe roles they were assigned:\n"
+                  f"{assigned}\n\nUser request:\n{_last_user(state.request)}\n\n"
+                  f"Transcript:\n{transcript}")
         reply = (await ask(self.ctx, self.deployment, state.request,
                            [system(ROUTER_PROMPT), user(prompt)],
                            control("routing_choice", router_choice(state.llms), 128))).text

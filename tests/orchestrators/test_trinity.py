@@ -99,6 +99,9 @@ async def test_llm_router_choices_are_followed_and_bad_replies_fall_back() -> No
     assert response.content == "w2"
     assert {"type": "router_fallbacks", "count": 2} in trace
     assert len(router.requests) == 4
+    first = router.requests[0]
+    assert "- thinker: m\n- worker: m\n- verifier: m" in first.messages[-1].text()
+    assert (first.temperature, first.max_tokens) == (0.0, 128)
 
 
 @pytest.mark.parametrize("reply, expected", [
