@@ -209,8 +209,8 @@ class FrameWriter:
         return self.renderer.error(error)
 
     def delta_frame(self, item: Delta) -> bytes | None:
-        if self.response_filter is not None and item.content:
-            item = Delta(self.response_filter.feed(item.content), item.tool_calls, item.role)
+        if self.response_filter is not None and (item.content or item.tool_calls):
+            item = self.response_filter.filter_delta(item)
             if not item.content and not item.tool_calls and self.renderer.started:
                 return None
         return self.renderer.delta(item)
@@ -218,9 +218,9 @@ class FrameWriter:
     async def end_frames(self, end: End) -> AsyncIterator[bytes]:
         if not self.failed and self.response_filter is not None:
             try:
-                tail = await self.response_filter.finish()
-                if tail:
-                    yield self.renderer.delta(Delta(content=tail))
+                tail = await self.response_filter.finish_delta()
+                if tail is not None:
+                    yield self.renderer.delta(tail)
             except PolicyDenied as exc:
                 yield self.error_frame(exc)
         if not self.failed:

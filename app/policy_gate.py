@@ -21,7 +21,15 @@ from opentelemetry.trace import Tracer
 
 from tako.core.errors import InvalidRequest, PolicyDenied
 from tako.core.protocols import PolicyDecision, RunContext, Tool, ToolLookup
-from tako.core.types import ChatRequest, ChatResponse, Message, Principal, ToolSpec
+from tako.core.types import (
+    ChatRequest,
+    ChatResponse,
+    Delta,
+    Message,
+    Principal,
+    ToolCallDelta,
+    ToolSpec,
+)
 from tako.policies.factory import build_policy_engine
 from tako.policies.pii import PiiFilter
 from tako.policies.pii_stream import StreamRedactor
@@ -82,9 +90,10 @@ class PolicyGate:
         if not (self.active or self.request_pii.enabled):
             return req
         messages = [m.model_dump(exclude_none=True) for m in req.messages]
+        update: dict[str, Any] = {}
         if self.request_pii.enabled:
             messages = self.request_pii.apply_messages(messages)
-        update: dict[str, Any] = {}
+            update.update(self._guarded_fields(req))
         if self.active:
             decision = await self.evaluate("pre_chat", {
                 "principal": principal_input(principal), "model": req.model,
@@ -101,11 +110,29 @@ class PolicyGate:
         update["messages"] = [Message.model_validate(m) for m in messages]
         return req.model_copy(update=update)
 
+    def _guarded_fields(self, req: ChatRequest) -> dict[str, Any]:
+        """The request's texts outside its messages, PII-guarded: tool and parameter
+        descriptions, ``user`` and ``metadata``."""
+        pii = self.request_pii
+        fields: dict[str, Any] = {}
+        if req.tools:
+            tools = pii.apply_tools([t.model_dump(exclude_none=True) for t in req.tools])
+            fields["tools"] = [ToolSpec.model_validate(t) for t in tools]
+        if req.user is not None:
+            fields["user"] = pii.apply(req.user)
+        metadata = req.extras().get("metadata")
+        if metadata is not None:
+            fields["metadata"] = pii.apply_value(metadata)
+        return fields
+
     async def after_chat(self, principal: Principal, model: str,
                          response: ChatResponse) -> None:
-        if response.content is None or not self.inspects_responses:
+        if not self.inspects_responses:
             return
-        response.content = await self.check_answer(principal, model, response.content)
+        if response.content is not None:
+            response.content = await self.check_answer(principal, model, response.content)
+        for call in response.tool_calls or ():
+            call.function.arguments = self.response_pii.apply(call.function.arguments)
 
     async def check_answer(self, principal: Principal, model: str, text: str) -> str:
         """The answer as the client may see it; raises PolicyDenied."""
@@ -137,11 +164,43 @@ class StreamFilter:
         self.principal = principal
         self.model = model
         self.redactor = StreamRedactor(gate.response_pii)
+        self.argument_redactors: dict[int, StreamRedactor] = {}  # by tool-call index
         self.parts: list[str] = []
 
     def feed(self, text: str) -> str:
         self.parts.append(text)
         return self.redactor.feed(text)
+
+    def filter_delta(self, item: Delta) -> Delta:
+        """A streamed delta with its text and its tool-call argument fragments guarded
+        (each tool call's arguments are a stream of their own, held back like text)."""
+        content = self.feed(item.content) if item.content else item.content
+        calls = [self._guarded_call(call) for call in item.tool_calls or ()]
+        kept = [call for call in calls if call is not None]
+        return Delta(content, kept or None, item.role)
+
+    def _guarded_call(self, call: ToolCallDelta) -> ToolCallDelta | None:
+        if not call.arguments:
+            return call
+        redactor = self.argument_redactors.get(call.index)
+        if redactor is None:
+            redactor = self.argument_redactors[call.index] = StreamRedactor(
+                self.gate.response_pii)
+        arguments = redactor.feed(call.arguments)
+        if not arguments and call.id is None and call.name is None:
+            return None  # all held back: nothing to send yet
+        return ToolCallDelta(call.index, call.id, call.name, arguments)
+
+    async def finish_delta(self) -> Delta | None:
+        """What was held back, text and tool-call arguments, as one last delta; raises
+        PolicyDenied when post_chat denies the answer."""
+        calls = [ToolCallDelta(index, arguments=tail)
+                 for index, redactor in sorted(self.argument_redactors.items())
+                 if (tail := redactor.flush())]
+        content = await self.finish()
+        if not content and not calls:
+            return None
+        return Delta(content or None, calls or None)
 
     async def finish(self) -> str:
         """The held-back tail; raises PolicyDenied when post_chat denies the answer."""

@@ -58,27 +58,72 @@ class PiiFilter:
         return self.render(text, 0, len(text), self._select(text))
 
     def apply_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """OpenAI message dicts with string content and text parts guarded; other parts
-        (images, audio) and other fields pass unchanged. The input is not modified."""
+        """OpenAI message dicts with every text guarded: string content, text parts, the
+        ``name`` and assistant tool-call arguments; other parts (images, audio) and fields
+        pass unchanged. The input is not modified."""
         if not self.enabled:
             return messages
-        out: list[dict[str, Any]] = []
-        for message in messages:
-            content = message.get("content")
-            if isinstance(content, str):
-                message = {**message, "content": self.apply(content)}
-            elif isinstance(content, list):
-                parts = [
-                    {**part, "text": self.apply(part["text"])}
-                    if isinstance(part, dict)
-                    and part.get("type") == "text"
-                    and isinstance(part.get("text"), str)
-                    else part
-                    for part in content
-                ]
-                message = {**message, "content": parts}
-            out.append(message)
+        return [self._guarded_message(message) for message in messages]
+
+    def _guarded_message(self, message: dict[str, Any]) -> dict[str, Any]:
+        out = dict(message)
+        content = message.get("content")
+        if isinstance(content, str):
+            out["content"] = self.apply(content)
+        elif isinstance(content, list):
+            out["content"] = [self._guarded_part(part) for part in content]
+        if isinstance(message.get("name"), str):
+            out["name"] = self.apply(message["name"])
+        if isinstance(message.get("tool_calls"), list):
+            out["tool_calls"] = [self.apply_tool_call(call) for call in message["tool_calls"]]
         return out
+
+    def _guarded_part(self, part: Any) -> Any:
+        if isinstance(part, dict) and part.get("type") == "text" and isinstance(
+                part.get("text"), str):
+            return {**part, "text": self.apply(part["text"])}
+        return part
+
+    def apply_tool_call(self, call: Any) -> Any:
+        """An OpenAI tool call dict with its arguments (JSON text) guarded."""
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            return {**call, "function": {**function,
+                                         "arguments": self.apply(function["arguments"])}}
+        return call
+
+    def apply_tools(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """OpenAI tool dicts with the function's description and every description in its
+        parameter schema guarded."""
+        if not self.enabled:
+            return tools
+        return [self._guarded_tool(tool) for tool in tools]
+
+    def _guarded_tool(self, tool: dict[str, Any]) -> dict[str, Any]:
+        function = tool.get("function")
+        if not isinstance(function, dict):
+            return tool
+        return {**tool, "function": self._guarded_descriptions(function)}
+
+    def _guarded_descriptions(self, schema: Any) -> Any:
+        if isinstance(schema, list):
+            return [self._guarded_descriptions(item) for item in schema]
+        if not isinstance(schema, dict):
+            return schema
+        return {key: self.apply(value) if key == "description" and isinstance(value, str)
+                else self._guarded_descriptions(value) for key, value in schema.items()}
+
+    def apply_value(self, value: Any) -> Any:
+        """Every string in a JSON-like value (``user``, ``metadata``) guarded."""
+        if not self.enabled:
+            return value
+        if isinstance(value, str):
+            return self.apply(value)
+        if isinstance(value, list):
+            return [self.apply_value(item) for item in value]
+        if isinstance(value, dict):
+            return {key: self.apply_value(item) for key, item in value.items()}
+        return value
 
     def _select(self, text: str) -> list[Candidate]:
         return select(candidates(self.detectors, text)[0])

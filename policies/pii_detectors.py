@@ -151,6 +151,14 @@ _PHONE = (
     r"|0[1-9]\d{0,3}(?: \d{2,8}){1,4}"
 )
 
+
+# "version 1.2.3.4", "Version: 1.2.3.4", "version=1.2.3.4", "v 1.2.3.4", "ver. 1.2.3.4" are
+# version numbers, not addresses ("v1.2.3.4" is already excluded: a word character before).
+_NOT_AFTER_VERSION = (
+    r"(?<!(?i:version)\s)(?<!(?i:version):\s)(?<!(?i:version)[:=])"
+    r"(?<!\b(?i:v)\s)(?<!\b(?i:ver)\s)(?<!\b(?i:ver)\.\s)"
+)
+
 DETECTORS: tuple[Detector, ...] = (
     Detector(
         "private_key",
@@ -269,7 +277,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "ipv4",
         re.compile(
-            r"(?<![\w.:-])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
+            r"(?<![\w.:-])" + _NOT_AFTER_VERSION + r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
             r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w-]|\.\d)"
         ),
         DIGITS | _chars("."),

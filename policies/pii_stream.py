@@ -17,8 +17,9 @@ from tako.policies.pii_detectors import Candidate, candidates, select, stream_ho
 if TYPE_CHECKING:
     from tako.policies.pii import PiiFilter
 
-# Characters kept before the held tail so look-behind checks see what preceded it.
-CONTEXT_CHARS = 8
+# Characters kept before the held tail so look-behind checks see what preceded it (the
+# longest look-behind is "version: " before an IPv4-like version number).
+CONTEXT_CHARS = 16
 
 
 class StreamRedactor:
