@@ -214,8 +214,16 @@ def _user_messages(blocks: list[Any]) -> list[dict[str, Any]]:
             raise InvalidRequest(f"a user message cannot hold a '{block.type}' block",
                                  param="messages")
     if rest or not out:
-        out.append({"role": "user", "content": _parts(rest)})
+        out.append({"role": "user", "content": _plain(_parts(rest)) or _parts(rest)})
     return out
+
+
+def _plain(parts: list[dict[str, Any]]) -> str | None:
+    """The text of a single text part with nothing else on it (every API takes a string
+    there), else None."""
+    if len(parts) == 1 and parts[0].keys() == {"type", "text"} and parts[0]["type"] == "text":
+        return str(parts[0]["text"])
+    return None
 
 
 def _assistant_message(blocks: list[Any]) -> dict[str, Any]:
@@ -228,7 +236,7 @@ def _assistant_message(blocks: list[Any]) -> dict[str, Any]:
     if any(isinstance(b, ImageBlock | ToolResultBlock) for b in blocks):
         raise InvalidRequest("an assistant message holds only text, tool_use and thinking "
                              "blocks", param="messages")
-    message: dict[str, Any] = {"role": "assistant", "content": texts or None}
+    message: dict[str, Any] = {"role": "assistant", "content": _plain(texts) or texts or None}
     if calls:
         message["tool_calls"] = calls
     if thinking:

@@ -1,0 +1,224 @@
+"""``POST /v1/messages`` over every vendor: the anthropic SDK talks to a real ``tako serve``
+with one deployment per vendor, each served by that vendor's loopback fake in its own wire
+format. Per vendor a Messages call plain and streamed, and a tool round trip plain and
+streamed; for Anthropic deployments, ``cache_control`` and thinking blocks go through
+unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import anthropic
+import httpx
+import orjson
+import pytest
+from anthropic.types import ErrorResponse, Message, RawMessageStreamEvent
+from pydantic import TypeAdapter
+
+from tests.fakes import anthropic as fake_anthropic
+from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
+from tests.support.vendors import (
+    PNG_B64,
+    Answered,
+    AnthropicVendor,
+    Call,
+    Vendor,
+    aws_env,
+    names,
+    serve_vendors,
+)
+
+EVENT = TypeAdapter(RawMessageStreamEvent)
+WEATHER = {"name": "get_weather", "description": "Current weather for a city",
+           "input_schema": {"type": "object", "properties": {
+               "city": {"type": "string"}, "unit": {"type": "string"}}, "required": ["city"]}}
+PARIS: Call = ("get_weather", {"city": "Paris", "unit": "celsius"})
+TOKYO: Call = ("get_weather", {"city": "Tokyo", "unit": "kelvin"})
+
+
+@pytest.fixture(scope="module")
+def vendors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Vendor]]:
+    with ExitStack() as stack:
+        yield serve_vendors(stack, tmp_path_factory.mktemp("vendors"))
+
+
+@pytest.fixture(scope="module")
+def gw(vendors: dict[str, Vendor], tmp_path_factory: pytest.TempPathFactory
+       ) -> Iterator[Gateway]:
+    config = basic_config()
+    config["deployments"] = [v.deployment() for v in vendors.values()]
+    config["profiles"] = []
+    config["runtime"] = {"retry": {"max_attempts": 1}, "breaker": {"failure_threshold": 100}}
+    with gateway(config, env=aws_env(tmp_path_factory.mktemp("aws"))) as g:
+        yield g
+
+
+@pytest.fixture(params=list(names()))
+def vendor(request: pytest.FixtureRequest, vendors: dict[str, Vendor]) -> Vendor:
+    chosen = vendors[request.param]
+    chosen.reset()
+    return chosen
+
+
+@pytest.fixture
+def client(gw: Gateway) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url, api_key=TEST_KEY, max_retries=0)
+
+
+def raw_events(gw: Gateway, body: dict[str, Any]) -> list[dict[str, Any]]:
+    with httpx.stream("POST", gw.url + "/v1/messages", json={**body, "stream": True},
+                      headers={"x-api-key": TEST_KEY}, timeout=10) as response:
+        assert response.status_code == 200, response.read()
+        return [orjson.loads(line[6:]) for line in response.iter_lines()
+                if line.startswith("data: ")]
+
+
+def test_message_plain(vendor: Vendor, client: anthropic.Anthropic) -> None:
+    text = f"Paris is the capital of France, says {vendor.name}."
+    vendor.push_text(text, stream=False)
+    raw = client.messages.with_raw_response.create(
+        model=vendor.name, max_tokens=64, system="Answer in one sentence.",
+        messages=[{"role": "user", "content": "What is the capital of France?"}])
+    Message.model_validate(orjson.loads(raw.http_response.content))
+    assert raw.headers["x-tako-deployment"] == vendor.name
+    message = raw.parse()
+    assert [(b.type, getattr(b, "text", None)) for b in message.content] == [("text", text)]
+    assert message.stop_reason == "end_turn"
+    scripted = vendor.usage
+    assert message.usage.input_tokens + (message.usage.cache_read_input_tokens or 0) == (
+        scripted.prompt)
+    assert message.usage.output_tokens == scripted.completion
+
+
+def test_message_streamed(vendor: Vendor, client: anthropic.Anthropic, gw: Gateway) -> None:
+    text = f"Streaming through {vendor.name} word by word."
+    request = {"model": vendor.name, "max_tokens": 64,
+               "messages": [{"role": "user", "content": "Say something."}]}
+    vendor.push_text(text, stream=True)
+    events = [EVENT.validate_python(e) for e in raw_events(gw, request)]
+    assert events[0].type == "message_start" and events[-1].type == "message_stop"
+    assert "".join(e.delta.text for e in events if e.type == "content_block_delta") == text
+    assert events[-2].usage.output_tokens == vendor.usage.completion
+
+    vendor.push_text(text, stream=True)
+    with client.messages.stream(**request) as stream:
+        assert "".join(stream.text_stream) == text
+        final = stream.get_final_message()
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == vendor.usage.completion
+
+
+def _results(message: Message) -> tuple[list[Answered], list[dict[str, Any]]]:
+    uses = [b for b in message.content if b.type == "tool_use"]
+    answered = [Answered(u.id, u.name, dict(u.input), f"sunny, {20 + i}C")
+                for i, u in enumerate(uses)]
+    return answered, [{"type": "tool_result", "tool_use_id": a.id, "content": a.result}
+                      for a in answered]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_tool_round_trip(vendor: Vendor, client: anthropic.Anthropic, streamed: bool) -> None:
+    said = "Let me look that up."
+    question = {"role": "user", "content": "What's the weather in Paris and Tokyo?"}
+    vendor.push_tool_calls([PARIS, TOKYO], stream=streamed, text=said)
+    request: dict[str, Any] = {"model": vendor.name, "max_tokens": 256, "tools": [WEATHER],
+                               "messages": [question]}
+    if streamed:
+        with client.messages.stream(**request) as stream:
+            first = stream.get_final_message()
+    else:
+        first = client.messages.create(**request)
+    assert first.stop_reason == "tool_use"
+    assert [(b.type, getattr(b, "text", None)) for b in first.content][0] == ("text", said)
+    assert [(b.name, b.input) for b in first.content if b.type == "tool_use"] == [
+        PARIS, TOKYO]
+    answered, results = _results(first)
+    assert len({a.id for a in answered}) == 2 and all(a.id for a in answered)
+
+    vendor.push_text("Sunny in both.", stream=False)
+    history = [question, {"role": "assistant", "content": [
+        b.model_dump(exclude_none=True, include={"type", "text", "id", "name", "input"})
+        for b in first.content]}, {"role": "user", "content": results}]
+    second = client.messages.create(model=vendor.name, max_tokens=256, tools=[WEATHER],
+                                    messages=history)
+    vendor.tool_results_sent(answered, said)
+    assert second.content[0].type == "text" and second.content[0].text == "Sunny in both."
+
+
+def test_image_block_reaches_the_vendor(vendor: Vendor, client: anthropic.Anthropic) -> None:
+    vendor.push_text("A tiny image.", stream=False)
+    client.messages.create(model=vendor.name, max_tokens=64, messages=[{"role": "user",
+        "content": [{"type": "text", "text": "What is this?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                 "data": PNG_B64}}]}])
+    vendor.image_sent()
+
+
+def test_vendor_error_mid_stream_is_an_error_event(vendor: Vendor, gw: Gateway) -> None:
+    vendor.push_broken_stream("one two three four five six seven eight", dropped=False)
+    events = raw_events(gw, {"model": vendor.name, "max_tokens": 64,
+                             "messages": [{"role": "user", "content": "count"}]})
+    assert events[0]["type"] == "message_start"
+    assert events[-1]["type"] == "error"
+    ErrorResponse.model_validate(events[-1])
+    assert "message_stop" not in [e["type"] for e in events]
+
+
+@pytest.fixture
+def claude(vendors: dict[str, Vendor]) -> AnthropicVendor:
+    chosen = vendors["anthropic"]
+    assert isinstance(chosen, AnthropicVendor)
+    chosen.reset()
+    return chosen
+
+
+def test_cache_control_and_thinking_pass_through(claude: AnthropicVendor,
+                                                 client: anthropic.Anthropic) -> None:
+    thinking = {"type": "thinking", "thinking": "The user asks about Paris.",
+                "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"}
+    answer = fake_anthropic.message("It is sunny.")
+    answer["content"].insert(0, thinking)
+    claude.fake.push(fake_anthropic.Reply(body=answer))
+    ephemeral = {"type": "ephemeral"}
+    message = client.messages.create(
+        model="anthropic", max_tokens=2048,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        system=[{"type": "text", "text": "You know the weather.", "cache_control": ephemeral}],
+        tools=[{**WEATHER, "cache_control": ephemeral}],
+        messages=[{"role": "user", "content": [
+            {"type": "text", "text": "Weather in Paris?", "cache_control": ephemeral}]}])
+    assert [b.type for b in message.content] == ["thinking", "text"]
+    assert message.content[0].model_dump(exclude_none=True) == thinking
+    sent = claude.last_body()
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert sent["system"] == [{"type": "text", "text": "You know the weather.",
+                               "cache_control": ephemeral}]
+    assert sent["tools"][0]["cache_control"] == ephemeral
+    assert sent["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "Weather in Paris?", "cache_control": ephemeral}]}]
+
+    # the signed thinking block goes back unchanged, first in its turn
+    claude.fake.push(fake_anthropic.Reply(body=fake_anthropic.message("Still sunny.")))
+    client.messages.create(model="anthropic", max_tokens=2048,
+                           thinking={"type": "enabled", "budget_tokens": 1024},
+                           messages=[{"role": "user", "content": "Weather in Paris?"},
+                                     {"role": "assistant", "content": [
+                                         thinking, {"type": "text", "text": "It is sunny."}]},
+                                     {"role": "user", "content": "And tomorrow?"}])
+    assert claude.last_body()["messages"][1] == {"role": "assistant", "content": [
+        thinking, {"type": "text", "text": "It is sunny."}]}
+
+
+# last: a vendor's 429 cools its deployment for a second
+def test_vendor_error_keeps_its_status(vendor: Vendor, client: anthropic.Anthropic) -> None:
+    vendor.push_error()
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        client.messages.create(model=vendor.name, max_tokens=64,
+                               messages=[{"role": "user", "content": "hi"}])
+    response = caught.value.response
+    # a vendor's 429 stays a 429; its 5xx is tako's 502 (a bad gateway)
+    assert response.status_code == (429 if vendor.error_status == 429 else 502)
+    error = ErrorResponse.model_validate(response.json())
+    assert f"provider {vendor.name}" in error.error.message
