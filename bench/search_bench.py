@@ -103,7 +103,7 @@ class SimProvider:
                             usage=Usage(prompt_tokens=10, completion_tokens=10, cost_usd=1e-4))
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
-        yield Delta(role="assistant", content=self._answer(req))
+        yield Delta(content=self._answer(req))
         yield End("stop", Usage())
 
     def estimate_cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:

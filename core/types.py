@@ -256,7 +256,6 @@ class ToolCallDelta:
 class Delta:
     content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
-    role: str | None = None
 
 
 @dataclass(slots=True)

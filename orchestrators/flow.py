@@ -73,9 +73,8 @@ class Sink:
     async def delta(self, text: str) -> None:
         if not self.deltas or self._put is None:
             return
-        role = None if self._started[0] else "assistant"
         self._started[0] = True
-        await self._put(Delta(role=role, content=text))
+        await self._put(Delta(content=text))
 
 
 def record(ctx: RunContext, **entry: Any) -> None:
@@ -120,8 +119,7 @@ class Orchestration:
                 return
             ctx.answered_by = answer.deployment or ctx.answered_by
             if not (answer.streamed and sink.started):
-                await put(Delta(role="assistant" if not sink.started else None,
-                                content=answer.content or ""))
+                await put(Delta(content=answer.content or ""))
                 for delta in ToolCallBuffer().as_deltas(answer.tool_calls or []):
                     await put(delta)
             await sink.event("final", finish_reason=answer.finish_reason,

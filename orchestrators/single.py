@@ -156,8 +156,8 @@ class _Turn:
                 continue
             if isinstance(item, Delta) and item.tool_calls and server:
                 self.calls.add(item.tool_calls)
-                if item.content or item.role:
-                    yield Delta(content=item.content, role=item.role)
+                if item.content:
+                    yield Delta(content=item.content)
                 continue
             if isinstance(item, Delta) and item.content:
                 self.text.append(item.content)

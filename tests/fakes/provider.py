@@ -184,14 +184,13 @@ class ScriptedProvider:
     async def _reply_chunks(reply: Reply) -> AsyncIterator[ChatChunk]:
         call = tool_call(reply.text)
         if call is not None:
-            yield Delta(role="assistant", tool_calls=[ToolCallDelta(
+            yield Delta(tool_calls=[ToolCallDelta(
                 index=0, id=call.id, name=call.function.name,
                 arguments=call.function.arguments)])
             yield End("tool_calls", reply.usage())
             return
         for i, word in enumerate(reply.text.split(" ")):
-            yield Delta(role="assistant" if i == 0 else None,
-                        content=word if i == 0 else " " + word)
+            yield Delta(content=word if i == 0 else " " + word)
         yield End("stop", reply.usage())
 
     async def _stream_chunks(self, step: Stream) -> AsyncIterator[ChatChunk]:
@@ -201,7 +200,7 @@ class ScriptedProvider:
                 break
             if step.pause_s:
                 await asyncio.sleep(step.pause_s)
-            yield Delta(content=piece, role="assistant" if i == 0 else None)
+            yield Delta(content=piece)
         if step.end:
             yield End("stop", Usage(prompt_tokens=step.prompt, completion_tokens=step.completion,
                                     cost_usd=step.usd))

@@ -73,7 +73,6 @@ def assert_contract(items: list[ChatChunk], *, failed: bool) -> str:
     body = items[:-2] if failed else items[:-1]
     assert body and all(isinstance(i, Delta) for i in body), items
     assert all(i.content or i.tool_calls for i in body), "no empty deltas"
-    assert all(i.role is None for i in body), "the SSE renderer adds the role"
     if failed:
         assert isinstance(items[-2], ChunkError)
         assert items[-1].finish_reason == "error"
