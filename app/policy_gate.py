@@ -177,7 +177,7 @@ class StreamFilter:
         content = self.feed(item.content) if item.content else item.content
         calls = [self._guarded_call(call) for call in item.tool_calls or ()]
         kept = [call for call in calls if call is not None]
-        return Delta(content, kept or None, item.role)
+        return Delta(content, kept or None)
 
     def _guarded_call(self, call: ToolCallDelta) -> ToolCallDelta | None:
         if not call.arguments:
