@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
 
 CAPPED_KEY = "sk-test-capped-messages"
+SLOW_KEY = "sk-test-one-a-minute"
 EVENT = TypeAdapter(RawMessageStreamEvent)
 WEATHER = {"name": "get_weather", "description": "Current weather for a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
@@ -31,6 +32,9 @@ def gw() -> Iterator[Gateway]:
     config["auth"]["keys"].append(
         {"key": CAPPED_KEY, "key_id": "capped", "tenant_id": "acme", "user_id": "cy",
          "budgets": [{"scope": "key", "period": "request", "usd": 1e-9}]})
+    config["auth"]["keys"].append(
+        {"key": SLOW_KEY, "key_id": "slow", "tenant_id": "slowco", "user_id": "sy",
+         "rate_limits": [{"scope": "key", "rpm": 1}]})
     with gateway(config) as g:
         yield g
 
@@ -291,3 +295,25 @@ def test_requests_are_counted_under_the_messages_api(gw: Gateway,
                   if s.name == "tako_requests_total" and s.labels.get("api") == "messages"
                   and s.labels.get("status") == "200")
     assert counted >= 1
+
+
+def test_rate_limit_in_anthropic_shape(gw: Gateway) -> None:
+    body = {"model": "echo", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}
+    assert post(gw, body, key=SLOW_KEY).status_code == 200
+    refused = post(gw, body, key=SLOW_KEY)
+    error_of(refused, 429, "rate_limit_error")
+    assert int(refused.headers["retry-after"]) >= 1
+
+
+def test_orchestration_events_opt_in(gw: Gateway) -> None:
+    """With ``x-tako-events`` a profile's steps come as ``tako_event`` events between the
+    message events; the SDK's stream helper passes them by and still builds the message."""
+    client = anthropic.Anthropic(base_url=gw.url, api_key=TEST_KEY, max_retries=0,
+                                 default_headers={"x-tako-events": "1"})
+    with client.messages.stream(model="echo-tools", max_tokens=1024, messages=[
+            {"role": "user", "content": "calculator: 2+3"}]) as stream:
+        kinds = [getattr(e, "kind", None) for e in stream if e.type == "tako_event"]
+        final = stream.get_final_message()
+    assert "tool_call_start" in kinds and "tool_result" in kinds
+    assert final.content[0].type == "text"
+    assert final.content[0].text == "tool calculator returned: 5"
