@@ -19,6 +19,7 @@ import httpx
 import openai
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
 from tako.core.tokens import estimate_text_tokens
@@ -111,6 +112,8 @@ def _config(fakes: Fakes, **runtime: Any) -> dict[str, Any]:
     config["auth"]["admin_key_sha256"] = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
     config["auth"]["keys"].append({"key": "sk-test-beta", "key_id": "beta",
                                    "tenant_id": "acme", "user_id": "cat"})
+    config["auth"]["keys"].append({"key": "sk-test-gamma", "key_id": "gamma",
+                                   "tenant_id": "acme", "user_id": "dan"})
     config["deployments"] += fakes.deployments
     config["aliases"] = {"embed-any": {"targets": ["oa-embed", "azure-embed"]}}
     config["runtime"] = {"retry": {"max_attempts": 1}, **runtime}
@@ -337,13 +340,53 @@ def test_spend_is_recorded_at_the_price_table(gw: Gateway, fakes: Fakes) -> None
     assert priced["usage"]["cost_usd"] == pytest.approx(tokens * 0.02 / 1e6)
 
 
-# ---- budgets and token rate limits over this endpoint ----
+def test_an_alias_falls_back_past_a_failing_deployment(gw: Gateway, fakes: Fakes) -> None:
+    fakes.openai.fail_next.append((500, {"error": {
+        "message": "The server had an error", "type": "server_error", "param": None,
+        "code": None}}))
+    raw = client(gw).embeddings.with_raw_response.create(model="embed-any", input=TEXTS)
+    assert raw.headers["x-tako-deployment"] == "azure-embed"
+    assert [d.embedding for d in raw.parse().data] == [
+        fake_embeddings.vector(t) for t in TEXTS]
+
+
+def test_metrics_and_access_log_name_the_api(gw: Gateway) -> None:
+    cost_before = _metric(gw, "tako_cost_usd_total", model="generic-embed")
+    post(gw, {"model": "generic-embed", "input": TEXTS})
+    tokens = sum(fake_embeddings.tokens(t) for t in TEXTS)
+    assert _metric(gw, "tako_cost_usd_total", model="generic-embed") - cost_before == (
+        pytest.approx(tokens * GENERIC_PRICE["input"] / 1e6))
+    assert _metric(gw, "tako_requests_total", model="generic-embed", api="embeddings") > 0
+    lines = [orjson.loads(line) for line in gw.log().splitlines()
+             if line.startswith("{") and '"generic-embed"' in line]
+    assert lines, gw.log()[-2000:]
+    assert lines[-1]["event"] == "embeddings"
+    assert lines[-1]["deployment"] == "generic-embed"
+
+
+def _metric(gw: Gateway, name: str, **labels: str) -> float:
+    text = httpx.get(gw.url + "/metrics", timeout=5).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v
+                                           for k, v in labels.items()):
+                total += float(sample.value)
+    return total
+
+
+# ---- budgets, token rate limits and policy over this endpoint ----
 
 
 @pytest.fixture(scope="module")
 def limited(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     config = _config(fakes, budgets=[{"scope": "key", "period": "day", "usd": 0.003}],
                      rate_limits=[{"scope": "user", "tpm": 60}])
+    config["policy"] = {"mode": "embedded",
+                        "data": {"denied_models": {"acme": ["ollama-embed"]},
+                                 "blocked_phrases": ["project bluebird"],
+                                 "redaction_text": "[REDACTED]"},
+                        "pii": {"request": {"mode": "redact", "kinds": ["email"]}}}
     with gateway(config, env=aws_env(tmp_path_factory.mktemp("aws-limits"))) as g:
         yield g
 
@@ -379,3 +422,20 @@ def test_embedding_tokens_count_in_the_token_rate_limit(limited: Gateway,
     validate_error(second.json())
     assert second.json()["error"]["code"] == "rate_limit_exceeded"
     assert float(second.headers["retry-after"]) > 0
+
+
+def test_policy_and_pii_guards_see_every_input(limited: Gateway, fakes: Fakes) -> None:
+    user = "sk-test-gamma"  # its own key and user: no budget or rate limit spent yet
+    hidden = post(limited, {"model": "mistral-embed", "input": "x"}, key="sk-test-limited")
+    assert hidden.status_code == 404, "a key limited to other models does not see it"
+    answer = post(limited, {"model": "mistral-embed", "encoding_format": "float",
+                            "input": ["mail ann@example.com", "status of project bluebird"]},
+                  key=user)
+    assert answer.status_code == 200, answer.text
+    sent = fakes.mistral.requests[-1].body["input"]
+    assert "ann@example.com" not in sent[0] and "<EMAIL>" in sent[0]
+    assert sent[1] == "status of [REDACTED]"
+    assert answer.json()["data"][0]["embedding"] == fake_embeddings.vector(sent[0])
+    denied = post(limited, {"model": "ollama-embed", "input": "x"}, key=user)
+    assert denied.status_code == 403, denied.text
+    validate_error(denied.json())
