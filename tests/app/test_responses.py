@@ -20,6 +20,7 @@ from tests.support.openai_schema import validate, validate_error
 
 OTHER_TENANT_KEY = "sk-test-globex-responses"
 CAPPED_KEY = "sk-test-capped-responses"
+LIMITED_KEY = "sk-test-rpm-responses"
 WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                           "required": ["city"]}}
@@ -52,7 +53,9 @@ def responses_config() -> dict[str, Any]:
     config["auth"]["keys"] += [
         {"key": OTHER_TENANT_KEY, "key_id": "globex", "tenant_id": "globex", "user_id": "gil"},
         {"key": CAPPED_KEY, "key_id": "capped", "tenant_id": "acme", "user_id": "cy",
-         "budgets": [{"scope": "key", "period": "request", "usd": 1e-9}]}]
+         "budgets": [{"scope": "key", "period": "request", "usd": 1e-9}]},
+        {"key": LIMITED_KEY, "key_id": "rpm", "tenant_id": "acme", "user_id": "rae",
+         "rate_limits": [{"scope": "key", "rpm": 1}]}]
     return config
 
 
@@ -318,6 +321,17 @@ def test_budget_refusal_is_429_and_charges_nothing(gw: Gateway) -> None:
     assert metric(gw, "tako_cost_usd_total") == spent
 
 
+def test_rate_limit_refusal_is_429(gw: Gateway) -> None:
+    limited = openai.OpenAI(base_url=gw.base_url, api_key=LIMITED_KEY, max_retries=0)
+    assert limited.responses.create(model="echo", input="once").output_text == "echo: once"
+    spent = metric(gw, "tako_cost_usd_total")
+    with pytest.raises(openai.RateLimitError) as caught:
+        limited.responses.create(model="echo", input="twice")
+    validate_error(caught.value.response.json())
+    assert caught.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert metric(gw, "tako_cost_usd_total") == spent
+
+
 @pytest.mark.parametrize(("body", "status", "param"), [
     (b"{not json", 400, None),
     ({"input": "no model"}, 400, "model"),
@@ -386,3 +400,21 @@ def test_agents_sdk_runs_a_function_tool(gw: Gateway) -> None:
     result = asyncio.run(run())
     assert seen == ["Kyoto"]
     assert result.final_output == "tool get_weather returned: sunny in Kyoto"
+
+    async def run_streamed() -> tuple[Any, list[str]]:
+        client = openai.AsyncOpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0)
+        model = OpenAIResponsesModel(model="echo", openai_client=client)
+        agent = Agent(name="weather", model=model, tools=[get_weather])
+        try:
+            streamed = Runner.run_streamed(agent, "get_weather: Nara")
+            kinds = [e.data.type async for e in streamed.stream_events()
+                     if e.type == "raw_response_event"]
+            return streamed, kinds
+        finally:
+            await client.close()
+
+    streamed, kinds = asyncio.run(run_streamed())
+    assert seen == ["Kyoto", "Nara"]
+    assert streamed.final_output == "tool get_weather returned: sunny in Nara"
+    assert kinds.count("response.completed") == 2  # the call, then the answer
+    assert "response.function_call_arguments.delta" in kinds
