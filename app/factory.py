@@ -35,6 +35,7 @@ from tako.app.ingress.messages import (
     count_tokens_endpoint,
     messages_endpoint,
 )
+from tako.app.ingress.messages_wire import anthropic_error_response
 from tako.app.ingress.responses import responses_routes
 from tako.app.metrics import metrics_endpoint
 from tako.app.observe import configure_access_log
@@ -58,7 +59,9 @@ def create_app(settings: Settings | None = None, *, resolver: AuthResolver | Non
     settings = settings or load_settings()
     services = build_services(settings, tracer_provider)
     chat = ingress_endpoint(ChatIngress(), services)
-    front = FastPath(create_fastapi_app(services, chat), {CHAT_PATH: chat})
+    front = FastPath(create_fastapi_app(services, chat),
+                     {CHAT_PATH: chat, MESSAGES_PATH: messages_endpoint(services)},
+                     renderers={MESSAGES_PATH: anthropic_error_response})
     if resolver is None:
         resolver = ChainResolver([StaticKeyResolver(settings.auth.keys),
                                   *services.identity.resolvers])
