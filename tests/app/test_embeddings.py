@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 import struct
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from tests.fakes import vertex as fake_vertex
 from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
 from tests.support.net import serve_asgi
 from tests.support.openai_schema import validate, validate_error
+from tests.support.redis_server import redis_server
 from tests.support.vendors import (
     AWS_REGION,
     AWS_SECRET_KEY,
@@ -378,10 +380,25 @@ def _metric(gw: Gateway, name: str, **labels: str) -> float:
 # ---- budgets, token rate limits and policy over this endpoint ----
 
 
-@pytest.fixture(scope="module")
-def limited(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def limited(request: pytest.FixtureRequest, fakes: Fakes,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """Budgets, a token rate limit and policy, on the memory backend and on a real Redis."""
+    with ExitStack() as stack:
+        backend: dict[str, Any] = {}
+        if request.param == "redis":
+            redis = stack.enter_context(redis_server())
+            # a prefix of its own: REDIS_URL may name a server other runs share
+            backend = {"backend": "redis", "redis_url": redis.url,
+                       "key_prefix": f"emb{secrets.token_hex(4)}"}
+        yield stack.enter_context(_limited_gateway(fakes, backend, tmp_path_factory))
+
+
+@contextmanager
+def _limited_gateway(fakes: Fakes, backend: dict[str, Any],
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     config = _config(fakes, budgets=[{"scope": "key", "period": "day", "usd": 0.003}],
-                     rate_limits=[{"scope": "user", "tpm": 60}])
+                     rate_limits=[{"scope": "user", "tpm": 60}], **backend)
     config["policy"] = {"mode": "embedded",
                         "data": {"denied_models": {"acme": ["ollama-embed"]},
                                  "blocked_phrases": ["project bluebird"],
