@@ -319,7 +319,7 @@ class AliasProvider:
             chunk = opened.first
             while True:
                 if isinstance(chunk, ChunkError) and says_unhealthy(chunk.error):
-                    await self.breakers.record(opened.provider.id, False, False)
+                    await self.breakers.failed_after_success(opened.provider.id)
                 elif isinstance(chunk, End):
                     end = chunk
                 over_cap = tally.saw(chunk)  # counted before the client may close

@@ -98,6 +98,13 @@ class Breakers:
             self.events.breaker_state(deployment, changed)
         return changed
 
+    async def failed_after_success(self, deployment: str) -> str | None:
+        """A stream counted a success when it opened, then failed mid-way: the call's one
+        outcome becomes the failure (unless its success was reported already)."""
+        if self._unreported.get(deployment, 0) > 0:
+            self._unreported[deployment] -= 1
+        return await self.record(deployment, False, False)
+
     async def cool_down(self, deployment: str, retry_after_s: float | None) -> None:
         """The vendor answered 429: skip the deployment on every replica for its
         ``Retry-After`` (bounded by the settings)."""

@@ -19,7 +19,7 @@ from tako.core.errors import (
 )
 from tako.core.types import Principal
 from tako.runtime.settings import BreakerSettings
-from tests.fakes.provider import Reply, ScriptedProvider, request
+from tests.fakes.provider import Reply, ScriptedProvider, Stream, request
 
 ALICE = Principal("acme", "alice", "key-a")
 ONE_TRY = {"max_attempts": 1}
@@ -159,3 +159,13 @@ async def test_a_rate_limit_refusal_never_says_retry_after_0(make_runtime):
     assert refusals and refusals[0].retry_after is not None
     assert refusals[0].retry_after <= 0.5
     assert refusals[0].response_headers()["retry-after"] == "1"
+
+
+async def test_a_stream_failing_mid_way_is_one_failed_call(make_runtime):
+    runtime = await make_runtime(breaker={**RATIO, "failure_ratio": 0.6}, retry=ONE_TRY)
+    broken = ScriptedProvider("broken", default=Stream(deltas=["a", "b", "c"], fail_after=2))
+    for _ in range(4):  # each opened (a success so far), then broke: one failure each
+        admission = await runtime.admit(ALICE, "m", 10, 0.0)
+        guarded = runtime.alias_provider(admission, "alias", [broken])
+        _ = [chunk async for chunk in guarded.stream(request())]
+    assert await runtime.breakers.acquire("broken") == "open"  # 4 of 4, not 4 of 8
