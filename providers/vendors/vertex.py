@@ -31,7 +31,7 @@ import asyncio
 import base64
 import mimetypes
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -454,6 +454,12 @@ class StreamState:
 # ---------------------------------------------------------------- the adapter
 
 
+def predict_batch_size(model: str) -> int:
+    """Instances one ``:predict`` call may carry: Gemini embedding models take one text a
+    request, the text-embedding models up to 250."""
+    return 1 if "gemini-embedding" in model else 250
+
+
 def predict_body(req: EmbeddingRequest) -> dict[str, Any]:
     """A text embedding model's ``:predict`` body: one instance per input."""
     body: dict[str, Any] = {"instances": [{"content": text} for text in req.inputs]}
@@ -540,10 +546,20 @@ class VertexProvider(HttpProvider):
 
     async def embed(self, req: EmbeddingRequest) -> Embeddings:
         """Text embedding models (``text-embedding-005``, ``gemini-embedding-001``) on
-        ``:predict``."""
+        ``:predict``, in as many calls as the model's instance limit needs."""
         url, headers = await self._target("predict")
-        answer = await self.send_json(url, predict_body(req), headers, on_error=self._error)
-        return parse_predictions(req, answer, self.id, self.cost)
+        size = predict_batch_size(self.model)
+        parts = [replace(req, inputs=req.inputs[i:i + size])
+                 for i in range(0, len(req.inputs), size)]
+        answers = await asyncio.gather(*(self.send_json(url, predict_body(part), headers,
+                                                        on_error=self._error)
+                                         for part in parts))
+        result = Embeddings([])
+        for part, answer in zip(parts, answers, strict=True):
+            one = parse_predictions(part, answer, self.id, self.cost)
+            result.vectors += one.vectors
+            result.usage.add(one.usage)
+        return result
 
 
 

@@ -20,10 +20,11 @@ from tako.providers.registry import build
 from tako.providers.vendors.bedrock import BedrockProvider
 from tako.providers.vendors.mistral import MistralProvider
 from tako.providers.vendors.openai import OpenAICompatible
-from tako.providers.vendors.vertex import parse_predictions
+from tako.providers.vendors.vertex import VertexProvider, parse_predictions
 from tests.fakes import bedrock as fake_bedrock
 from tests.fakes import embeddings as fake_embeddings
 from tests.fakes import mistral as fake_mistral
+from tests.fakes import vertex as fake_vertex
 from tests.support.net import serve_asgi
 from tests.support.providers import built
 from tests.support.runtimes import fresh_key_prefix, started_runtime
@@ -140,6 +141,26 @@ async def test_mistral_sends_output_dimension_and_no_user() -> None:
     assert fake.requests[-1].body == {"model": "mistral-embed", "input": ["hi"],
                                       "encoding_format": "float", "output_dimension": 12}
     assert result.vectors == [fake_embeddings.vector("hi", 12)]
+
+
+@pytest.mark.parametrize(("model", "count", "calls"), [
+    ("gemini-embedding-001", 3, [1, 1, 1]), ("text-embedding-005", 260, [10, 250])])
+async def test_vertex_predict_keeps_to_the_models_instance_limit(
+        tmp_path: Path, model: str, count: int, calls: list[int]) -> None:
+    app, fake = fake_vertex.make_app()
+    texts = [f"passage {i}" for i in range(count)]
+    with serve_asgi(app) as url:
+        credentials = fake.service_account_file(tmp_path / "sa.json", url, "proj")
+        spec = DeploymentSpec(name="vx", provider="vertex", model=model, base_url=url,
+                              options={"credentials_file": str(credentials),
+                                       "project": "proj", "location": "europe-west4"})
+        async with built(spec, VertexProvider) as provider:
+            result = await provider.embed(embedding(texts, 8))
+    assert sorted(len(r.body["instances"]) for r in fake.requests) == calls
+    assert {r.method for r in fake.requests} == {"predict"}
+    assert result.vectors == [fake_embeddings.vector(t, 8) for t in texts]
+    assert result.usage.prompt_tokens == sum(fake_embeddings.tokens(t) for t in texts)
+    assert not result.usage.estimated
 
 
 def test_vertex_predictions_without_token_counts_are_estimated() -> None:
