@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from tako.app.auth import PRINCIPAL
 from tako.app.errors import validation_error
+from tako.app.gateway import Gateway
 from tako.app.ingress.base import Parsed
 from tako.app.ingress.chat import json_object, tako_options
 from tako.app.ingress.messages_wire import (
@@ -28,6 +29,7 @@ from tako.app.ingress.messages_wire import (
     anthropic_error_response,
     chat_body,
     error_body,
+    strip_native,
 )
 from tako.app.pipeline import ingress_endpoint, read_body
 from tako.app.services import Services
@@ -76,8 +78,11 @@ def content_of(response: ChatResponse) -> list[dict[str, Any]]:
     return blocks
 
 
-def parse_request(body: bytes, *, counting: bool = False) -> tuple[MessagesRequest,
-                                                                 dict[str, Any], ChatRequest]:
+def parse_request(body: bytes, *, counting: bool = False,
+                  native: frozenset[str] = frozenset()
+                  ) -> tuple[MessagesRequest, dict[str, Any], ChatRequest]:
+    """The request, its ``tako`` options and the ChatRequest to run; Anthropic-only
+    fields stay in it only for a model in ``native``."""
     data = json_object(body)
     options = tako_options(data)
     try:
@@ -86,16 +91,29 @@ def parse_request(body: bytes, *, counting: bool = False) -> tuple[MessagesReque
             raise InvalidRequest("max_tokens: Field required", param="max_tokens")
         if counting:
             original.stream = None
-        return original, options, ChatRequest.model_validate(chat_body(original))
+        chat = chat_body(original)
+        if original.model not in native:
+            chat = strip_native(chat)
+        return original, options, ChatRequest.model_validate(chat)
     except ValidationError as exc:
         raise validation_error(exc) from exc
+
+
+def anthropic_models(gateway: Gateway) -> frozenset[str]:
+    """Deployments and aliases every deployment of which is Anthropic's."""
+    kinds = {spec.name: spec.provider for spec in gateway.settings.deployments}
+    return frozenset(name for name, (members, _) in gateway.aliases.items()
+                     if members and all(kinds.get(m) == "anthropic" for m in members))
 
 
 class MessagesIngress:
     api = "messages"
 
+    def __init__(self, native: frozenset[str] = frozenset()) -> None:
+        self.native = native  # models whose deployments take Anthropic-only fields
+
     def parse(self, body: bytes) -> Parsed:
-        original, options, request = parse_request(body)
+        original, options, request = parse_request(body, native=self.native)
         return Parsed(request, options, original)
 
     def render(self, parsed: Parsed, response: ChatResponse, ctx: RunContext) -> bytes:
@@ -206,7 +224,7 @@ class MessageEvents:
 def messages_endpoint(services: Services) -> Any:
     """``POST /v1/messages`` on the one request path; a body not declared JSON gets
     Anthropic's 400 before anything runs."""
-    run = ingress_endpoint(MessagesIngress(), services)
+    run = ingress_endpoint(MessagesIngress(anthropic_models(services.gateway)), services)
 
     async def endpoint(request: Request) -> Response:
         problem = json_problem(request)

@@ -6,8 +6,11 @@ content blocks (text, image from base64 or a URL, ``tool_use``, ``tool_result``,
 ``thinking`` and ``redacted_thinking``), and refuse unknown top-level fields as the API
 does. Fields tako has no counterpart for travel to the upstream as ChatRequest extras the
 Anthropic adapter passes through (``top_k``, ``thinking``, ``service_tier``); content
-extras (``cache_control``) stay on the parts and messages they were on, and earlier
-thinking blocks ride on their assistant message as ``thinking_blocks``.
+extras (``cache_control``) stay on the parts and messages they were on, earlier thinking
+blocks ride on their assistant message as ``thinking_blocks`` and a tool result's
+``is_error`` on its tool message. All of them only when every deployment that may answer
+is Anthropic's (``strip_native`` takes them out otherwise: OpenAI-compatible vendors are
+sent unknown fields as they come, and refuse them).
 """
 
 from __future__ import annotations
@@ -281,6 +284,22 @@ def _tool_choice(choice: ToolChoice, body: dict[str, Any]) -> None:
 
 
 PASSED_ON = ("top_k", "thinking", "service_tier")
+PART_FIELDS = frozenset({"type", "text", "image_url"})
+
+
+def strip_native(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` (from ``chat_body``) without the Anthropic-only fields."""
+    for name in PASSED_ON:
+        body.pop(name, None)
+    for message in body["messages"]:
+        message.pop("thinking_blocks", None)
+        message.pop("is_error", None)
+        if isinstance(message.get("content"), list):
+            message["content"] = [{k: v for k, v in part.items() if k in PART_FIELDS}
+                                  for part in message["content"]]
+    for tool in body.get("tools") or ():
+        tool["function"].pop("cache_control", None)
+    return body
 
 
 def chat_body(req: MessagesRequest) -> dict[str, Any]:

@@ -211,6 +211,33 @@ def test_cache_control_and_thinking_pass_through(claude: AnthropicVendor,
         thinking, {"type": "text", "text": "It is sunny."}]}
 
 
+
+def test_anthropic_only_fields_stay_away_from_other_vendors(
+        vendors: dict[str, Vendor], client: anthropic.Anthropic) -> None:
+    """An OpenAI-compatible vendor is sent unknown fields as they come, and refuses them:
+    thinking, top_k, cache_control and earlier thinking blocks are not sent there."""
+    openai_vendor = vendors["openai"]
+    openai_vendor.reset()
+    openai_vendor.push_text("Fine.", stream=False)
+    ephemeral = {"type": "ephemeral"}
+    client.messages.create(
+        model="openai", max_tokens=2048, extra_body={"top_k": 5},
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        system=[{"type": "text", "text": "Be brief.", "cache_control": ephemeral}],
+        tools=[{**WEATHER, "cache_control": ephemeral}],
+        messages=[{"role": "user", "content": "Hi"},
+                  {"role": "assistant", "content": [
+                      {"type": "thinking", "thinking": "hm", "signature": "sig"},
+                      {"type": "text", "text": "Hello."}]},
+                  {"role": "user", "content": [
+                      {"type": "text", "text": "Weather?", "cache_control": ephemeral}]}])
+    sent = openai_vendor.last_body()
+    assert not {"top_k", "thinking", "service_tier"} & sent.keys()
+    assert b"cache_control" not in orjson.dumps(sent)
+    assert b"thinking" not in orjson.dumps(sent)
+    assert sent["messages"][-1]["content"] == [{"type": "text", "text": "Weather?"}]
+
+
 # last: a vendor's 429 cools its deployment for a second
 def test_vendor_error_keeps_its_status(vendor: Vendor, client: anthropic.Anthropic) -> None:
     vendor.push_error()
