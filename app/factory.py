@@ -36,7 +36,7 @@ from tako.app.ingress.messages import (
     messages_endpoint,
 )
 from tako.app.ingress.messages_wire import anthropic_error_response
-from tako.app.ingress.responses import responses_routes
+from tako.app.ingress.responses import Route, responses_routes
 from tako.app.metrics import metrics_endpoint
 from tako.app.observe import configure_access_log
 from tako.app.pipeline import ingress_endpoint
@@ -59,8 +59,10 @@ def create_app(settings: Settings | None = None, *, resolver: AuthResolver | Non
     settings = settings or load_settings()
     services = build_services(settings, tracer_provider)
     chat = ingress_endpoint(ChatIngress(), services)
-    front = FastPath(create_fastapi_app(services, chat),
-                     {CHAT_PATH: chat, MESSAGES_PATH: messages_endpoint(services)},
+    responses = responses_routes(services)  # one store behind POST, GET and DELETE
+    hot = {CHAT_PATH: chat, MESSAGES_PATH: messages_endpoint(services)}
+    hot.update((path, endpoint) for path, endpoint, methods in responses if methods == ["POST"])
+    front = FastPath(create_fastapi_app(services, chat, responses), hot,
                      renderers={MESSAGES_PATH: anthropic_error_response})
     if resolver is None:
         resolver = ChainResolver([StaticKeyResolver(settings.auth.keys),
@@ -68,7 +70,8 @@ def create_app(settings: Settings | None = None, *, resolver: AuthResolver | Non
     return AuthMiddleware(front, resolver=resolver, enabled=settings.auth.enabled)
 
 
-def create_fastapi_app(services: Services, chat: object) -> FastAPI:
+def create_fastapi_app(services: Services, chat: object,
+                       responses: list[Route] | None = None) -> FastAPI:
     settings = services.settings
     # In-flight streams finish within server.graceful_shutdown_s on SIGTERM instead of
     # being cut when the signal arrives.
@@ -105,7 +108,7 @@ def create_fastapi_app(services: Services, chat: object) -> FastAPI:
     app.add_route(CHAT_PATH, chat, methods=["POST"])  # type: ignore[arg-type]
     app.add_route(MESSAGES_PATH, messages_endpoint(services), methods=["POST"])
     app.add_route(COUNT_TOKENS_PATH, count_tokens_endpoint(services), methods=["POST"])
-    for path, endpoint, methods in responses_routes(services):
+    for path, endpoint, methods in responses or responses_routes(services):
         app.add_route(path, endpoint, methods=methods)
     app.add_route("/v1/embeddings", embeddings_endpoint(services), methods=["POST"])
     app.add_route("/v1/models", list_models, methods=["GET"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ from tako.core.types import ChatRequest, ChatResponse, Principal
 
 log = logging.getLogger("tako.app.responses")
 UNSUPPORTED = ("background", "conversation", "prompt")
+Route = tuple[str, Callable[[Request], Awaitable[Response]], list[str]]  # path, endpoint, methods
 
 
 class CreateResponse(BaseModel):
@@ -273,7 +275,7 @@ def _not_found(response_id: str) -> NotFound:
     return NotFound(f"No response found with id '{response_id[:80]}'.", param="response_id")
 
 
-def stored_endpoints(store: ResponseStore) -> list[tuple[str, Any, list[str]]]:
+def stored_endpoints(store: ResponseStore) -> list[Route]:
     """(path, endpoint, methods) for the stored-response routes; the caller's tenant scopes
     every lookup, so another tenant's id is not found."""
 
@@ -323,7 +325,7 @@ def item_page(items: list[dict[str, Any]], query: Any) -> dict[str, Any]:
             "has_more": len(ordered) > limit}
 
 
-def responses_routes(services: Services) -> list[tuple[str, Any, list[str]]]:
+def responses_routes(services: Services) -> list[Route]:
     """``POST /v1/responses`` on the one request path, and the stored-response routes, over
     the store the runtime backend calls for."""
     store = build_response_store(services.settings.runtime)
