@@ -107,7 +107,9 @@ async def screened(gate: PolicyGate, principal: Principal, body: EmbeddingsBody,
                    texts: list[str]) -> tuple[str, list[str]]:
     """The model and texts after the pre-chat policy and PII guard, each input seen as a
     user message (a redaction replaces the text, a denial raises, a forced model
-    applies)."""
+    applies). With neither a policy nor a request PII guard there is nothing to ask."""
+    if not (gate.active or gate.request_pii.enabled):
+        return body.model, texts
     request = ChatRequest(model=body.model,
                           messages=[Message(role="user", content=t) for t in texts])
     checked = await gate.before_chat(principal, request)
