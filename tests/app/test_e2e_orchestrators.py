@@ -16,7 +16,7 @@ import openai
 import orjson
 import pytest
 
-from tests.fakes.scripted_openai import Answer, Call, Rule, ScriptedOpenAI, serve_scripted
+from tests.fakes.openai import Call, FakeOpenAI, Reply, Rule, serve_openai
 from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
 from tests.support.openai_schema import validate_chunk, validate_completion, validate_error
 
@@ -80,10 +80,10 @@ def router(call: Call) -> str:
     return json.dumps({"llm": llm, "role": role})
 
 
-def selfcall_user(call: Call) -> str | Answer:
+def selfcall_user(call: Call) -> str | Reply:
     if call.last_role == "tool":
         return "The product is forty-two."
-    return Answer(tool_calls=[("self_call", {"question": "sub: compute 6 * 7"})])
+    return Reply(tool_calls=[("self_call", {"question": "sub: compute 6 * 7"})])
 
 
 JUDGE_SCORES = [("France", 0.95, "correct"), ("Germany", 0.2, "Paris is in France"),
@@ -92,7 +92,7 @@ JUDGE_SCORES = [("France", 0.95, "correct"), ("Germany", 0.2, "Paris is in Franc
 
 
 def judge(call: Call) -> str:
-    answer = call.last_text.split("Answer to grade:\n", 1)[-1]
+    answer = call.last_text.split("Reply to grade:\n", 1)[-1]
     for needle, score, feedback in JUDGE_SCORES:
         if needle in answer:
             return json.dumps({"score": score, "feedback": feedback})
@@ -123,7 +123,7 @@ SCRIPT: dict[str, list[Rule]] = {
         Rule("You are the Worker", trinity_worker, on="system"),
         Rule(r"^independent side note", "FACT-BETA: an unrelated detail"),
         Rule(r"^" + FINAL_FROM, final_answer),
-        Rule(r"^write the long report", Answer(chunks=[LONG_PIECE] * LONG_CHUNKS)),
+        Rule(r"^write the long report", Reply(chunks=[LONG_PIECE] * LONG_CHUNKS)),
         Rule(r"Revise it", "Paris is the capital of France."),
         Rule(r"Write an improved", refined),
         Rule(r"CAPITAL", "Paris is the capital of Germany."),
@@ -132,10 +132,10 @@ SCRIPT: dict[str, list[Rule]] = {
     ],
     "judge": [Rule("You are the Verifier", trinity_verifier, on="system"),
               Rule("strict grader", judge, on="system")],
-    "router": [Rule("BROKEN", Answer(status=500), on="prompt"),
+    "router": [Rule("BROKEN", Reply(status=500), on="prompt"),
                Rule("You route a team", router, on="system")],
-    "flaky": [Rule(FINAL_FROM, Answer(text="Partial answer that breaks off", error_after=3))],
-    "mute": [Rule("", Answer(text="Seven is a prime number.", usage_in_stream=False))],
+    "flaky": [Rule(FINAL_FROM, Reply(text="Partial answer that breaks off", error_after=3))],
+    "mute": [Rule("", Reply(text="Seven is a prime number.", usage_in_stream=False))],
 }
 
 PRICE = {"input": 1.0, "output": 2.0}  # USD per million tokens
@@ -214,13 +214,13 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[str, ScriptedOpenAI]]:
-    with serve_scripted(SCRIPT) as served:
+def upstream() -> Iterator[tuple[str, FakeOpenAI]]:
+    with serve_openai(SCRIPT) as served:
         yield served
 
 
 @pytest.fixture(scope="module")
-def gw(upstream: tuple[str, ScriptedOpenAI]) -> Iterator[Gateway]:
+def gw(upstream: tuple[str, FakeOpenAI]) -> Iterator[Gateway]:
     config = basic_config()
     config["deployments"] += [
         {"name": m, "provider": "http-generic", "model": m, "base_url": upstream[0],
@@ -235,7 +235,7 @@ def gw(upstream: tuple[str, ScriptedOpenAI]) -> Iterator[Gateway]:
 
 
 @pytest.fixture
-def fake(upstream: tuple[str, ScriptedOpenAI]) -> ScriptedOpenAI:
+def fake(upstream: tuple[str, FakeOpenAI]) -> FakeOpenAI:
     upstream[1].reset()
     return upstream[1]
 
@@ -249,21 +249,21 @@ def ask(case: Case) -> list[dict[str, str]]:
     return [{"role": "user", "content": case.question}]
 
 
-def calls_per_model(fake: ScriptedOpenAI) -> dict[str, int]:
+def calls_per_model(fake: FakeOpenAI) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for call in fake.calls:
+    for call in fake.requests:
         counts[call.model] = counts.get(call.model, 0) + 1
     return counts
 
 
-def check_answer(name: str, case: Case, content: str | None, fake: ScriptedOpenAI) -> None:
+def check_answer(name: str, case: Case, content: str | None, fake: FakeOpenAI) -> None:
     """The answer and the upstream calls each case must produce."""
     if case.calls is not None:
         assert calls_per_model(fake) == case.calls
     if case.answer is not None:
         assert content == case.answer
         return
-    workers = [c for c in fake.calls if c.model in ("alpha", "beta")]
+    workers = [c for c in fake.requests if c.model in ("alpha", "beta")]
     if name == "abmcts-judge":
         assert len(workers) == 4  # max_calls answers, each judged once
         assert len(fake.calls_to("judge")) == 4
@@ -287,7 +287,7 @@ def sse_payloads(lines: Iterator[str]) -> list[str]:
 
 @pytest.mark.parametrize("name", CASES)
 def test_non_streaming_answer_and_summed_usage(name: str, client: openai.OpenAI,
-                                               fake: ScriptedOpenAI) -> None:
+                                               fake: FakeOpenAI) -> None:
     case = CASES[name]
     raw = client.chat.completions.with_raw_response.create(model=case.profile,
                                                            messages=ask(case))
@@ -301,12 +301,12 @@ def test_non_streaming_answer_and_summed_usage(name: str, client: openai.OpenAI,
     assert completion.usage is not None
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (prompt,
                                                                                     output)
-    assert all(c.finished and not c.failed for c in fake.calls)
+    assert all(c.finished and not c.failed for c in fake.requests)
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_streaming_without_events_is_plain_openai(name: str, client: openai.OpenAI,
-                                                  fake: ScriptedOpenAI) -> None:
+                                                  fake: FakeOpenAI) -> None:
     case = CASES[name]
     with client.chat.completions.with_streaming_response.create(
             model=case.profile, messages=ask(case), stream=True,
@@ -329,7 +329,7 @@ def test_streaming_without_events_is_plain_openai(name: str, client: openai.Open
     assert (usage["prompt_tokens"], usage["completion_tokens"]) == fake.usage_sum()
 
 
-def event_checks(name: str, events: list[dict[str, Any]], fake: ScriptedOpenAI) -> None:
+def event_checks(name: str, events: list[dict[str, Any]], fake: FakeOpenAI) -> None:
     """What the events of each case say, beyond their kinds."""
     of = {kind: [e for e in events if e["kind"] == kind] for kind in {e["kind"] for e in events}}
     assert events[-1]["kind"] == "final"
@@ -360,7 +360,7 @@ def event_checks(name: str, events: list[dict[str, Any]], fake: ScriptedOpenAI) 
         assert [(e["depth"], e["confidence"]) for e in of["recursion"]] == [(0, 0.2),
                                                                           (1, 0.95)]
     else:  # abmcts: one step_start and one verifier_score per generated answer
-        workers = [c for c in fake.calls if c.model in ("alpha", "beta")]
+        workers = [c for c in fake.requests if c.model in ("alpha", "beta")]
         assert len(of["step_start"]) == len(of["verifier_score"]) == len(workers)
         allowed = {0.3, 0.6, 0.9} if name == "abmcts-judge" else {0.5, 1.0}
         for e in of["verifier_score"]:
@@ -374,7 +374,7 @@ HEADER_CASES = {**CASES, "conductor-order": Case(
     "Final answer: 42 (seen: nothing)", None)}
 
 
-def answering_model(name: str, content: str, fake: ScriptedOpenAI) -> str:
+def answering_model(name: str, content: str, fake: FakeOpenAI) -> str:
     """The served model whose reply is the answer: each case's known worker, or for
     AB-MCTS the worker call whose reply the search picked."""
     known = {"conductor": "beta", "conductor-nested": "beta", "conductor-order": "beta",
@@ -382,13 +382,13 @@ def answering_model(name: str, content: str, fake: ScriptedOpenAI) -> str:
              "selfcaller-judge": "beta"}
     if name in known:
         return known[name]
-    (call,) = [c for c in fake.calls if c.model in ("alpha", "beta") and c.reply == content]
+    (call,) = [c for c in fake.requests if c.model in ("alpha", "beta") and c.reply == content]
     return call.model
 
 
 @pytest.mark.parametrize("name", HEADER_CASES)
 def test_the_deployment_header_names_the_answer_s_deployment(
-        name: str, client: openai.OpenAI, fake: ScriptedOpenAI) -> None:
+        name: str, client: openai.OpenAI, fake: FakeOpenAI) -> None:
     case = HEADER_CASES[name]
     raw = client.chat.completions.with_raw_response.create(model=case.profile,
                                                            messages=ask(case))
@@ -397,9 +397,9 @@ def test_the_deployment_header_names_the_answer_s_deployment(
         assert content == case.answer
     expected = answering_model(name, content, fake)
     if name in ("trinity", "trinity-llm", "selfcaller-judge"):
-        assert fake.calls[-1].model != expected  # a verifier or judge spoke last
+        assert fake.requests[-1].model != expected  # a verifier or judge spoke last
     if name == "conductor-order":
-        assert fake.calls[-1].model == "alpha"  # the final step did not start last
+        assert fake.requests[-1].model == "alpha"  # the final step did not start last
     assert raw.headers["x-tako-deployment"] == expected
     fake.reset()
     with client.chat.completions.with_streaming_response.create(
@@ -413,7 +413,7 @@ def test_the_deployment_header_names_the_answer_s_deployment(
 
 @pytest.mark.parametrize("name", CASES)
 def test_streaming_with_events_parses_in_the_stock_sdk(name: str, client: openai.OpenAI,
-                                                       fake: ScriptedOpenAI) -> None:
+                                                       fake: FakeOpenAI) -> None:
     case = CASES[name]
     stream = client.chat.completions.create(
         model=case.profile, messages=ask(case), stream=True,
@@ -433,7 +433,7 @@ def test_streaming_with_events_parses_in_the_stock_sdk(name: str, client: openai
     assert chunks[-1].usage.prompt_tokens == fake.usage_sum()[0]
 
 
-def test_events_opt_in_by_header(client: openai.OpenAI, fake: ScriptedOpenAI) -> None:
+def test_events_opt_in_by_header(client: openai.OpenAI, fake: FakeOpenAI) -> None:
     case = CASES["trinity"]
     stream = client.chat.completions.create(model=case.profile, messages=ask(case),
                                             stream=True, extra_headers={"x-tako-events": "1"})
@@ -442,7 +442,7 @@ def test_events_opt_in_by_header(client: openai.OpenAI, fake: ScriptedOpenAI) ->
     assert kinds.count("verifier_score") == 2
 
 
-def trace_checks(name: str, trace: list[dict[str, Any]], fake: ScriptedOpenAI) -> None:
+def trace_checks(name: str, trace: list[dict[str, Any]], fake: FakeOpenAI) -> None:
     of: dict[str, list[dict[str, Any]]] = {}
     for entry in trace:
         of.setdefault(entry["type"], []).append(entry)
@@ -467,7 +467,7 @@ def trace_checks(name: str, trace: list[dict[str, Any]], fake: ScriptedOpenAI) -
         assert [(a["depth"], a["score"], a["feedback"]) for a in of["attempt"]] == [
             (0, 0.2, "Paris is in France"), (1, 0.95, "correct")]
     else:
-        workers = [c for c in fake.calls if c.model in ("alpha", "beta")]
+        workers = [c for c in fake.requests if c.model in ("alpha", "beta")]
         assert len(of["node"]) == len(workers)
         assert {n["action"] for n in of["node"]} <= {"alpha", "beta"}
         summary = of["abmcts"][0]
@@ -476,7 +476,7 @@ def trace_checks(name: str, trace: list[dict[str, Any]], fake: ScriptedOpenAI) -
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_trace_lists_the_run(name: str, client: openai.OpenAI, fake: ScriptedOpenAI) -> None:
+def test_trace_lists_the_run(name: str, client: openai.OpenAI, fake: FakeOpenAI) -> None:
     case = CASES[name]
     raw = client.chat.completions.with_raw_response.create(
         model=case.profile, messages=ask(case), extra_body={"tako": {"trace": True}})
@@ -493,7 +493,7 @@ def test_trace_lists_the_run(name: str, client: openai.OpenAI, fake: ScriptedOpe
 
 
 def test_conductor_workers_see_only_what_access_grants(client: openai.OpenAI,
-                                                       fake: ScriptedOpenAI) -> None:
+                                                       fake: FakeOpenAI) -> None:
     case = CASES["conductor"]
     stream = client.chat.completions.create(model=case.profile, messages=ask(case),
                                             stream=True)
@@ -525,7 +525,7 @@ def test_conductor_workers_see_only_what_access_grants(client: openai.OpenAI,
 
 
 def test_upstream_failing_mid_stream_ends_with_an_error_frame(
-        client: openai.OpenAI, fake: ScriptedOpenAI) -> None:
+        client: openai.OpenAI, fake: FakeOpenAI) -> None:
     messages = [{"role": "user", "content": "FLAKY: what is six times seven?"}]
     with client.chat.completions.with_streaming_response.create(
             model="team-conductor", messages=messages, stream=True) as response:
@@ -554,7 +554,7 @@ def test_upstream_failing_mid_stream_ends_with_an_error_frame(
 
 
 def test_upstream_failure_before_the_first_byte_is_an_http_error(
-        client: openai.OpenAI, fake: ScriptedOpenAI) -> None:
+        client: openai.OpenAI, fake: FakeOpenAI) -> None:
     messages = [{"role": "user", "content": "BROKEN: what is six times seven?"}]
     with pytest.raises(openai.APIStatusError) as failure:
         client.chat.completions.create(model="team-trinity-llm", messages=messages)
@@ -565,7 +565,7 @@ def test_upstream_failure_before_the_first_byte_is_an_http_error(
                                        stream=True)
     assert streamed.value.status_code == 502
     validate_error(streamed.value.response.json())
-    assert [c.model for c in fake.calls] == ["router", "router"]
+    assert [c.model for c in fake.requests] == ["router", "router"]
 
 
 # ---- usage and cost ----
@@ -583,7 +583,7 @@ def access_lines(gw: Gateway, request_id: str) -> list[dict[str, Any]]:
 
 
 def test_a_usage_less_stream_is_counted_and_marked_estimated(
-        gw: Gateway, client: openai.OpenAI, fake: ScriptedOpenAI) -> None:
+        gw: Gateway, client: openai.OpenAI, fake: FakeOpenAI) -> None:
     question = [{"role": "user", "content": "Name a prime number."}]
     request_id = f"mute-{time.monotonic_ns()}"
     stream = client.chat.completions.create(model="mute", messages=question, stream=True,
@@ -612,7 +612,7 @@ def test_a_usage_less_stream_is_counted_and_marked_estimated(
 
 @pytest.mark.parametrize("name", ["conductor", "trinity", "abmcts-judge"])
 def test_the_cost_header_is_what_the_whole_run_spent(name: str, client: openai.OpenAI,
-                                                     fake: ScriptedOpenAI) -> None:
+                                                     fake: FakeOpenAI) -> None:
     case = CASES[name]
     raw = client.chat.completions.with_raw_response.create(model=case.profile,
                                                            messages=ask(case))
@@ -656,7 +656,7 @@ def _settled(call: Call, quiet_s: float = 0.8, limit_s: float = 6.0) -> int:
                          "read nothing")
 
 
-def _report_call(fake: ScriptedOpenAI) -> Call:
+def _report_call(fake: FakeOpenAI) -> Call:
     deadline = time.monotonic() + 5
     while not fake.calls_to("beta") and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -669,7 +669,7 @@ LONG_REQUEST = {"model": "team-conductor", "stream": True, "max_tokens": 50_000_
                 "messages": [{"role": "user", "content": "LONG REPORT: tell me everything"}]}
 
 
-def test_a_slow_client_holds_back_the_upstream(gw: Gateway, fake: ScriptedOpenAI) -> None:
+def test_a_slow_client_holds_back_the_upstream(gw: Gateway, fake: FakeOpenAI) -> None:
     with _open_stream(gw, LONG_REQUEST) as sock:
         assert sock.recv(512).startswith(b"HTTP/1.1 200")
         report = _report_call(fake)
@@ -689,7 +689,7 @@ def test_a_slow_client_holds_back_the_upstream(gw: Gateway, fake: ScriptedOpenAI
 
 @pytest.mark.parametrize("trial", range(3))
 def test_a_client_leaving_a_flowing_stream_stops_the_upstream(
-        trial: int, gw: Gateway, fake: ScriptedOpenAI) -> None:
+        trial: int, gw: Gateway, fake: FakeOpenAI) -> None:
     with _open_stream(gw, LONG_REQUEST) as sock:
         assert sock.recv(512).startswith(b"HTTP/1.1 200")
         report = _report_call(fake)

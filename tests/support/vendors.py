@@ -184,10 +184,8 @@ def _openai_tool_history(messages: list[dict[str, Any]], answered: list[Answered
                      for a in answered]
 
 
-def _openai_calls(calls: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    return [{"id": cid, "type": "function",
-             "function": {"name": name, "arguments": orjson.dumps(args).decode()}}
-            for cid, name, args in calls]
+SERVER_ERROR = {"message": "The server had an error while processing your request.",
+                "type": "server_error", "param": None, "code": None}
 
 
 def _openai_image(messages: list[dict[str, Any]]) -> None:
@@ -211,8 +209,7 @@ class OpenAIVendor(Vendor):
         self.fake.push(fake_openai.Reply(text=text))
 
     def push_tool_calls(self, calls: list[Call], *, stream: bool, text: str = "") -> None:
-        self.fake.push(fake_openai.Reply(text=text or None,
-                                         tool_calls=_openai_calls(self.with_ids(calls))))
+        self.fake.push(fake_openai.Reply(text=text or None, tool_calls=self.with_ids(calls)))
 
     def error_body(self) -> Any:
         return {"error": {
@@ -223,18 +220,15 @@ class OpenAIVendor(Vendor):
         self.fake.push(fake_openai.Reply(status=self.error_status, body=self.error_body()))
 
     def push_error_event_first(self) -> None:
-        # no content: the role chunk, then the error where the middle of the stream would be
-        self.fake.push(fake_openai.Reply(chunks=[], stream_error={
-            "message": "The server had an error while processing your request.",
-            "type": "server_error", "param": None, "code": None}))
+        # no content: the role chunk, then the error
+        self.fake.push(fake_openai.Reply(chunks=[], error_after=0, error=SERVER_ERROR))
 
     def push_broken_stream(self, text: str, *, dropped: bool) -> None:
         if dropped:
             self.fake.push(fake_openai.Reply(text=text, drop_after=3))
         else:
-            self.fake.push(fake_openai.Reply(text=text, stream_error={
-                "message": "The server had an error while processing your request.",
-                "type": "server_error", "param": None, "code": None}))
+            self.fake.push(fake_openai.Reply(text=text, error_after=len(text.split()) // 2,
+                                             error=SERVER_ERROR))
 
     def tool_results_sent(self, answered: list[Answered], said: str = "") -> None:
         assert self.fake.requests[-1].headers["authorization"] == "Bearer sk-openai-e2e"
