@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -95,3 +96,40 @@ def test_the_cap_reaches_the_upstream_and_streams_past_it_are_cut_across_replica
     assert {o["finish"] for o in answered} == {"length"}
     assert {o["status"] for o in outcomes} <= {200, 429}
     assert asyncio.run(_spent(redis_proc.url, key_prefix)) <= budget + 1e-9
+
+
+def test_an_open_circuit_is_refused_at_once_with_retry_after(
+        redis_proc: RedisProcess, key_prefix: str,
+        careless_upstream: tuple[str, FakeOpenAI]) -> None:
+    url, fake = careless_upstream
+    fake.push(*[Reply(status=500)] * 3)
+    cfg = _config(redis_proc.url, key_prefix, url, retry={"max_attempts": 1},
+                  breaker={"failure_ratio": 1.0, "min_calls": 3, "open_s": 30})
+    with gateway(cfg) as gw:
+        async def timed(model: str, count: int) -> list[tuple[httpx.Response, float]]:
+            body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+            limits = httpx.Limits(max_connections=count)
+            async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+                async def one() -> tuple[httpx.Response, float]:
+                    started = time.perf_counter()
+                    response = await client.post(
+                        gw.base_url + "/chat/completions", json=body,
+                        headers={"authorization": f"Bearer {TEST_KEY}"})
+                    return response, time.perf_counter() - started
+                return [await one() for _ in range(count)] if count < 10 else \
+                    await asyncio.gather(*(one() for _ in range(count)))
+
+        tripped = asyncio.run(timed("careless", 3))
+        assert [r.status_code for r, _ in tripped] == [502] * 3
+        refusals = asyncio.run(timed("careless", 300))
+        answers = asyncio.run(timed("echo", 300))
+    assert len(fake.requests) == 3, "an open circuit sends nothing upstream"
+    assert {r.status_code for r, _ in refusals} == {503}
+    assert {r.json()["error"]["code"] for r, _ in refusals} == {"circuit_open"}
+    waits = {int(r.headers["retry-after"]) for r, _ in refusals}
+    assert min(waits) >= 1 and max(waits) <= 30  # when the probe is due
+    refused_p50 = sorted(t for _, t in refusals)[150]
+    answered_p50 = sorted(t for _, t in answers)[150]
+    print(f"\n300 concurrent requests: circuit_open refusals p50 {refused_p50 * 1000:.0f} ms, "
+          f"echo answers p50 {answered_p50 * 1000:.0f} ms")
+    assert refused_p50 <= answered_p50 * 1.5 + 0.05  # no slower than an answer
