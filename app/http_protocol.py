@@ -146,8 +146,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.reading_headers = False
         self.header_bytes = self.unparsed_bytes = 0
-        self._arm(self.limits.body_timeout_s, self._body_too_slow)
+        self._disarm()
         super().on_headers_complete()
+        # Only a request that runs now: not one handed to a WebSocket protocol (no cycle
+        # of its own), nor a pipelined one waiting, unread, for the one before it.
+        runs_now = self.cycle is not None and self.cycle.scope is self.scope
+        if runs_now and not self.pipeline:
+            self._arm(self.limits.body_timeout_s, self._body_too_slow)
 
     def on_message_complete(self) -> None:
         self._disarm()
