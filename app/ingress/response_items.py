@@ -4,7 +4,7 @@ conversation items a stored response keeps (ItemResource shapes, each with an id
 
 from __future__ import annotations
 
-import secrets
+import random
 import time
 from typing import Any
 
@@ -15,7 +15,8 @@ ROLES = ("user", "assistant", "system", "developer")
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(24)}"
+    """A unique id (not a secret: stored responses are scoped by tenant, not by id)."""
+    return f"{prefix}_{random.getrandbits(192):048x}"
 
 
 def _bad(index: int, message: str, field: str = "") -> InvalidRequest:
