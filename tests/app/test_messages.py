@@ -286,7 +286,7 @@ def test_a_body_not_declared_json_is_refused(gw: Gateway) -> None:
              "invalid_request_error")
 
 
-def test_requests_are_counted_under_the_messages_api(gw: Gateway,
+def test_metrics_and_access_log_name_the_messages_api(gw: Gateway,
                                                      client: anthropic.Anthropic) -> None:
     client.messages.create(model="echo", max_tokens=8,
                            messages=[{"role": "user", "content": "count me"}])
@@ -295,6 +295,12 @@ def test_requests_are_counted_under_the_messages_api(gw: Gateway,
                   if s.name == "tako_requests_total" and s.labels.get("api") == "messages"
                   and s.labels.get("status") == "200")
     assert counted >= 1
+    logged = [orjson.loads(line) for line in gw.log().splitlines()
+              if line.startswith("{") and '"event":"messages"' in line]
+    assert logged, gw.log()[-2000:]
+    assert (logged[-1]["model"], logged[-1]["deployment"], logged[-1]["status"]) == (
+        "echo", "echo", 200)
+    assert logged[-1]["prompt_tokens"] > 0 and logged[-1]["key_id"] == "alpha"
 
 
 def test_rate_limit_in_anthropic_shape(gw: Gateway) -> None:
