@@ -7,11 +7,12 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from tako.core.errors import (
     CircuitOpen,
+    QuotaExceeded,
     TakoError,
     UpstreamError,
     UpstreamRateLimited,
@@ -111,13 +112,51 @@ class AliasProvider:
         return None  # the deployments belong to the service, not to one request
 
     async def _reserve(self, req: ChatRequest) -> Reservation:
-        first = self.admission.take_first()
-        if first is not None:
-            return first
+        reservation = self.admission.take_first()
         prompt = estimate_prompt_tokens(req)
-        output = estimate_output_tokens(req)
-        return await self.accountant.reserve(self.admission, prompt + output,
-                                             self.estimate_cost_usd(prompt, output))
+        if reservation is None:
+            output = estimate_output_tokens(req)
+            reservation = await self.accountant.reserve(self.admission, prompt + output,
+                                                        self.estimate_cost_usd(prompt, output))
+        if req.output_limit() is None:
+            reservation = await self._topped_up(reservation, prompt)
+        return reservation
+
+    def _deployment_output_tokens(self) -> int | None:
+        """The largest output default a deployment of the alias is configured with
+        (``options.default_max_tokens``), if any."""
+        defaults = []
+        for provider in self.providers:
+            options = getattr(getattr(provider, "spec", None), "options", None) or {}
+            value = options.get("default_max_tokens")
+            if isinstance(value, int) and value > 0:
+                defaults.append(value)
+        return max(defaults, default=None)
+
+    def _output_cap(self, reservation: Reservation, prompt: int) -> int:
+        """The output limit to send when the client set none: what was reserved for, or
+        a deployment's own smaller default."""
+        reserved = max(1, reservation.tokens - prompt)
+        return min(reserved, self._deployment_output_tokens() or reserved)
+
+    async def _topped_up(self, reservation: Reservation, prompt: int) -> Reservation:
+        """A client that set no output limit gets the deployment's own default when the
+        budget has room for it; else the cap already reserved, which the budget allowed."""
+        wanted = self._deployment_output_tokens()
+        have = reservation.tokens - prompt
+        if wanted is None or wanted <= have or reservation.unaccounted:
+            return reservation
+        extra_tokens = wanted - have
+        try:
+            extra = await self.accountant.reserve(self.admission, extra_tokens,
+                                                  self.estimate_cost_usd(0, extra_tokens))
+        except QuotaExceeded:
+            return reservation
+        if extra.unaccounted or extra.counters != reservation.counters:
+            await self._settle(extra, 0.0, 0)  # e.g. a period rolled over in between
+            return reservation
+        return replace(reservation, usd_nano=reservation.usd_nano + extra.usd_nano,
+                       tokens=reservation.tokens + extra.tokens)
 
     async def _settle(self, reservation: Reservation, usd: float, tokens: int) -> None:
         work = self.accountant.settle(self.admission, reservation, usd, tokens)
@@ -236,7 +275,7 @@ class AliasProvider:
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         reservation = await self._reserve(req)
-        req = _with_output_cap(req, max(1, reservation.tokens - estimate_prompt_tokens(req)))
+        req = _with_output_cap(req, self._output_cap(reservation, estimate_prompt_tokens(req)))
         try:
             provider, response = await self._cascade(
                 lambda p, probe, deadline: self._chat_once(req, p, probe, deadline))
@@ -305,7 +344,7 @@ class AliasProvider:
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
         reservation = await self._reserve(req)
         tally = _StreamTally(estimate_prompt_tokens(req), reservation.tokens)
-        req = _with_output_cap(req, tally.cap)
+        req = _with_output_cap(req, self._output_cap(reservation, tally.prompt_tokens))
         opened: _StreamOpened | None = None
         end: End | None = None
         refused = False  # every deployment failed before answering

@@ -10,6 +10,7 @@ import asyncio
 import pytest
 
 from tako.core.errors import QuotaExceeded
+from tako.core.specs import DeploymentSpec
 from tako.core.tokens import DEFAULT_OUTPUT_TOKENS, estimate_prompt_tokens
 from tako.core.types import ChatRequest, Delta, End, Principal
 from tests.fakes.provider import Reply, ScriptedProvider, Stream, request
@@ -159,3 +160,47 @@ async def test_a_key_without_a_budget_is_told_the_limit_it_actually_hit(make_run
     assert "budget of" not in message and "9.0072e+06" not in message
     assert "without a budget ($9,007,199)" in message
     assert "$10,000,000.00" in message
+
+
+class ProviderWithDefault(RecordingProvider):
+    """A deployment configured with its own output default (``default_max_tokens``)."""
+
+    def __init__(self, *args, default_max_tokens: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.spec = DeploymentSpec(name=self.id, provider="anthropic", model=self.model,
+                                   options={"default_max_tokens": default_max_tokens})
+
+
+async def test_a_deployment_default_is_reserved_and_sent_when_the_budget_has_room(
+        make_runtime):
+    runtime = await make_runtime(budgets=DAILY)  # $1 at 1e-6 USD a token: plenty
+    upstream = ProviderWithDefault("d", [Reply(usd=0.002)], default_max_tokens=4096)
+    req = request(max_tokens=None)
+    admission = await _admit_like_the_route(runtime, req, 0.001)
+    guarded = runtime.alias_provider(admission, "a", [upstream])
+    await guarded.chat(req)
+    assert upstream.sent[0].max_tokens == 4096
+    assert await _spent(runtime) == pytest.approx(0.002)  # the top-up was settled too
+
+
+async def test_without_room_for_the_default_the_cap_is_what_the_budget_allowed(
+        make_runtime):
+    # $0.0012 a day at 1e-6 USD a token: 1,032 tokens reserved fit, 4,104 would not
+    runtime = await make_runtime(budgets=[{"scope": "tenant", "period": "day",
+                                           "usd": 0.0012}])
+    upstream = ProviderWithDefault("d", default=Stream(usd=0.0001), default_max_tokens=4096)
+    req = request(max_tokens=None)
+    reserved = (estimate_prompt_tokens(req) + DEFAULT_OUTPUT_TOKENS) * 1e-6
+    admission = await _admit_like_the_route(runtime, req, reserved)
+    _ = [c async for c in runtime.alias_provider(admission, "a", [upstream]).stream(req)]
+    assert upstream.sent[0].max_tokens == DEFAULT_OUTPUT_TOKENS
+    assert await _spent(runtime) == pytest.approx(0.0001)
+
+
+async def test_a_smaller_deployment_default_is_kept(make_runtime):
+    runtime = await make_runtime()
+    upstream = ProviderWithDefault("d", default_max_tokens=256)
+    req = request(max_tokens=None)
+    admission = await _admit_like_the_route(runtime, req, 0.0)
+    await runtime.alias_provider(admission, "a", [upstream]).chat(req)
+    assert upstream.sent[0].max_tokens == 256
