@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from tako.app import metrics
 from tako.app.observe import RequestRecord
-from tako.app.telemetry import end_server_span, end_span, start_run_span, start_server_span
+from tako.app.telemetry import end_span, run_attributes, start_request_span
 from tako.core.protocols import RunContext, StreamItem
 from tako.core.types import Principal, Usage
 from tako.runtime.admission import Admission
@@ -54,7 +54,7 @@ def request_id_of(request: Request) -> str:
 
 
 class Call:
-    __slots__ = ("record", "runtime", "tracer", "admission", "server_span", "span", "ctx",
+    __slots__ = ("record", "runtime", "tracer", "admission", "span", "ctx",
                  "items", "error", "closed", "handed_off", "client_left")
 
     def __init__(self, runtime: Runtime, tracer: Tracer | None, request: Request) -> None:
@@ -62,8 +62,7 @@ class Call:
         self.runtime = runtime
         self.tracer = tracer
         self.admission: Admission | None = None
-        self.server_span = start_server_span(tracer, request)
-        self.span: Span | None = None
+        self.span = start_request_span(tracer, request)
         self.ctx: RunContext | None = None
         self.items: AsyncIterator[StreamItem] | None = None
         self.error: BaseException | None = None
@@ -98,7 +97,7 @@ class Call:
         return self.admission
 
     def start_run(self, kind: str, principal: Principal) -> Span | None:
-        self.span = start_run_span(self.tracer, kind, principal, self.server_span)
+        run_attributes(self.span, kind, principal)
         return self.span
 
     def fail(self, exc: BaseException) -> None:
@@ -150,8 +149,7 @@ class Call:
         finally:
             usage = self.usage
             self.record.usage = usage
-            end_span(self.span, usage, self.error)
-            end_server_span(self.server_span, self.record.status)
+            end_span(self.span, usage, self.error, self.record.status)
             metrics.IN_FLIGHT.dec()
             self.record.finish()
 

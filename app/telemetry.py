@@ -50,37 +50,25 @@ def build_tracer_provider(service_name: str, otlp_endpoint: str | None,
     return provider
 
 
-def start_server_span(tracer: Tracer | None, request: Request) -> Span | None:
-    """The request's SERVER span, joined to the client's trace when it sent
-    ``traceparent``. Made directly (no per-request framework instrumentation)."""
+def start_request_span(tracer: Tracer | None, request: Request) -> Span | None:
+    """The request's root span, ``tako.orchestrator.run``, of kind SERVER: joined to the
+    client's trace when it sent ``traceparent``. Made directly, one per request (no
+    per-request framework instrumentation); ``run_attributes`` adds the run's kind and
+    principal once they are known."""
     if tracer is None:
         return None
-    method, path = request.method, request.url.path
-    return tracer.start_span(f"{method} {path}", context=extract(request.headers),
-                             kind=SpanKind.SERVER, attributes={
-                                 "http.request.method": method, "url.path": path,
-                                 "http.route": path, "url.scheme": request.url.scheme})
+    headers = request.headers
+    context = extract(headers) if "traceparent" in headers else None
+    return tracer.start_span("tako.orchestrator.run", context=context, kind=SpanKind.SERVER,
+                             attributes={"http.request.method": request.method,
+                                         "url.path": request.url.path})
 
 
-def end_server_span(span: Span | None, status: int) -> None:
-    if span is None:
-        return
-    span.set_attribute("http.response.status_code", status)
-    if status >= 500:
-        span.set_status(Status(StatusCode.ERROR))
-    span.end()
-
-
-def start_run_span(tracer: Tracer | None, kind: str, principal: Principal,
-                   parent: Span | None = None) -> Span | None:
-    if tracer is None:
-        return None
-    context = trace.set_span_in_context(parent) if parent is not None else None
-    return tracer.start_span("tako.orchestrator.run", context=context, attributes={
-        "tako.orchestrator.kind": kind,
-        "tako.principal.tenant_id": principal.tenant_id,
-        "tako.principal.user_id": principal.user_id,
-    })
+def run_attributes(span: Span | None, kind: str, principal: Principal) -> None:
+    if span is not None:
+        span.set_attributes({"tako.orchestrator.kind": kind,
+                             "tako.principal.tenant_id": principal.tenant_id,
+                             "tako.principal.user_id": principal.user_id})
 
 
 @contextmanager
@@ -93,14 +81,20 @@ def use_span(span: Span | None) -> Iterator[None]:
         yield
 
 
-def end_span(span: Span | None, usage: Usage, error: BaseException | None = None) -> None:
+def end_span(span: Span | None, usage: Usage, error: BaseException | None = None,
+             status: int | None = None) -> None:
     if span is None or not span.is_recording():
         return
     if error is not None:
         _record_error(span, error)
-    span.set_attribute("tako.tokens.input", usage.prompt_tokens)
-    span.set_attribute("tako.tokens.output", usage.completion_tokens)
-    span.set_attribute("tako.cost.usd", usage.cost_usd)
+    attributes: dict[str, Any] = {"tako.tokens.input": usage.prompt_tokens,
+                                  "tako.tokens.output": usage.completion_tokens,
+                                  "tako.cost.usd": usage.cost_usd}
+    if status is not None:
+        attributes["http.response.status_code"] = status
+        if status >= 500 and error is None:
+            span.set_status(Status(StatusCode.ERROR))
+    span.set_attributes(attributes)
     span.end()
 
 
@@ -111,12 +105,12 @@ def _record_error(span: Span, exc: BaseException) -> None:
         span.set_attribute("error.type", exc.code or exc.type)
 
 
-def _usage_attributes(span: Span, usage: Usage) -> None:
-    span.set_attribute("tako.tokens.input", usage.prompt_tokens)
-    span.set_attribute("tako.tokens.output", usage.completion_tokens)
-    span.set_attribute("tako.cost.usd", usage.cost_usd)
-    span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-    span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+def _usage_attributes(span: Span, usage: Usage, **more: Any) -> None:
+    span.set_attributes({"tako.tokens.input": usage.prompt_tokens,
+                         "tako.tokens.output": usage.completion_tokens,
+                         "tako.cost.usd": usage.cost_usd,
+                         "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                         "gen_ai.usage.output_tokens": usage.completion_tokens, **more})
 
 
 class TracedProvider:
@@ -159,9 +153,9 @@ class TracedProvider:
             _record_error(span, exc)
             span.end()
             raise
-        _usage_attributes(span, response.usage)
-        span.set_attribute("gen_ai.response.model", response.model or self.model)
-        span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])
+        _usage_attributes(span, response.usage,
+                          **{"gen_ai.response.model": response.model or self.model,
+                             "gen_ai.response.finish_reasons": [response.finish_reason]})
         span.end()
         return response
 
@@ -169,17 +163,19 @@ class TracedProvider:
         span = self._start(req, True)
         upstream = self.inner.stream(req)
         try:
+            # the request goes out (with the span as traceparent) on the first read only
+            with trace.use_span(span, end_on_exit=False, record_exception=False,
+                                set_status_on_exception=False):
+                item = await anext(upstream)
             while True:
-                with trace.use_span(span, end_on_exit=False, record_exception=False,
-                                    set_status_on_exception=False):
-                    try:
-                        item = await anext(upstream)
-                    except StopAsyncIteration:
-                        break
                 if isinstance(item, End):
-                    _usage_attributes(span, item.usage)
-                    span.set_attribute("gen_ai.response.finish_reasons", [item.finish_reason])
+                    _usage_attributes(span, item.usage, **{
+                        "gen_ai.response.finish_reasons": [item.finish_reason]})
                 yield item
+                try:
+                    item = await anext(upstream)
+                except StopAsyncIteration:
+                    break
         except BaseException as exc:
             _record_error(span, exc)
             raise
