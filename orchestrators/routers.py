@@ -1,5 +1,13 @@
 """Routers for ``trinity``: each turn, pick the next (LLM, role) pair.
 
+A router is anything with ``async pick(state) -> (llm, role)`` (``Router``). Kinds are
+found by name through the ``tako.routers`` entry points (``core.plugins.Plugins``), the
+same mechanism as providers and orchestrators: a package declares
+``[project.entry-points."tako.routers"] mykind = "mypkg.mymodule"`` and that module calls
+``register_router("mykind", MyParams)`` on a factory ``(params, ctx) -> Router``. A trinity
+profile names one as ``router: {kind: mykind, ...}``; the other keys are parsed by
+``MyParams``. tako's own kinds:
+
 - ``RuleRouter`` (default): Thinker first, then Worker, then Verifier; after a Verifier's
   REVISE back to the Worker, or to the Thinker when the diagnosis blames the plan. Each
   role's LLM comes from ``roles[role]`` (a list rotates per turn of that role).
@@ -7,16 +15,24 @@
   (as a JSON-schema ``response_format`` where the deployment takes one); a reply that does
   not parse or names an unknown LLM or role falls back to the rule router for that turn
   (counted in ``fallbacks``).
+- ``learned`` (``orchestrators.learned_router``): a sentence embedding of the request and
+  the transcript, and a small trained head scoring every (LLM, role) pair.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Protocol, TypeVar, runtime_checkable
 
+from pydantic import PlainValidator, ValidationInfo
+
+from tako.core.plugins import Plugins
 from tako.core.protocols import RunContext
 from tako.core.types import ChatRequest
 from tako.orchestrators.calls import ask, control, system, user
+from tako.orchestrators.params import Alias, Params, invalid, parse_params
 from tako.orchestrators.textparse import REVISE, json_object
 
 THINKER, WORKER, VERIFIER = "thinker", "worker", "verifier"
@@ -45,6 +61,81 @@ class TrinityState:
         for pool in self.roles.values():
             seen.update(dict.fromkeys(pool))
         return list(seen)
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Picks the next turn's (LLM, role); ``role`` is one of ``ROLES`` and ``llm`` one of
+    ``state.llms``. A router may count ``fallbacks`` (turns it could not decide), which
+    trinity records in the trace."""
+
+    async def pick(self, state: TrinityState) -> tuple[str, str]: ...
+
+
+RouterFactory = Callable[[Any, RunContext], Router]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class RouterKind:
+    params: type[Params]
+    factory: RouterFactory
+
+
+ROUTERS: Plugins[RouterKind] = Plugins("tako.routers")
+
+
+def register_router(kind: str, params: type[Params]) -> Callable[[F], F]:
+    """Registers ``factory(params, ctx) -> Router`` for ``kind``; it is given ``params``
+    models, one router is made per run."""
+
+    def deco(factory: F) -> F:
+        ROUTERS.register(kind, RouterKind(params, factory))
+        return factory
+
+    return deco
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSpec:
+    """A router kind with its parsed params; ``build(ctx)`` makes one run's router."""
+
+    kind: str
+    params: Params
+
+    def build(self, ctx: RunContext) -> Router:
+        kind = ROUTERS.get(self.kind)
+        assert kind is not None
+        return kind.factory(self.params, ctx)
+
+
+def _router_spec(value: Any, info: ValidationInfo) -> RouterSpec:
+    if isinstance(value, RouterSpec):
+        return value
+    named = isinstance(value, str)
+    if named:
+        value = {"kind": value}
+    if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
+        raise ValueError('router must be a kind name ("rule") or {"kind": name, ...}')
+    name = value["kind"]
+    kind = ROUTERS.get(name)
+    if kind is None:
+        raise invalid(f"unknown router kind {name!r}; known: {', '.join(ROUTERS.kinds())}",
+                      name, *(() if named else ("kind",)))
+    return RouterSpec(name, parse_params(kind.params, value, info, f"{name} router param"))
+
+
+RouterParam = Annotated[RouterSpec, PlainValidator(_router_spec)]
+"""``"rule"`` or ``{"kind": name, ...}``, parsed by that kind's params model."""
+
+
+class RuleRouterSpec(Params):
+    kind: Literal["rule"] = "rule"
+
+
+class LlmRouterSpec(Params):
+    kind: Literal["llm"]
+    deployment: Alias
 
 
 class RuleRouter:
@@ -110,6 +201,16 @@ class LlmRouter:
             self.fallbacks += 1
             return await self.fallback.pick(state)
         return choice
+
+
+@register_router("rule", RuleRouterSpec)
+def _rule_router(params: RuleRouterSpec, ctx: RunContext) -> Router:
+    return RuleRouter()
+
+
+@register_router("llm", LlmRouterSpec)
+def _llm_router(params: LlmRouterSpec, ctx: RunContext) -> Router:
+    return LlmRouter(ctx, params.deployment)
 
 
 def parse_choice(reply: str, llms: list[str]) -> tuple[str, str] | None:

@@ -9,30 +9,34 @@ Worker output (if no Worker ever ran, the last turn's text). A Worker turn that 
 run's last turn is the answer for certain, so it streams to the client as it is written.
 
 Params (``TrinityParams``): ``roles`` {thinker, worker, verifier: alias or list of aliases
-(rotated)}; ``router``: "rule" (default) or {"kind": "llm", "deployment": alias};
+(rotated)}; ``router``: "rule" (default) or {"kind": name, ...} naming a router kind
+(``rule``, ``llm``, ``learned`` or a plugin's, see ``orchestrators.routers``);
 ``max_turns`` (6).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Any
 
-from pydantic import Field, PlainValidator, ValidationInfo, model_validator
+from pydantic import Field, model_validator
 
 from tako.core.protocols import RunContext
 from tako.core.types import ChatRequest, Message
 from tako.orchestrators.calls import WORKER as WORKER_CALL
 from tako.orchestrators.calls import Reply, ask, ask_streaming, control, system, user
 from tako.orchestrators.flow import Answer, Orchestration, Sink, record
-from tako.orchestrators.params import Alias, AliasPool, Params, validate_under
+from tako.orchestrators.params import AliasPool, Params
 from tako.orchestrators.registry import register
 from tako.orchestrators.routers import (
     ROLES,
     THINKER,
     VERIFIER,
     WORKER,
-    LlmRouter,
-    RuleRouter,
+    Router,
+    RouterParam,
+    RouterSpec,
+    RuleRouterSpec,
     TrinityState,
     Turn,
     render_transcript,
@@ -79,22 +83,9 @@ class TrinityRoles(Params):
         return value
 
 
-class LlmRouterSpec(Params):
-    kind: Literal["llm"]
-    deployment: Alias
-
-
-def _router(value: Any, info: ValidationInfo) -> LlmRouterSpec | None:
-    if value is None or value == "rule":
-        return None
-    if isinstance(value, dict):
-        return validate_under(LlmRouterSpec, value, info)  # type: ignore[no-any-return]
-    raise ValueError('router must be "rule" or {"kind": "llm", "deployment": alias}')
-
-
 class TrinityParams(Params):
     roles: TrinityRoles
-    router: Annotated[LlmRouterSpec | None, PlainValidator(_router)] = None
+    router: RouterParam = Field(default_factory=lambda: RouterSpec("rule", RuleRouterSpec()))
     max_turns: int = Field(default=6, ge=1)
 
 
@@ -104,17 +95,12 @@ class Trinity(Orchestration):
 
     def __init__(self, params: TrinityParams) -> None:
         self.roles = {role: list(getattr(params.roles, role)) for role in ROLES}
-        self.router_spec = params.router
+        self.make_router: Callable[[RunContext], Router] = params.router.build
         self.max_turns = params.max_turns
-
-    def _router(self, ctx: RunContext) -> RuleRouter | LlmRouter:
-        if self.router_spec is None:
-            return RuleRouter()
-        return LlmRouter(ctx, self.router_spec.deployment)
 
     async def run(self, ctx: RunContext, req: ChatRequest, sink: Sink) -> Answer:
         state = TrinityState(request=req, roles=self.roles)
-        router = self._router(ctx)
+        router = self.make_router(ctx)
         answer: Reply | None = None
         streamed = False
         for turn_index in range(self.max_turns):
@@ -134,8 +120,9 @@ class Trinity(Orchestration):
                    verdict=turn.verdict)
             if turn.verdict == ACCEPT and answer is not None:
                 break
-        if isinstance(router, LlmRouter) and router.fallbacks:
-            record(ctx, type="router_fallbacks", count=router.fallbacks)
+        fallbacks = getattr(router, "fallbacks", 0)
+        if fallbacks:
+            record(ctx, type="router_fallbacks", count=fallbacks)
         if answer is None:
             answer = reply
         return Answer(answer.text, streamed=streamed, deployment=answer.deployment)

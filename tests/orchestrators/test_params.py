@@ -86,7 +86,7 @@ def test_trinity_roles_take_an_alias_or_a_list_in_any_case() -> None:
         "router": {"kind": "llm", "deployment": "judge"}}), NAMES)
     assert isinstance(profile.params, TrinityParams)
     assert profile.params.roles.worker == ("a", "b")
-    assert profile.params.router is not None and profile.params.router.deployment == "judge"
+    assert profile.params.router is not None and profile.params.router.params.deployment == "judge"
     found = problems("trinity", {"roles": {"thinker": "a", "worker": [], "boss": "a"},
                                  "router": "magic"})
     assert set(found) == {"profiles[0].params.roles.worker", "profiles[0].params.roles.verifier",
