@@ -85,7 +85,7 @@ class FunctionDef(_Open):
 @functools.lru_cache(maxsize=512)
 def json_schema_problem(schema_json: str) -> str | None:
     """Why a function's ``parameters`` are not a JSON Schema of an object, or None."""
-    from jsonschema import Draft202012Validator, SchemaError
+    from jsonschema import Draft202012Validator, SchemaError  # type: ignore[import-untyped]
 
     schema = json.loads(schema_json)
     if schema and schema.get("type", "object") != "object":
@@ -93,7 +93,7 @@ def json_schema_problem(schema_json: str) -> str | None:
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
-        return exc.message[:200]
+        return str(exc.message)[:200]
     return None
 
 
