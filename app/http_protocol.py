@@ -35,6 +35,9 @@ class ClientLimits:
     max_header_bytes: int = 64 * 1024
 
 
+LINGER_S = 2.0  # how long a refused client's remaining bytes are read and dropped
+
+
 class HeadersTooLarge(Exception):
     """Raised inside the parser's callbacks to stop parsing an oversized header block."""
 
@@ -58,7 +61,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.reading_headers = True
         self.header_bytes = 0  # what the parser reported of this request's header block
         self.unparsed_bytes = 0  # bytes received while its header block is incomplete
-        self.headers_too_large = False
+        self.rejected = False  # answered with an error: what the client still sends is dropped
 
     # timers
 
@@ -82,7 +85,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _reject(self, status: int, message: str, error_type: str, code: str) -> None:
         self._disarm()
-        if self.transport.is_closing():
+        if self.rejected or self.transport.is_closing():
             return
         log.info("dropped a client connection: %s", message)
         if self._may_answer():
@@ -90,7 +93,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True  # the app's next receive() says the client left
             self.cycle.message_event.set()
-        self.transport.close()
+        self._close_lingering()
+
+    def _close_lingering(self) -> None:
+        """Close once the answer can reach the client: stop sending, read and drop what it
+        still sends for up to LINGER_S, then close. Closing with unread bytes would make
+        the kernel reset the connection, and the client could lose the answer."""
+        self.rejected = True
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     def _headers_too_slow(self) -> None:
         if self.reading_headers and self._no_response_pending():
@@ -115,7 +130,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # parsing
 
     def data_received(self, data: bytes) -> None:
-        if self.headers_too_large:
+        if self.rejected:
             return
         super().data_received(data)
         if self.reading_headers and not self.transport.is_closing():
@@ -166,7 +181,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                      "invalid_http")
 
     def _headers_over_limit(self) -> None:
-        self.headers_too_large = True
         self._reject(431, f"the request headers are larger than the limit of "
                           f"{self.limits.max_header_bytes} bytes", "invalid_request_error",
                      "headers_too_large")
