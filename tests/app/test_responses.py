@@ -15,48 +15,23 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
+from tests.support.gateway import TEST_KEY, Gateway, gateway
 from tests.support.openai_schema import validate, validate_error
+from tests.support.responses_api import (
+    CAPPED_KEY,
+    LIMITED_KEY,
+    OTHER_TENANT_KEY,
+    responses_config,
+    stream_events,
+)
 
-OTHER_TENANT_KEY = "sk-test-globex-responses"
-CAPPED_KEY = "sk-test-capped-responses"
-LIMITED_KEY = "sk-test-rpm-responses"
 WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                           "required": ["city"]}}
-#: the spec's schema for each event type tako sends
-EVENT_SCHEMAS = {
-    "response.created": "ResponseCreatedEvent",
-    "response.in_progress": "ResponseInProgressEvent",
-    "response.output_item.added": "ResponseOutputItemAddedEvent",
-    "response.output_item.done": "ResponseOutputItemDoneEvent",
-    "response.content_part.added": "ResponseContentPartAddedEvent",
-    "response.content_part.done": "ResponseContentPartDoneEvent",
-    "response.output_text.delta": "ResponseTextDeltaEvent",
-    "response.output_text.done": "ResponseTextDoneEvent",
-    "response.function_call_arguments.delta": "ResponseFunctionCallArgumentsDeltaEvent",
-    "response.function_call_arguments.done": "ResponseFunctionCallArgumentsDoneEvent",
-    "response.completed": "ResponseCompletedEvent",
-    "response.incomplete": "ResponseIncompleteEvent",
-    "response.failed": "ResponseFailedEvent",
-    "error": "ResponseErrorEvent",
-}
 TEXT_EVENTS = ["response.created", "response.in_progress", "response.output_item.added",
                "response.content_part.added", "response.output_text.delta",
                "response.output_text.done", "response.content_part.done",
                "response.output_item.done", "response.completed"]
-
-
-def responses_config() -> dict[str, Any]:
-    config = basic_config()
-    config["deployments"][0]["price"] = {"input": 1.0, "output": 4.0}
-    config["auth"]["keys"] += [
-        {"key": OTHER_TENANT_KEY, "key_id": "globex", "tenant_id": "globex", "user_id": "gil"},
-        {"key": CAPPED_KEY, "key_id": "capped", "tenant_id": "acme", "user_id": "cy",
-         "budgets": [{"scope": "key", "period": "request", "usd": 1e-9}]},
-        {"key": LIMITED_KEY, "key_id": "rpm", "tenant_id": "acme", "user_id": "rae",
-         "rate_limits": [{"scope": "key", "rpm": 1}]}]
-    return config
 
 
 @pytest.fixture(scope="module")
@@ -70,35 +45,11 @@ def client(gw: Gateway) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0)
 
 
-def validate_event(event: dict[str, Any]) -> None:
-    validate(EVENT_SCHEMAS[event["type"]], event)
-    validate("ResponseStreamEvent", event)
-
-
 def post(gw: Gateway, body: Any, key: str = TEST_KEY) -> httpx.Response:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
     return httpx.post(gw.base_url + "/responses", content=content, timeout=10,
                       headers={"authorization": f"Bearer {key}",
                                "content-type": "application/json"})
-
-
-def stream_events(gw: Gateway, body: dict[str, Any], *, key: str = TEST_KEY,
-                  skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """A streamed answer's events: each validated against the spec (but the types in
-    ``skip``), the ``event:`` lines naming them, sequence numbers 0, 1, 2..."""
-    with httpx.stream("POST", gw.base_url + "/responses", json={**body, "stream": True},
-                      headers={"authorization": f"Bearer {key}"}, timeout=10) as response:
-        assert response.status_code == 200, response.read()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        lines = [line for line in response.iter_lines() if line and not line.startswith(":")]
-    names = [line[7:] for line in lines if line.startswith("event: ")]
-    events = [orjson.loads(line[6:]) for line in lines if line.startswith("data: ")]
-    assert names == [e["type"] for e in events]
-    assert [e["sequence_number"] for e in events] == list(range(len(events)))
-    for event in events:
-        if event["type"] not in skip:
-            validate_event(event)
-    return events
 
 
 def metric(gw: Gateway, name: str, **labels: str) -> float:

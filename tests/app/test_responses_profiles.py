@@ -15,10 +15,10 @@ from tests.app.test_e2e_orchestrators import (  # noqa: F401 - fixtures used by 
     gw,
     upstream,
 )
-from tests.app.test_responses import stream_events
 from tests.fakes.openai import FakeOpenAI
 from tests.support.gateway import TEST_KEY, Gateway
 from tests.support.openai_schema import validate
+from tests.support.responses_api import stream_events
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import redis
 
 from tako.app.ingress import response_store
 from tako.app.ingress.response_store import MemoryResponseStore
-from tests.app.test_responses import OTHER_TENANT_KEY, responses_config, stream_events
 from tests.support.gateway import TEST_KEY, Gateway, gateway
 from tests.support.redis_server import RedisProcess, redis_server
+from tests.support.responses_api import OTHER_TENANT_KEY, responses_config, stream_events
 
 PREFIX = "resp-e2e"
 

@@ -14,9 +14,9 @@ import openai
 import orjson
 import pytest
 
-from tests.app.test_responses import stream_events
 from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
 from tests.support.openai_schema import validate
+from tests.support.responses_api import stream_events
 from tests.support.vendors import (
     PNG_DATA_URL,
     Answered,

@@ -11,6 +11,7 @@ from tako.core.errors import QuotaExceeded
 from tako.core.types import ChatChunk, ChatRequest, ChatResponse
 from tako.orchestrators.api import run
 from tests.fakes.provider import ScriptedProvider
+from tests.support.orchestrator_profiles import PROFILES
 
 
 class Budget:
@@ -52,15 +53,6 @@ class Budgeted:
 LOOPING_WORKFLOW = ('[{"worker": "m", "subtask": "a"}, {"worker": "m", "subtask": "b"}, '
                     '{"worker": "m", "subtask": "c", "access": "all"}]')
 
-PROFILES = {
-    "conductor": {"coordinator": "m", "workers": ["m"]},
-    "trinity": {"roles": {"thinker": "m", "worker": "m", "verifier": "m"}, "max_turns": 20},
-    "selfcaller": {"inner": {"kind": "single", "params": {"deployment": "m"}},
-                   "verifier": {"kind": "llm", "deployment": "m"}, "max_depth": 20,
-                   "threshold": 0.99},
-    "abmcts": {"workers": ["m"], "verifier": {"kind": "llm", "deployment": "m"},
-               "max_calls": 50, "batch_size": 1},
-}
 
 
 @pytest.mark.parametrize("kind", sorted(PROFILES))

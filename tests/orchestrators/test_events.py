@@ -10,7 +10,7 @@ import pytest
 from tako.core.types import ChatChunk, ChatRequest, Delta, End, OrchEvent, Usage
 from tako.orchestrators.api import run
 from tests.fakes.provider import ScriptedProvider
-from tests.orchestrators.test_budget import PROFILES
+from tests.support.orchestrator_profiles import PROFILES
 
 REQ = {"messages": [{"role": "user", "content": "Name a prime number."}]}
 
