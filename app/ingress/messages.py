@@ -11,6 +11,7 @@ Errors take Anthropic's shape with tako's status (its SDK picks the exception by
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -38,6 +39,7 @@ from tako.core.protocols import RunContext
 from tako.core.tokens import estimate_prompt_tokens
 from tako.core.types import ChatRequest, ChatResponse, Delta, End, OrchEvent, ToolCall, Usage
 
+log = logging.getLogger("tako.app")
 MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
@@ -243,9 +245,28 @@ def json_problem(request: Request) -> InvalidRequest | None:
                           f"'application/json'", param="content-type")
 
 
+async def vendor_count(gateway: Gateway, req: ChatRequest) -> int | None:
+    """The vendor's own count for a deployment that has one (Anthropic's), else None; a
+    vendor failure is None too (the estimate answers)."""
+    if gateway.target(req.model).kind != "deployment":
+        return None
+    count = getattr(gateway.deployments.get(req.model), "count_tokens", None)
+    if count is None:
+        return None
+    try:
+        return int(await count(req))
+    except TakoError as error:
+        log.warning("count_tokens on %s failed, answering tako's estimate: %s", req.model,
+                    error)
+        return None
+
+
 def count_tokens_endpoint(services: Services) -> Any:
-    """``POST /v1/messages/count_tokens``: tako's conservative prompt estimate for the
-    request, for a model the caller may use. Nothing runs upstream, nothing is charged."""
+    """``POST /v1/messages/count_tokens`` for a model the caller may use, after the request
+    policy (a denial is a 403, PII is redacted): an Anthropic deployment's own count, else
+    tako's conservative prompt estimate (``x-tako-token-count`` says which). No chat runs,
+    nothing is charged."""
+    native = anthropic_models(services.gateway)
 
     async def endpoint(request: Request) -> Response:
         try:
@@ -253,14 +274,19 @@ def count_tokens_endpoint(services: Services) -> Any:
             if problem is not None:
                 raise problem
             body = await read_body(request, services.settings.server.max_body_bytes)
-            _, _, req = parse_request(body, counting=True)
+            _, _, req = parse_request(body, counting=True, native=native)
+            principal = request.scope[PRINCIPAL]
             services.gateway.target(req.model)
-            if not request.scope[PRINCIPAL].may_use(req.model):
+            if not principal.may_use(req.model):
                 raise ModelNotFound(f"The model '{req.model}' does not exist or you do not "
                                     f"have access to it.", param="model")
+            req = await services.policy.before_chat(principal, req)
+            counted = await vendor_count(services.gateway, req)
         except TakoError as error:
             return anthropic_error_response(error)
-        return Response(orjson.dumps({"input_tokens": estimate_prompt_tokens(req)}),
-                        media_type="application/json")
+        tokens = estimate_prompt_tokens(req) if counted is None else counted
+        return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json",
+                        headers={"x-tako-token-count":
+                                 "estimate" if counted is None else "vendor"})
 
     return endpoint

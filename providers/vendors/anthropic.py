@@ -36,7 +36,8 @@ Options (``AnthropicOptions``):
 - ``anthropic_beta`` (str or list of str): sent as the ``anthropic-beta`` header.
 - ``json_schema_mode`` (``native`` | ``prompt``, default ``native``): see above.
 
-The API key (``api_key`` / ``api_key_env``) is sent as ``x-api-key``.
+The API key (``api_key`` / ``api_key_env``) is sent as ``x-api-key``. ``count_tokens``
+asks Anthropic's count endpoint for the input tokens of a request.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ DEFAULT_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 PASSTHROUGH_EXTRAS = ("top_k", "thinking", "metadata", "service_tier")
 KEPT_FIELDS = ("cache_control",)  # on text parts, system parts and tools
+# what Anthropic's count_tokens endpoint takes of a Messages request
+COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking",
+                  "output_config")
 JSON_OBJECT_INSTRUCTION = (
     "Respond with a single valid JSON object only: no prose, no code fences."
 )
@@ -477,6 +481,18 @@ class AnthropicProvider(HttpProvider):
         body = request_body(req, self.model, self.options, stream=False)
         answer = await self.send_json(self.url, body, self.headers)
         return parse_message(answer, self)
+
+    async def count_tokens(self, req: ChatRequest) -> int:
+        """Anthropic's own count of the request's input tokens
+        (``POST /v1/messages/count_tokens``)."""
+        body = request_body(req, self.model, self.options, stream=False)
+        counted = {k: v for k, v in body.items() if k in COUNTED_FIELDS}
+        answer = await self.send_json(self.url + "/count_tokens", counted, self.headers)
+        tokens = answer.get("input_tokens") if isinstance(answer, dict) else None
+        if not isinstance(tokens, int):
+            raise UpstreamTransient(f"provider {self.id} answered count_tokens without "
+                                    f"input_tokens", details={"provider": self.id})
+        return tokens
 
     async def deltas(self, req: ChatRequest, outcome: StreamOutcome) -> AsyncIterator[Delta]:
         body = request_body(req, self.model, self.options, stream=True)

@@ -238,6 +238,33 @@ def test_anthropic_only_fields_stay_away_from_other_vendors(
     assert sent["messages"][-1]["content"] == [{"type": "text", "text": "Weather?"}]
 
 
+
+def test_count_tokens_asks_anthropic(claude: AnthropicVendor, vendors: dict[str, Vendor],
+                                     client: anthropic.Anthropic, gw: Gateway) -> None:
+    """An Anthropic deployment answers count_tokens with the vendor's own count (sent the
+    translated request, no max_tokens); other vendors with tako's estimate."""
+    claude.fake.counts.clear()
+    counted = client.messages.count_tokens(
+        model="anthropic", system="Be brief.", tools=[WEATHER],
+        messages=[{"role": "user", "content": "Weather in Paris?"}])
+    assert counted.input_tokens == claude.fake.counted_tokens
+    (sent,) = claude.fake.counts
+    assert sent.headers["x-api-key"] == "sk-ant-test"
+    assert sent.body["model"] == claude.model and sent.body["system"] == "Be brief."
+    assert sent.body["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "Weather in Paris?"}]}]
+    assert sent.body["tools"][0]["name"] == "get_weather"
+    assert "max_tokens" not in sent.body and "stream" not in sent.body
+    seen = len(vendors["openai"].fake.requests)
+    estimated = httpx.post(gw.url + "/v1/messages/count_tokens", timeout=10,
+                           headers={"x-api-key": TEST_KEY},
+                           json={"model": "openai", "messages": [
+                               {"role": "user", "content": "Weather in Paris?"}]})
+    assert estimated.headers["x-tako-token-count"] == "estimate"
+    assert 0 < estimated.json()["input_tokens"] != claude.fake.counted_tokens
+    assert len(vendors["openai"].fake.requests) == seen  # nothing ran there
+
+
 # last: a vendor's 429 cools its deployment for a second
 def test_vendor_error_keeps_its_status(vendor: Vendor, client: anthropic.Anthropic) -> None:
     vendor.push_error()

@@ -1,4 +1,6 @@
-"""A loopback stand-in for Anthropic's Messages API (``POST /v1/messages``).
+"""A loopback stand-in for Anthropic's Messages API (``POST /v1/messages``, and
+``POST /v1/messages/count_tokens``, which answers ``counted_tokens`` and keeps what it was
+sent in ``counts``).
 
 It speaks Anthropic's wire format: message JSON bodies, SSE streams of ``message_start``,
 ``content_block_*``, ``message_delta``, ``message_stop``, ``ping`` and ``error`` events,
@@ -43,6 +45,8 @@ class FakeAnthropic(ScriptedReplies[Received, Reply]):
     def __init__(self, api_key: str | None) -> None:
         super().__init__()
         self.api_key = api_key
+        self.counts: list[Received] = []
+        self.counted_tokens = 1234
 
 
 # ---- builders for Anthropic bodies and streams ----
@@ -168,5 +172,13 @@ def make_app(api_key: str | None = "sk-ant-test") -> tuple[Starlette, FakeAnthro
         reply = fake.replies.popleft() if fake.replies else _default_reply(body)
         return respond(reply)
 
-    app = Starlette(routes=[Route("/v1/messages", messages, methods=["POST"])])
+    async def count_tokens(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        fake.counts.append(Received(request.url.path, dict(request.headers), body))
+        if fake.api_key and request.headers.get("x-api-key") != fake.api_key:
+            return respond(error(401, "authentication_error", "invalid x-api-key"))
+        return respond(Reply(body={"input_tokens": fake.counted_tokens}))
+
+    app = Starlette(routes=[Route("/v1/messages", messages, methods=["POST"]),
+                            Route("/v1/messages/count_tokens", count_tokens, methods=["POST"])])
     return app, fake
