@@ -108,6 +108,8 @@ class Breakers:
     async def cool_down(self, deployment: str, retry_after_s: float | None) -> None:
         """The vendor answered 429: skip the deployment on every replica for its
         ``Retry-After`` (bounded by the settings)."""
+        if not self.settings.cool_down_on_429:
+            return
         seconds = retry_after_s if retry_after_s and retry_after_s > 0 else \
             self.settings.rate_limit_cooldown_s
         seconds = min(seconds, self.settings.max_cooldown_s)

@@ -44,7 +44,8 @@ class BreakerSettings(BaseModel):
 
     A 429 does not count as a failure: it cools the deployment down for the vendor's
     ``Retry-After`` (``rate_limit_cooldown_s`` when it sent none, at most
-    ``max_cooldown_s``), shared by every replica; a cooling deployment is skipped.
+    ``max_cooldown_s``), shared by every replica; a cooling deployment is skipped
+    (``cool_down_on_429: false``: every call reaches the vendor).
 
     On Redis a replica that found a circuit closed trusts that for ``closed_cache_s``
     before asking again, so a healthy request costs no breaker round trip; a circuit
@@ -57,6 +58,7 @@ class BreakerSettings(BaseModel):
     window_s: float = Field(default=30, gt=0)
     open_s: float = Field(default=30, gt=0)
     closed_cache_s: float = Field(default=0.25, ge=0)
+    cool_down_on_429: bool = True
     rate_limit_cooldown_s: float = Field(default=1.0, gt=0)
     max_cooldown_s: float = Field(default=60.0, gt=0)
 

@@ -52,8 +52,10 @@ def gw(vendors: dict[str, Vendor], tmp_path_factory: pytest.TempPathFactory
     config = basic_config()
     config["deployments"] = [v.deployment() for v in vendors.values()]
     config["profiles"] = []
-    # One attempt per deployment, and no breaker opening on the failures scripted here.
-    config["runtime"] = {"retry": {"max_attempts": 1}, "breaker": {"failure_threshold": 100}}
+    # One attempt per deployment, and no breaker opening or 429 cool-down on the failures
+    # scripted here.
+    config["runtime"] = {"retry": {"max_attempts": 1},
+                         "breaker": {"failure_threshold": 100, "cool_down_on_429": False}}
     with gateway(config, env=aws_env(tmp_path_factory.mktemp("aws"))) as g:
         yield g
 

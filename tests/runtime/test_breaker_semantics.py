@@ -169,3 +169,10 @@ async def test_a_stream_failing_mid_way_is_one_failed_call(make_runtime):
         guarded = runtime.alias_provider(admission, "alias", [broken])
         _ = [chunk async for chunk in guarded.stream(request())]
     assert await runtime.breakers.acquire("broken") == "open"  # 4 of 4, not 4 of 8
+
+
+async def test_the_429_cool_down_can_be_turned_off(make_runtime):
+    runtime = await make_runtime(breaker={"cool_down_on_429": False}, retry=ONE_TRY)
+    busy = ScriptedProvider("busy", [TOO_MANY, Reply()])
+    assert await _outcome(runtime, [busy]) == "UpstreamRateLimited"
+    assert await _outcome(runtime, [busy]) == "ok"  # straight to the vendor again
