@@ -9,10 +9,10 @@ import openai
 import pytest
 
 from tests.app.test_e2e_policy import fake, gw, upstream  # noqa: F401 - fixtures by name
-from tests.app.test_responses import stream_events
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.support.gateway import TEST_KEY, Gateway
 from tests.support.openai_schema import validate_error
+from tests.support.responses_api import stream_events
 
 
 @pytest.fixture
