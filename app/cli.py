@@ -1,4 +1,5 @@
-"""``tako serve [--config FILE] [--host H] [--port P] [--workers N]``, ``tako check``.
+"""``tako serve [--config FILE] [--host H] [--port P] [--workers N]``, ``tako check``,
+``tako train-router --tasks FILE --out HEAD.npz`` (``app.train_router``).
 
 Both build the gateway from the config the same way (``load_settings`` then
 ``Gateway.from_settings``); a config that cannot run makes either print every problem,
@@ -17,6 +18,7 @@ import tempfile
 
 import uvicorn
 
+from tako.app import train_router
 from tako.app.config import Settings, load_settings
 from tako.app.gateway import Gateway
 from tako.app.http_protocol import ClientLimits, LimitedHttpToolsProtocol
@@ -37,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default=os.environ.get("TAKO_LOG_LEVEL", "info"))
     check = sub.add_parser("check", help="validate the config and exit")
     check.add_argument("--config", help="YAML config file (default: $TAKO_CONFIG)")
+    train_router.add_parser(sub)
     return parser
 
 
@@ -69,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         print(f"ok: {len(settings.deployments)} deployments, {len(settings.profiles)} profiles")
         return 0
+    if args.command == "train-router":
+        return train_router.run(args, Gateway.from_settings(settings))
     try:
         return _serve(args, settings)
     except ConfigError as error:  # the workers' own build, from the same environment
