@@ -4,7 +4,6 @@ OPA-compatible REST server answering from the same policies (parity)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import openai
@@ -12,38 +11,10 @@ import orjson
 import pytest
 
 from tests.fakes.openai import FakeOpenAI, Reply
-from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
-from tests.support.net import serve_asgi
-from tests.support.opa_compat import OpaCompatibleApp
+from tests.support.gateway import TEST_KEY, Gateway
 from tests.support.openai_schema import validate_chunk, validate_error
+from tests.support.policy_gateway import policy_gateway
 from tests.support.upstreams import fresh, served
-
-POLICY_DATA: dict[str, Any] = {
-    "denied_models": {"acme": ["echo-slow"]},
-    "forced_models": {"forced-co": "echo-b"},
-    "blocked_phrases": ["project bluebird"],
-    "denied_phrases": ["launch codes"],
-    "blocked_tools": ["calculator"],
-    "approval_tools": {"*": ["current_time"]},
-    "redaction_text": "[REDACTED]",
-}
-PII = {"request": {"mode": "redact", "kinds": ["email"]},
-       "response": {"mode": "mask", "kinds": ["aws_access_key_id", "credit_card"]}}
-
-
-class WithHealth:
-    """The OPA-compatible app plus OPA's ``/health``."""
-
-    def __init__(self, inner: OpaCompatibleApp) -> None:
-        self.inner = inner
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/health":
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"{}"})
-            return
-        await self.inner(scope, receive, send)
-
 
 upstream = served()
 fake = fresh()
@@ -51,27 +22,8 @@ fake = fresh()
 
 @pytest.fixture(scope="module", params=["embedded", "opa"])
 def gw(request: pytest.FixtureRequest, upstream: tuple[str, FakeOpenAI]) -> Iterator[Gateway]:
-    cfg = basic_config()
-    cfg["auth"]["keys"].append({"key": "sk-test-forced", "key_id": "forced",
-                                "tenant_id": "forced-co", "user_id": "fay"})
-    cfg["deployments"] += [
-        {"name": "echo-b", "provider": "echo", "model": "echo-b"},
-        {"name": "scripted", "provider": "http-generic", "model": "m",
-         "base_url": upstream[0] + "/v1"},
-    ]
-    cfg["profiles"].append({"name": "echo-time", "kind": "single",
-                            "params": {"deployment": "echo", "tools": ["current_time"]}})
-    policy: dict[str, Any] = {"data": POLICY_DATA, "pii": PII}
-    if request.param == "embedded":
-        cfg["policy"] = {"mode": "embedded", **policy}
-        with gateway(cfg) as g:
-            yield g
-        return
-    opa = WithHealth(OpaCompatibleApp(POLICY_DATA))
-    with serve_asgi(opa) as opa_url:
-        cfg["policy"] = {"mode": "opa", "opa_url": opa_url, "timeout_s": 2.0, "pii": PII}
-        with gateway(cfg) as g:
-            yield g
+    with policy_gateway(request.param, upstream[0]) as g:
+        yield g
 
 
 @pytest.fixture

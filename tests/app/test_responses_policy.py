@@ -4,19 +4,31 @@ API; what a client streams, receives and finds stored is what the policy let out
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import openai
 import pytest
 
-from tests.app.test_e2e_policy import fake, gw, upstream  # noqa: F401 - fixtures by name
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.support.gateway import TEST_KEY, Gateway
 from tests.support.openai_schema import validate_error
+from tests.support.policy_gateway import policy_gateway
 from tests.support.responses_api import stream_events
+from tests.support.upstreams import fresh, served
+
+upstream = served()
+fake = fresh()
+
+
+@pytest.fixture(scope="module", params=["embedded", "opa"])
+def gw(request: pytest.FixtureRequest, upstream: tuple[str, FakeOpenAI]) -> Iterator[Gateway]:
+    with policy_gateway(request.param, upstream[0]) as g:
+        yield g
 
 
 @pytest.fixture
-def client(gw: Gateway) -> openai.OpenAI:  # noqa: F811
+def client(gw: Gateway) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.base_url, api_key=TEST_KEY, max_retries=0)
 
 
