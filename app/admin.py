@@ -149,7 +149,7 @@ def admin_router(store: KeyStore, admin_key_sha256: str | None,
         return JSONResponse(_record_body(record))
 
     @router.post("/keys/{key_id}/rotate")
-    async def rotate_key(key_id: str) -> JSONResponse:
+    async def rotate_key(key_id: str) -> Response:
         minted = await store.rotate(key_id)
         return _minted_response(minted, status=200)
 

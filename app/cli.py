@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import tempfile
+from typing import cast
 
 import uvicorn
 
@@ -102,7 +103,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=False,  # client addresses are not used; skip the header rewrite
         timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s),
         lifespan="on",
-        http=functools.partial(LimitedHttpToolsProtocol, limits=client_limits(settings)),
+        # uvicorn calls it like a protocol class (a partial pickles for worker processes)
+        http=cast("type[asyncio.Protocol]", functools.partial(
+            LimitedHttpToolsProtocol, limits=client_limits(settings))),
     )
     return 0
 

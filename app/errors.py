@@ -40,7 +40,8 @@ def _is_union_branch(part: Any) -> bool:
 def validation_error(exc: ValidationError) -> InvalidRequest:
     """The most specific schema violation (the deepest), phrased for a client, with
     ``param`` pointing at it."""
-    first: dict[str, Any] = max(exc.errors(), key=lambda e: len(e.get("loc", ())))
+    errors: list[dict[str, Any]] = [dict(e) for e in exc.errors()]
+    first = max(errors, key=lambda e: len(e.get("loc", ())))
     loc = [str(p) for p in first.get("loc", ()) if not _is_union_branch(p)]
     param = ".".join(loc) if loc else None
     where = f" at {param}" if param else ""
