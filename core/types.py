@@ -256,6 +256,10 @@ class ToolCallDelta:
 class Delta:
     content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
+    #: a vendor's own stream event with no counterpart in tako's types, for an ingress
+    #: that speaks that vendor's API to pass on unchanged (Anthropic's thinking blocks:
+    #: ``{"type": "content_block_start" | "content_block_delta", ...}``); others skip it
+    native: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -271,7 +271,7 @@ async def keep_stream_contract(
     try:
         async with aclosing(deltas_for(outcome)) as deltas:
             async for delta in deltas:
-                if delta.content or delta.tool_calls:
+                if delta.content or delta.tool_calls or delta.native:
                     started = True
                     chars += _chars(delta)
                     yield delta

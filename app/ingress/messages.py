@@ -4,8 +4,9 @@ over any deployment or profile.
 The request is translated into a ChatRequest (``messages_wire``), run on the one request
 path, and the answer rendered back: a ``message`` object, or the event stream
 ``message_start``, per block ``content_block_start`` / ``content_block_delta`` (text and
-``input_json_delta``) / ``content_block_stop``, then ``message_delta`` with the stop reason
-and usage and ``message_stop``; a failure after the first byte is an ``error`` event.
+``input_json_delta``; an Anthropic deployment's thinking blocks as they came) /
+``content_block_stop``, then ``message_delta`` with the stop reason and usage and
+``message_stop``; a failure after the first byte is an ``error`` event.
 Errors take Anthropic's shape with tako's status (its SDK picks the exception by status).
 """
 
@@ -197,8 +198,20 @@ class MessageEvents:
                 "delta": {"type": "input_json_delta", "partial_json": call.arguments}})
         return out
 
+    def _native(self, native: dict[str, Any]) -> bytes:
+        """An Anthropic block event with no tako counterpart (thinking), as it came."""
+        if native.get("type") == "content_block_start":
+            block = native.get("content_block") or {}
+            return self._open(str(block.get("type")), block)
+        if native.get("type") == "content_block_delta" and self.block_kind is not None:
+            return event("content_block_delta", {"index": self.block,
+                                                 "delta": native.get("delta") or {}})
+        return b""
+
     def delta(self, delta: Delta) -> bytes:
         out = self._start()
+        if delta.native:
+            out += self._native(delta.native)
         if delta.content:
             out += self._text(delta.content)
         for call in delta.tool_calls or ():

@@ -25,7 +25,8 @@ tako speaks OpenAI to its clients; this adapter translates both ways:
 
 Responses: text blocks are joined, ``tool_use`` ids are kept as tool call ids, stop reasons
 map to OpenAI finish reasons, thinking blocks of a non-streamed answer are kept as the
-extension field ``thinking_blocks`` (a streamed answer leaves them out), and usage counts
+extension field ``thinking_blocks`` (streamed, their events go on as ``Delta.native``,
+which only the Messages ingress renders), and usage counts
 cache reads and cache writes as prompt tokens (OpenAI's convention), cache reads as cached
 tokens. Cache writes are priced at the plain input rate.
 
@@ -77,6 +78,7 @@ DEFAULT_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 PASSTHROUGH_EXTRAS = ("top_k", "thinking", "metadata", "service_tier")
 KEPT_FIELDS = ("cache_control",)  # on text parts, system parts and tools
+THINKING_BLOCKS = ("thinking", "redacted_thinking")
 # what Anthropic's count_tokens endpoint takes of a Messages request
 COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking",
                   "output_config")
@@ -432,8 +434,11 @@ class StreamState:
     def _block_start(self, block: int, content: dict[str, Any]) -> Delta | None:
         if content.get("type") == "text":
             return Delta(content=content["text"]) if content.get("text") else None
+        if content.get("type") in THINKING_BLOCKS:
+            # no OpenAI counterpart: passed on as it came, for a Messages client
+            return Delta(native={"type": "content_block_start", "content_block": content})
         if content.get("type") != "tool_use":
-            return None  # thinking and server-tool blocks are not part of the OpenAI reply
+            return None  # server-tool blocks are not part of the OpenAI reply
         index = len(self.tool_index)
         self.tool_index[block] = index
         initial = content.get("input") or None
@@ -445,6 +450,8 @@ class StreamState:
     def _block_delta(self, block: int, delta: dict[str, Any]) -> Delta | None:
         if delta.get("type") == "text_delta":
             return Delta(content=delta.get("text") or "")
+        if delta.get("type") in ("thinking_delta", "signature_delta"):
+            return Delta(native={"type": "content_block_delta", "delta": delta})
         if delta.get("type") == "input_json_delta" and block in self.tool_index:
             fragment = delta.get("partial_json") or ""
             if not fragment:

@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 
 from tests.fakes import anthropic as fake_anthropic
 from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
+from tests.support.openai_schema import validate_chunk
 from tests.support.vendors import (
     PNG_B64,
     Answered,
@@ -263,6 +264,57 @@ def test_count_tokens_asks_anthropic(claude: AnthropicVendor, vendors: dict[str,
     assert estimated.headers["x-tako-token-count"] == "estimate"
     assert 0 < estimated.json()["input_tokens"] != claude.fake.counted_tokens
     assert len(vendors["openai"].fake.requests) == seen  # nothing ran there
+
+
+
+def test_streamed_thinking_passes_through(claude: AnthropicVendor,
+                                          client: anthropic.Anthropic, gw: Gateway) -> None:
+    thinking = [
+        {"type": "content_block_start", "index": 0,
+         "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
+        {"type": "content_block_delta", "index": 0,
+         "delta": {"type": "thinking_delta", "thinking": "The user wants "}},
+        {"type": "content_block_delta", "index": 0,
+         "delta": {"type": "thinking_delta", "thinking": "the weather."}},
+        {"type": "content_block_delta", "index": 0,
+         "delta": {"type": "signature_delta", "signature": "EqQBCgIYAhIMsig"}},
+        {"type": "content_block_stop", "index": 0}]
+    claude.fake.push(fake_anthropic.Reply(events=[
+        fake_anthropic.message_start(), *thinking,
+        *fake_anthropic.text_block(1, ["It is ", "sunny."]),
+        *fake_anthropic.message_end("end_turn", 30)]))
+    with client.messages.stream(model="anthropic", max_tokens=2048,
+                                thinking={"type": "enabled", "budget_tokens": 1024},
+                                messages=[{"role": "user", "content": "Weather?"}]) as stream:
+        kinds = [e.type for e in stream if e.type in ("thinking", "signature", "text")]
+        final = stream.get_final_message()
+    assert kinds[:3] == ["thinking", "thinking", "signature"] and "text" in kinds
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    block = final.content[0]
+    assert block.type == "thinking"
+    assert (block.thinking, block.signature) == ("The user wants the weather.",
+                                                 "EqQBCgIYAhIMsig")
+    assert final.content[1].type == "text" and final.content[1].text == "It is sunny."
+    assert claude.last_body()["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+
+
+    # over chat the same stream is text only, every chunk still OpenAI's
+    claude.fake.push(fake_anthropic.Reply(events=[
+        fake_anthropic.message_start(), *thinking,
+        *fake_anthropic.text_block(1, ["It is ", "sunny."]),
+        *fake_anthropic.message_end("end_turn", 30)]))
+    with httpx.stream("POST", gw.base_url + "/chat/completions", timeout=10,
+                      headers={"authorization": f"Bearer {TEST_KEY}"},
+                      json={"model": "anthropic", "stream": True,
+                            "thinking": {"type": "enabled", "budget_tokens": 1024},
+                            "messages": [{"role": "user", "content": "Weather?"}]}) as chat:
+        payloads = [line[6:] for line in chat.iter_lines() if line.startswith("data: ")]
+    assert payloads[-1] == "[DONE]"
+    chunks = [orjson.loads(p) for p in payloads[:-1]]
+    for chunk in chunks:
+        validate_chunk(chunk)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
+                   if c["choices"]) == "It is sunny."
 
 
 # last: a vendor's 429 cools its deployment for a second
