@@ -4,21 +4,35 @@ asked through the openai SDK's ``responses`` API, streamed with the opt-in event
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import openai
 import orjson
 import pytest
 
-from tests.app.test_e2e_orchestrators import (  # noqa: F401 - fixtures used by name
-    CASES,
-    check_answer,
-    fake,
-    gw,
-    upstream,
-)
-from tests.fakes.openai import FakeOpenAI
-from tests.support.gateway import TEST_KEY, Gateway
+from tests.fakes.openai import FakeOpenAI, serve_openai
+from tests.support.gateway import TEST_KEY, Gateway, gateway
 from tests.support.openai_schema import validate
+from tests.support.orchestrator_scenario import CASES, SCRIPT, check_answer, orchestrator_config
 from tests.support.responses_api import stream_events
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[str, FakeOpenAI]]:
+    with serve_openai(SCRIPT) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def gw(upstream: tuple[str, FakeOpenAI]) -> Iterator[Gateway]:
+    with gateway(orchestrator_config(upstream[0])) as g:
+        yield g
+
+
+@pytest.fixture
+def fake(upstream: tuple[str, FakeOpenAI]) -> FakeOpenAI:
+    upstream[1].reset()
+    return upstream[1]
 
 
 @pytest.fixture
