@@ -45,6 +45,7 @@ from tako.orchestrators.routers import (
 
 TURN_FEATURES = 10
 VERDICTS = ("accept", "revise", "unreadable")
+EMBED_SCALE = 4.0  # unit-norm embeddings, scaled to weigh against the turn features
 TRANSCRIPT_TAIL = 1500  # characters of the transcript the encoder sees (it truncates too)
 MINILM, HASHING = "minilm", "hashing"
 SHIPPED_HEAD = "trinity_router_head.npz"
@@ -145,7 +146,7 @@ def context_texts(state: TrinityState) -> list[str]:
 
 def features(state: TrinityState, embed: Embedder) -> np.ndarray:
     vectors = embed.embed(context_texts(state))
-    return np.concatenate([vectors.reshape(-1), turn_features(state)])
+    return np.concatenate([EMBED_SCALE * vectors.reshape(-1), turn_features(state)])
 
 
 def feature_dim(embed_dim: int) -> int:
