@@ -111,7 +111,8 @@ def test_build_context_builds_the_package_with_its_data(built_wheel: Path) -> No
         folder = package.replace(".", "/")
         for pattern in globs:
             for data_file in (REPO / folder).glob(pattern):
-                assert f"{folder}/{data_file.name}" in names, f"{data_file} not built"
+                inside = data_file.relative_to(REPO / folder).as_posix()
+                assert f"{folder}/{inside}" in names, f"{data_file} not built"
                 shipped += 1
     assert shipped >= 3 and any(n.startswith("tako/policies/") and n.endswith(".rego")
                                 for n in names)
