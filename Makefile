@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup run test lint bench bench-redis bench-runtime bench-search clean
+.PHONY: setup run test lint bench bench-runtime bench-search clean
 
 setup: $(VENV)/.installed
 
@@ -26,17 +26,15 @@ test: setup
 	$(MAKE) lint
 	$(VENV)/bin/pytest
 
-# Benchmarks. BENCH_SECONDS shortens the timed runs (seconds per row or measurement),
-# BENCH_SEEDS the search benchmark; BENCH_ARGS passes more flags to the script.
+# Benchmarks. BENCH_SECONDS sets the timed runs (seconds per row or measurement; below 2
+# `make bench` is quick: one round, fewer RSS requests), BENCH_ROUNDS and
+# BENCH_RSS_REQUESTS the gateway bench, BENCH_SEEDS the search benchmark; BENCH_ARGS
+# passes more flags to the script.
 BENCH_DEPS := ./bench/system-deps.sh
 
-bench: setup  # gateway overhead over a canned upstream, memory runtime
-	$(BENCH_DEPS) nginx wrk
-	$(PY) bench/overhead.py $(BENCH_ARGS)
-
-bench-redis: setup  # the same with rate limits and budgets on Redis
+bench: setup  # the gateway's performance table: direct, thin proxy, tako (memory, Redis, tracing)
 	$(BENCH_DEPS) nginx wrk redis-server
-	$(PY) bench/overhead.py --runtime-backend redis $(BENCH_ARGS)
+	$(PY) bench/gateway_bench.py $(BENCH_ARGS)
 
 bench-runtime: setup  # admission alone (admit + reconcile, guarded call), memory and Redis
 	$(BENCH_DEPS) redis-server

@@ -131,7 +131,7 @@ async def best_of_n(world: World, worker: str, budget: int) -> str:
     req = ChatRequest.model_validate({"model": "best-of-n", **QUESTION})
     best, best_score = "", -1.0
     for _ in range(budget):
-        answer = await ask(ctx, worker, req, list(req.messages))
+        answer = (await ask(ctx, worker, req, list(req.messages))).text
         score = (await judge.score(req, answer)).value
         if score > best_score:
             best, best_score = answer, score
