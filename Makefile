@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup run test lint bench bench-runtime bench-search clean
+.PHONY: setup run test lint bench bench-compare bench-runtime bench-search clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,10 @@ bench: setup  # the gateway's performance table: direct, thin proxy, tako (memor
 bench-runtime: setup  # admission alone (admit + reconcile, guarded call), memory and Redis
 	$(BENCH_DEPS) redis-server
 	$(PY) bench/runtime_bench.py $(BENCH_ARGS)
+
+bench-compare: setup  # tako at REF against this checkout, in one run (REF=<git revision>)
+	$(BENCH_DEPS)
+	$(PY) bench/compare_bench.py --ref $(REF) $(BENCH_ARGS)
 
 bench-search: setup  # AB-MCTS against repeated sampling, simulated workers
 	$(PY) bench/search_bench.py $(BENCH_ARGS)
