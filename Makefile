@@ -24,7 +24,7 @@ lint: setup
 test: setup
 	./scripts/system-deps.sh
 	$(MAKE) lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2
 
 # Benchmarks. BENCH_SECONDS sets the timed runs (seconds per row or measurement; below 2
 # `make bench` is quick: one round, fewer RSS requests), BENCH_ROUNDS and
