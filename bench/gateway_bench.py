@@ -10,8 +10,11 @@ exported over OTLP/HTTP to bench/collector.py at ``telemetry.sample_ratio`` 1.0 
 ("tako tracing 1.0", "tako tracing 0.1").
 
 Rows: non-streamed requests at c=1, 16 and 64 (wrk: req/s, p50, p99, and p50 added over
-upstream-direct); streams of 10, 50 and 1,000 chunks (aiohttp: TTFT and total at c=1,
-with what each adds over upstream-direct, chunks/s at c=16); bodies of 1 KB, 20 KB (a
+upstream-direct); at c=16 on "tako" only, the same ping as a non-streamed Responses
+request (``store: false``) and a Messages request, with req/s and gateway time per
+request (1/req/s minus upstream-direct's) against chat ("vs chat"); streams of 10, 50
+and 1,000 chunks (aiohttp: TTFT and total at c=1, with what each adds over
+upstream-direct, chunks/s at c=16); bodies of 1 KB, 20 KB (a
 chat history) and 1 MB at c=16 (req/s); the VmRSS of the "tako" worker, fresh, after
 10,000 and 100,000 requests (measured first). All services run at once and the rounds
 are interleaved (every row, every path, then the next round; the paths' order rotates):
@@ -20,6 +23,7 @@ each value is the median over the rounds, and the ratios divide medians of the s
     make bench
     .venv/bin/python bench/gateway_bench.py [--seconds 3] [--rounds 3]
         [--rss-requests 10000,100000] [--json .tmp/bench.json] [--redis-url URL]
+        [--only json,responses,messages]  # rows whose key starts with one of these
 
 Defaults come from $BENCH_SECONDS (seconds per row and path, else 3), $BENCH_ROUNDS
 (else 3) and $BENCH_RSS_REQUESTS (else 10000,100000). Fewer than 2 seconds per row is a
@@ -70,6 +74,9 @@ QUICK_BELOW_S = 2
 ALL_PATHS = (DIRECT, PROXY, TAKO, TAKO_REDIS, TAKO_TRACING, TAKO_SAMPLED)
 SAMPLED_RATIO = 0.1
 BODY_PATHS = (DIRECT, PROXY, TAKO)
+INGRESS_CONCURRENCY = 16
+INGRESSES = {"responses": ("/v1/responses", payloads.responses_ping),
+             "messages": ("/v1/messages", payloads.messages_ping)}
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,9 @@ class Target:
     def chat_url(self, route: str = "") -> str:
         prefix = f"/{route}" if route and self.routes_by_path else ""
         return f"{self.origin}{prefix}/v1/chat/completions"
+
+    def url(self, api_path: str) -> str:
+        return f"{self.origin}{api_path}"
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,8 @@ def parse_args() -> argparse.Namespace:
                         help="two counts, e.g. 10000,100000")
     parser.add_argument("--json", type=Path, default=ROOT / ".tmp" / "bench.json")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    parser.add_argument("--only", default="",
+                        help="comma-separated row keys' starts, e.g. json,responses,messages")
     args = parser.parse_args()
     quick = args.seconds < QUICK_BELOW_S
     if args.rounds is None:
@@ -133,8 +145,17 @@ def measurement_plan(seconds: float, stream_seconds: float,
                                                    services.API_KEY, size, concurrency,
                                                    stream_seconds)
 
+    def ingress(api_path: str, body: Path) -> Callable[[Target], dict[str, float]]:
+        return lambda target: load.wrk_timed(target.url(api_path), body, services.API_KEY,
+                                             INGRESS_CONCURRENCY, seconds)
+
     plan = [Measurement(f"json c={c}", ALL_PATHS, non_streamed(ping, c))
             for c in CONCURRENCIES]
+    for name, (api_path, make_body) in INGRESSES.items():
+        body = workdir / f"{name}.json"
+        body.write_bytes(make_body())
+        plan.append(Measurement(f"{name} c={INGRESS_CONCURRENCY}", (TAKO,),
+                                ingress(api_path, body)))
     plan += [Measurement(f"stream {size} c={c}", ALL_PATHS, streamed(size, c))
              for size in STREAM_SIZES for c in STREAM_CONCURRENCIES]
     for label, size in payloads.BODY_SIZES.items():
@@ -263,6 +284,9 @@ def redis_for(args: argparse.Namespace) -> Iterator[str]:
 
 def bench(args: argparse.Namespace, workdir: Path, redis_url: str) -> dict[str, object]:
     plan = measurement_plan(args.seconds, args.stream_seconds, workdir)
+    if args.only:
+        starts = tuple(start.strip() for start in args.only.split(",") if start.strip())
+        plan = [measurement for measurement in plan if measurement.key.startswith(starts)]
     redis_prefix = f"tako-bench-{time.time_ns()}"
     began = time.monotonic()
     with running_services(workdir, redis_url, redis_prefix) as running:
@@ -279,6 +303,11 @@ def bench(args: argparse.Namespace, workdir: Path, redis_url: str) -> dict[str, 
         run_rounds(plan, targets, args.rounds, samples)
         collected = services.collector_counts(running.collector)
     rows = [report.row(line, samples) for line in table_lines(args.rss_requests)]
+    after = [row["label"] for row in rows].index(
+        f"non-streamed c={INGRESS_CONCURRENCY} p99") + 1
+    rows[after:after] = report.ingress_rows(
+        samples, f"json c={INGRESS_CONCURRENCY}",
+        {name: f"{name} c={INGRESS_CONCURRENCY}" for name in INGRESSES}, INGRESS_CONCURRENCY)
     return {"settings": {"seconds_per_row": args.seconds, "rounds": args.rounds,
                          "stream_seconds_per_row": args.stream_seconds,
                          "rss_requests": args.rss_requests, "cpus": os.cpu_count()},

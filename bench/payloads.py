@@ -1,5 +1,6 @@
-"""Request bodies the load generators send: a one-line ping, streams, and bodies of a
-given size (1 KB of one question, a 20 KB chat history, a 1 MB document)."""
+"""Request bodies the load generators send: a one-line ping (as chat, and as Responses and
+Messages requests), streams, and bodies of a given size (1 KB of one question, a 20 KB chat
+history, a 1 MB document)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,17 @@ def chat(model: str, messages: list[dict[str, str]], *, stream: bool = False) ->
 
 def ping(model: str = JSON_MODEL, *, stream: bool = False) -> bytes:
     return chat(model, [{"role": "user", "content": "ping"}], stream=stream)
+
+
+def responses_ping(model: str = JSON_MODEL) -> bytes:
+    """The ping as a non-streamed OpenAI Responses request, nothing stored."""
+    return encode({"model": model, "input": "ping", "store": False})
+
+
+def messages_ping(model: str = JSON_MODEL) -> bytes:
+    """The ping as a non-streamed Anthropic Messages request."""
+    return encode({"model": model, "max_tokens": MAX_TOKENS,
+                   "messages": [{"role": "user", "content": "ping"}]})
 
 
 def prose(length: int) -> str:

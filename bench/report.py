@@ -5,6 +5,11 @@ the median over the rounds; an ``added`` line is the median of the per-round dif
 from upstream-direct, measured in the same round. Ratios divide the row's medians:
 tako / thin proxy, tako tracing on (sample ratio 1.0, then 0.1) / tracing off, tako
 Redis / memory (for req/s and chunks/s below 1 is slower; for ms above 1 is slower).
+
+The ingress rows (``ingress_rows``) hold the "tako" column only: req/s of a Responses and
+a Messages request next to the same chat request, and each one's gateway time per request,
+1/req/s minus upstream-direct's 1/req/s of the chat row in the same round (µs); "vs chat"
+divides a row's median by the chat request's.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ DIRECT, PROXY, TAKO, TAKO_REDIS, TAKO_TRACING, TAKO_SAMPLED = (
 COLUMNS = (DIRECT, PROXY, TAKO, TAKO_REDIS, TAKO_TRACING, TAKO_SAMPLED)
 RATIOS = {"tako / proxy": (TAKO, PROXY), "tracing 1.0 / off": (TAKO_TRACING, TAKO),
           "tracing 0.1 / off": (TAKO_SAMPLED, TAKO), "Redis / memory": (TAKO_REDIS, TAKO)}
+VS_CHAT = "vs chat"
 
 Metrics = dict[str, float]
 
@@ -78,6 +84,48 @@ def row(line: Line, samples: Samples) -> dict[str, object]:
             "samples": {column: runs for column, runs in series.items() if runs}}
 
 
+def gateway_us(samples: Samples, measurement: str, chat: str) -> list[float]:
+    """Per round: tako's time per request of ``measurement`` minus upstream-direct's of the
+    ``chat`` row (µs, from req/s at the same concurrency)."""
+    tako = samples.by_cell.get((measurement, TAKO), [])
+    direct = samples.by_cell.get((chat, DIRECT), [])
+    return [1e6 / run["rps"] - 1e6 / baseline["rps"]
+            for run, baseline in zip(tako, direct, strict=False)
+            if run["rps"] and baseline["rps"]]
+
+
+def _tako_row(label: str, unit: str, value: float | None, vs_chat: float | None,
+              runs: list[float]) -> dict[str, object]:
+    values: dict[str, float | None] = dict.fromkeys(COLUMNS)
+    values[TAKO] = value
+    ratios: dict[str, float | None] = dict.fromkeys(RATIOS)
+    ratios[VS_CHAT] = vs_chat
+    return {"label": label, "unit": unit, "values": values, "ratios": ratios,
+            "samples": {TAKO: runs}}
+
+
+def ingress_rows(samples: Samples, chat: str, ingresses: dict[str, str],
+                 concurrency: int) -> list[dict[str, object]]:
+    """req/s and gateway time per request of each ingress (name -> measurement) against
+    the ``chat`` measurement, "tako" column only."""
+    def rps(measurement: str) -> list[float]:
+        return [run["rps"] for run in samples.by_cell.get((measurement, TAKO), [])]
+
+    chat_rps, chat_gateway = median(rps(chat)), median(gateway_us(samples, chat, chat))
+    rows = []
+    for name, measurement in ingresses.items():
+        runs = rps(measurement)
+        rows.append(_tako_row(f"{name} c={concurrency}", "req/s", median(runs),
+                              _ratio(median(runs), chat_rps), runs))
+    rows.append(_tako_row(f"gateway time chat c={concurrency}", "µs", chat_gateway, 1.0,
+                          gateway_us(samples, chat, chat)))
+    for name, measurement in ingresses.items():
+        runs = gateway_us(samples, measurement, chat)
+        rows.append(_tako_row(f"gateway time {name} c={concurrency}", "µs", median(runs),
+                              _ratio(median(runs), chat_gateway), runs))
+    return rows
+
+
 def _ratio(top: float | None, bottom: float | None) -> float | None:
     if top is None or bottom is None or bottom == 0:
         return None
@@ -91,20 +139,21 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:.3f}" if abs(value) < 10 else f"{value:,.1f}"
     if unit == "%":
         return f"{value:+.1f} %"
-    if unit == "MiB":
-        return f"{value:.1f}"
+    if unit in ("MiB", "µs"):
+        return f"{value:,.1f}"
     return f"{value:,.0f}"
 
 
 def markdown(rows: list[dict[str, object]]) -> str:
-    header = ["row", *COLUMNS, *RATIOS]
+    header = ["row", *COLUMNS, *RATIOS, VS_CHAT]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in rows:
         values: dict[str, float | None] = entry["values"]  # type: ignore[assignment]
         ratios: dict[str, float | None] = entry["ratios"]  # type: ignore[assignment]
         cells = [f"{entry['label']} ({entry['unit']})"]
         cells += [format_value(values[column], str(entry["unit"])) for column in COLUMNS]
-        cells += ["—" if ratios[name] is None else f"{ratios[name]:.2f}" for name in RATIOS]
+        cells += ["—" if ratios.get(name) is None else f"{ratios[name]:.2f}"
+                  for name in (*RATIOS, VS_CHAT)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
