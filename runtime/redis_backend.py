@@ -24,6 +24,7 @@ from tako.runtime.pipelined_redis import PipelinedRedis
 from tako.runtime.pipelined_redis import supports as resp_supports
 from tako.runtime.plan import BudgetItem, RateItem
 from tako.runtime.redis_cluster import cluster_client, is_cluster_url
+from tako.runtime.redis_sentinel import aclose_sentinel, is_sentinel_url, sentinel_client
 from tako.runtime.settings import BreakerSettings
 
 T = TypeVar("T")
@@ -41,10 +42,12 @@ class RedisBackend:
         self.prefix = prefix
         self.pool_timeout_s = pool_timeout_s
         self._slots: asyncio.Semaphore | None = None
-        if is_cluster_url(url):
-            # redis-py's cluster client fails when a node's connections run out instead of
-            # waiting, so callers queue here for one of max_connections slots.
-            self.client: Any = cluster_client(url, timeout_s, max_connections)
+        self._sentinel = is_sentinel_url(url)
+        if is_cluster_url(url) or self._sentinel:
+            # redis-py's cluster and Sentinel clients fail when their connections run out
+            # instead of waiting, so callers queue here for one of max_connections slots.
+            self.client: Any = (sentinel_client if self._sentinel else cluster_client)(
+                url, timeout_s, max_connections)
             self.hot: Any = self.client
             self._slots = asyncio.Semaphore(max_connections)
             return
@@ -85,6 +88,9 @@ class RedisBackend:
     async def aclose(self) -> None:
         if self.hot is not self.client:
             await self.hot.aclose()
+        if self._sentinel:
+            await aclose_sentinel(self.client)
+            return
         await self.client.aclose()
         if self._slots is None:
             await self.client.connection_pool.disconnect()

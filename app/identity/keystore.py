@@ -41,6 +41,7 @@ from redis.exceptions import RedisError, WatchError
 from tako.core.errors import AuthenticationFailed, NotFound, Unavailable
 from tako.core.types import Principal
 from tako.runtime.redis_cluster import cluster_client, is_cluster_url
+from tako.runtime.redis_sentinel import aclose_sentinel, is_sentinel_url, sentinel_client
 from tako.runtime.settings import BudgetLimit, RateLimit
 
 log = logging.getLogger("tako.identity.keys")
@@ -253,6 +254,8 @@ class RedisKeyStore:
         if is_cluster_url(url):
             tagged = prefix if "{" in prefix else f"{{{prefix}}}"
             return cls(cluster_client(url, 2.0, 64), prefix=tagged)
+        if is_sentinel_url(url):  # the master the sentinels name, followed across failovers
+            return cls(sentinel_client(url, 2.0, 64), prefix=prefix)
         return cls(aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0),
                    prefix=prefix)
 
@@ -384,7 +387,7 @@ class RedisKeyStore:
         return KeyRecord.model_validate_json(raw) if raw is not None else None
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await aclose_sentinel(self.client)  # a plain client's close, plus its sentinels'
 
 
 def _text(value: bytes | str) -> str:
