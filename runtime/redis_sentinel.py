@@ -77,12 +77,13 @@ def sentinel_client(url: str, timeout_s: float, max_connections: int) -> Redis:
         target.service, db=target.db, username=target.username, password=target.password,
         ssl=target.ssl, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
         max_connections=max_connections, retry=Retry(NoBackoff(), 0))
-    client.sentinel = sentinel  # type: ignore[attr-defined]
+    client._tako_sentinel = sentinel  # type: ignore[attr-defined]
     return client
 
 
 async def aclose_sentinel(client: Redis) -> None:
     """Close a ``sentinel_client`` and its sentinels' connections."""
     await client.aclose()
-    for each in getattr(client, "sentinel", Sentinel([])).sentinels:
+    sentinel = getattr(client, "_tako_sentinel", None)  # not on a plain client
+    for each in sentinel.sentinels if isinstance(sentinel, Sentinel) else ():
         await each.aclose()
