@@ -24,6 +24,14 @@ botocore says they are about to expire, so the event loop never blocks on them.
 ``temperature`` is capped at 1.0: Converse accepts 0..1, OpenAI clients may send up to 2.
 ``tool_choice: "none"`` sends no tools at all (Converse has no "none" mode); a JSON
 ``response_format`` is not expressible in Converse and is left to the prompt.
+
+Claude models (a model id holding ``anthropic.claude``) take the Anthropic fields the
+Messages ingress passes on: ``top_k`` and ``thinking`` go into
+``additionalModelRequestFields``, an assistant message's earlier ``thinking_blocks`` go
+back first as ``reasoningContent`` blocks, and a content part's or tool's
+``cache_control`` becomes a ``cachePoint`` block after it. ``reasoningContent`` in an
+answer comes back as Anthropic thinking blocks: the extension field ``thinking_blocks``,
+or streamed as ``Delta.native`` events (as the ``anthropic`` adapter does).
 """
 
 from __future__ import annotations
@@ -184,14 +192,50 @@ class AwsCredentialSource:
 # ---------------------------------------------------------------- request body
 
 
-async def converse_body(req: ChatRequest, options: dict[str, Any]) -> dict[str, Any]:
-    """The Converse request body for an OpenAI chat request."""
+CLAUDE_FIELDS = ("top_k", "thinking")  # Anthropic request fields Claude takes on Bedrock
+CACHE_POINT = {"cachePoint": {"type": "default"}}
+
+
+def is_claude(model: str) -> bool:
+    return "anthropic.claude" in model
+
+
+async def converse_body(req: ChatRequest, options: dict[str, Any], *,
+                        claude: bool = False) -> dict[str, Any]:
+    """The Converse request body for an OpenAI chat request (``claude``: with the
+    Anthropic fields a Claude model takes)."""
     with ImageFetcher(FetchPolicy.from_options(options.get("image_fetch"))) as images:
-        return await _converse_body(req, options, images)
+        body = await _converse_body(req, options, images, claude)
+    if claude:
+        extras = req.extras()
+        fields = {name: extras[name] for name in CLAUDE_FIELDS if name in extras}
+        if fields:
+            body["additionalModelRequestFields"] = {
+                **body.get("additionalModelRequestFields", {}), **fields}
+    return body
+
+
+def _cached(block: dict[str, Any], source: Any, claude: bool) -> list[dict[str, Any]]:
+    """``block``, and a cache point after it when ``source`` had ``cache_control``."""
+    if claude and "cache_control" in (getattr(source, "model_extra", None) or {}):
+        return [block, dict(CACHE_POINT)]
+    return [block]
+
+
+def reasoning_blocks(message: Message) -> list[dict[str, Any]]:
+    """An assistant message's earlier Anthropic thinking blocks as ``reasoningContent``."""
+    blocks = []
+    for block in (message.model_extra or {}).get("thinking_blocks") or ():
+        if block.get("type") == "redacted_thinking":
+            blocks.append({"reasoningContent": {"redactedContent": block.get("data", "")}})
+        elif block.get("type") == "thinking":
+            text = {"text": block.get("thinking", ""), "signature": block.get("signature", "")}
+            blocks.append({"reasoningContent": {"reasoningText": text}})
+    return blocks
 
 
 async def _converse_body(req: ChatRequest, options: dict[str, Any],
-                         images: ImageFetcher) -> dict[str, Any]:
+                         images: ImageFetcher, claude: bool = False) -> dict[str, Any]:
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     for message in req.messages:
@@ -200,7 +244,7 @@ async def _converse_body(req: ChatRequest, options: dict[str, Any],
             if text:
                 system.append({"text": text})
             continue
-        role, blocks = await _message_blocks(message, images)
+        role, blocks = await _message_blocks(message, images, claude)
         if not blocks:
             continue
         if messages and messages[-1]["role"] == role:
@@ -214,7 +258,7 @@ async def _converse_body(req: ChatRequest, options: dict[str, Any],
     inference = _inference_config(req, options)
     if inference:
         body["inferenceConfig"] = inference
-    tool_config = _tool_config(req)
+    tool_config = _tool_config(req, claude)
     if tool_config:
         body["toolConfig"] = tool_config
     if options.get("guardrail_identifier"):
@@ -241,10 +285,10 @@ def _inference_config(req: ChatRequest, options: dict[str, Any]) -> dict[str, An
     return inference
 
 
-def _tool_config(req: ChatRequest) -> dict[str, Any] | None:
+def _tool_config(req: ChatRequest, claude: bool = False) -> dict[str, Any] | None:
     if not req.tools or req.tool_choice == "none":
         return None
-    tools = []
+    tools: list[dict[str, Any]] = []
     for tool in req.tools:
         spec: dict[str, Any] = {
             "name": tool.function.name,
@@ -253,7 +297,7 @@ def _tool_config(req: ChatRequest) -> dict[str, Any] | None:
         }
         if tool.function.description:
             spec["description"] = tool.function.description
-        tools.append({"toolSpec": spec})
+        tools += _cached({"toolSpec": spec}, tool.function, claude)
     config: dict[str, Any] = {"tools": tools}
     choice = req.tool_choice
     if choice == "required":
@@ -271,7 +315,7 @@ def _tool_config(req: ChatRequest) -> dict[str, Any] | None:
 
 
 async def _message_blocks(
-    message: Message, images: ImageFetcher
+    message: Message, images: ImageFetcher, claude: bool = False
 ) -> tuple[str, list[dict[str, Any]]]:
     if message.role == "tool":
         if not message.tool_call_id:
@@ -280,7 +324,7 @@ async def _message_blocks(
                   "status": "success"}
         return "user", [{"toolResult": result}]
     if message.role == "assistant":
-        blocks: list[dict[str, Any]] = []
+        blocks: list[dict[str, Any]] = reasoning_blocks(message) if claude else []
         text = message.text()
         if text:
             blocks.append({"text": text})
@@ -293,7 +337,10 @@ async def _message_blocks(
                              param="messages")
     if isinstance(message.content, str) or message.content is None:
         return "user", [{"text": message.content}] if message.content else []
-    return "user", [await _part_block(part, images) for part in message.content]
+    parts: list[dict[str, Any]] = []
+    for part in message.content:
+        parts += _cached(await _part_block(part, images), part, claude)
+    return "user", parts
 
 
 def _arguments(arguments: str) -> Any:
@@ -343,6 +390,15 @@ def parse_usage(raw: dict[str, Any] | None, cost: Any) -> Usage:
                  cost_usd=cost(prompt, completion, cache_read))
 
 
+def thinking_block(reasoning: dict[str, Any]) -> dict[str, Any]:
+    """A Converse ``reasoningContent`` block as an Anthropic thinking block."""
+    if "redactedContent" in reasoning:
+        return {"type": "redacted_thinking", "data": reasoning["redactedContent"]}
+    text = reasoning.get("reasoningText") or {}
+    return {"type": "thinking", "thinking": str(text.get("text") or ""),
+            "signature": str(text.get("signature") or "")}
+
+
 def parse_converse(body: dict[str, Any], provider_id: str, model: str, cost: Any) -> ChatResponse:
     blocks = ((body.get("output") or {}).get("message") or {}).get("content")
     if not isinstance(blocks, list):
@@ -350,6 +406,8 @@ def parse_converse(body: dict[str, Any], provider_id: str, model: str, cost: Any
                                 details={"provider": provider_id, "body": body})
     texts: list[str] = []
     calls: list[ToolCall] = []
+    thinking = [thinking_block(block["reasoningContent"]) for block in blocks
+                if isinstance(block.get("reasoningContent"), dict)]
     for block in blocks:
         if "text" in block:
             texts.append(str(block["text"]))
@@ -369,6 +427,7 @@ def parse_converse(body: dict[str, Any], provider_id: str, model: str, cost: Any
         finish_reason=STOP_REASONS.get(reason, "tool_calls" if calls else "stop"),
         usage=parse_usage(body.get("usage"), cost),
         provider_id=provider_id,
+        extra={"thinking_blocks": thinking} if thinking else {},
     )
 
 
@@ -433,6 +492,7 @@ class StreamState:
     outcome: StreamOutcome
     stopped: bool = False
     tool_index: dict[int, int] = field(default_factory=dict)
+    reasoning: set[int] = field(default_factory=set)  # blocks whose thinking has started
 
     def handle(self, message: EventMessage) -> Delta | None:
         if message.message_type != "event":
@@ -456,6 +516,9 @@ class StreamState:
                 index = self.tool_index.setdefault(block, len(self.tool_index))
                 fragment = str((delta["toolUse"] or {}).get("input") or "")
                 return Delta(tool_calls=[ToolCallDelta(index=index, arguments=fragment)])
+            if isinstance(delta.get("reasoningContent"), dict):
+                return self._reasoning(int(data.get("contentBlockIndex", 0)),
+                                       delta["reasoningContent"])
         elif event == "messageStop":
             self.stopped = True
             reason = str(data.get("stopReason") or "end_turn")
@@ -464,6 +527,23 @@ class StreamState:
         elif event == "metadata":
             self.outcome.usage = parse_usage(data.get("usage"), self.cost)
         return None
+
+    def _reasoning(self, block: int, reasoning: dict[str, Any]) -> Delta:
+        """A ``reasoningContent`` delta as Anthropic's thinking events: the first one of a
+        block opens it (holding its text), later ones are thinking or signature deltas."""
+        if block not in self.reasoning:
+            self.reasoning.add(block)
+            if "redactedContent" in reasoning:
+                opened = thinking_block(reasoning)
+            else:
+                opened = {"type": "thinking", "thinking": str(reasoning.get("text") or ""),
+                          "signature": str(reasoning.get("signature") or "")}
+            return Delta(native={"type": "content_block_start", "content_block": opened})
+        if "signature" in reasoning:
+            delta = {"type": "signature_delta", "signature": str(reasoning["signature"])}
+        else:
+            delta = {"type": "thinking_delta", "thinking": str(reasoning.get("text") or "")}
+        return Delta(native={"type": "content_block_delta", "delta": delta})
 
     def _exception(self, message: EventMessage) -> TakoError:
         body = decode_body(message.payload) if message.payload else {}
@@ -549,7 +629,7 @@ class BedrockProvider(HttpProvider):
                              decode_body(raw), retry_after_seconds(headers))
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
-        body = await converse_body(req, self.options)
+        body = await converse_body(req, self.options, claude=is_claude(self.model))
         url, sign = await self._target("converse")
         answer = await self.send_json(url, body, {"accept": "application/json"},
                                       on_error=self._error, sign=sign)
@@ -591,7 +671,7 @@ class BedrockProvider(HttpProvider):
         return Embeddings(vectors, embedding_wire.usage_of(req, None, self.cost))
 
     async def deltas(self, req: ChatRequest, outcome: StreamOutcome) -> AsyncIterator[Delta]:
-        body = await converse_body(req, self.options)
+        body = await converse_body(req, self.options, claude=is_claude(self.model))
         url, sign = await self._target("converse-stream")
         state = StreamState(self.id, self.cost, outcome)
         decoder = EventStreamDecoder()

@@ -396,3 +396,39 @@ async def test_an_unknown_profile_is_an_auth_error_before_any_request(
     assert caught.value.code == "upstream_auth_error"
     assert "no-such-profile" in caught.value.message
     assert fake.requests == []
+
+
+# ---- Anthropic fields: Claude models only ----
+
+
+async def test_anthropic_fields_reach_only_claude_models(
+    server: tuple[str, fake_api.FakeBedrock], credentials_file: Path,
+) -> None:
+    """top_k, thinking, thinking_blocks and cache_control become Converse fields for a
+    Claude model id; another model (Nova) is sent none of them."""
+    url, fake = server
+    request = {"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1024},
+               "tools": [{"type": "function", "function": {**WEATHER_TOOL["function"],
+                                                           "cache_control": {"type": "x"}}}]}
+    messages = [{"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello.",
+                 "thinking_blocks": [{"type": "redacted_thinking", "data": "opaque"}]},
+                {"role": "user", "content": [{"type": "text", "text": "Weather?",
+                                              "cache_control": {"type": "ephemeral"}}]}]
+    sent = {}
+    for model in (MODEL, "us.amazon.nova-pro-v1:0"):
+        fake.reset()
+        deployment = spec(url, credentials_file).model_copy(update={"model": model})
+        async with built(deployment, BedrockProvider) as provider:
+            await provider.chat(chat(messages, **request))
+        sent[model] = fake.requests[0].body
+    claude, nova = sent[MODEL], sent["us.amazon.nova-pro-v1:0"]
+    assert claude["additionalModelRequestFields"] == {"top_k": 5, "thinking": request[
+        "thinking"]}
+    assert claude["messages"][1]["content"][0] == {
+        "reasoningContent": {"redactedContent": "opaque"}}
+    assert claude["messages"][2]["content"][-1] == {"cachePoint": {"type": "default"}}
+    assert claude["toolConfig"]["tools"][-1] == {"cachePoint": {"type": "default"}}
+    assert "additionalModelRequestFields" not in nova
+    assert b"reasoningContent" not in orjson.dumps(nova)
+    assert b"cachePoint" not in orjson.dumps(nova)
