@@ -4,7 +4,7 @@ over any deployment or profile.
 The request is translated into a ChatRequest (``messages_wire``), run on the one request
 path, and the answer rendered back: a ``message`` object, or the event stream
 ``message_start``, per block ``content_block_start`` / ``content_block_delta`` (text and
-``input_json_delta``; an Anthropic deployment's thinking blocks as they came) /
+``input_json_delta``; thinking blocks of an Anthropic or Bedrock Claude deployment) /
 ``content_block_stop``, then ``message_delta`` with the stop reason and usage and
 ``message_stop``; a failure after the first byte is an ``error`` event.
 Errors take Anthropic's shape with tako's status (its SDK picks the exception by status).
@@ -102,11 +102,17 @@ def parse_request(body: bytes, *, counting: bool = False,
         raise validation_error(exc) from exc
 
 
+def takes_anthropic_fields(provider: str, model: str) -> bool:
+    """Anthropic's own API, or a Claude model on Bedrock (its adapter maps the fields)."""
+    return provider == "anthropic" or (provider == "bedrock" and "anthropic.claude" in model)
+
+
 def anthropic_models(gateway: Gateway) -> frozenset[str]:
-    """Deployments and aliases every deployment of which is Anthropic's."""
-    kinds = {spec.name: spec.provider for spec in gateway.settings.deployments}
+    """Deployments and aliases every deployment of which takes Anthropic's own fields."""
+    native = {spec.name for spec in gateway.settings.deployments
+              if takes_anthropic_fields(spec.provider, spec.model)}
     return frozenset(name for name, (members, _) in gateway.aliases.items()
-                     if members and all(kinds.get(m) == "anthropic" for m in members))
+                     if members and all(m in native for m in members))
 
 
 class MessagesIngress:

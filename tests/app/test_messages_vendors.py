@@ -2,7 +2,7 @@
 with one deployment per vendor, each served by that vendor's loopback fake in its own wire
 format. Per vendor a Messages call plain and streamed, and a tool round trip plain and
 streamed; for Anthropic deployments, ``cache_control`` and thinking blocks go through
-unchanged."""
+unchanged, and for Bedrock Claude they map onto Converse's fields."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from anthropic.types import ErrorResponse, Message, RawMessageStreamEvent
 from pydantic import TypeAdapter
 
 from tests.fakes import anthropic as fake_anthropic
+from tests.fakes import bedrock as fake_bedrock
 from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
 from tests.support.openai_schema import validate_chunk
 from tests.support.vendors import (
@@ -315,6 +316,71 @@ def test_streamed_thinking_passes_through(claude: AnthropicVendor,
         validate_chunk(chunk)
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
                    if c["choices"]) == "It is sunny."
+
+
+BEDROCK_THOUGHT = ("The user wants the weather.", "EqQBCgIYAhIMbedrock")
+
+
+def test_bedrock_claude_takes_anthropic_fields(vendors: dict[str, Vendor],
+                                               client: anthropic.Anthropic) -> None:
+    """A Claude model on Bedrock: thinking and top_k go in additionalModelRequestFields,
+    earlier thinking blocks back as reasoningContent, cache_control as a cachePoint after
+    its block; the answer's reasoningContent comes back as a thinking block."""
+    bedrock = vendors["bedrock"]
+    bedrock.reset()
+    bedrock.fake.push(fake_bedrock.Turn(text="It is sunny.", reasoning=BEDROCK_THOUGHT))
+    ephemeral = {"type": "ephemeral"}
+    message = client.messages.create(
+        model="bedrock", max_tokens=2048, extra_body={"top_k": 5},
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        tools=[{**WEATHER, "cache_control": ephemeral}],
+        messages=[{"role": "user", "content": "Hi"},
+                  {"role": "assistant", "content": [
+                      {"type": "thinking", "thinking": "hm", "signature": "sig"},
+                      {"type": "text", "text": "Hello."}]},
+                  {"role": "user", "content": [
+                      {"type": "text", "text": "Weather?", "cache_control": ephemeral}]}])
+    sent = bedrock.last_body()
+    assert sent["additionalModelRequestFields"] == {
+        "top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    assert sent["messages"][1]["content"] == [
+        {"reasoningContent": {"reasoningText": {"text": "hm", "signature": "sig"}}},
+        {"text": "Hello."}]
+    assert sent["messages"][2]["content"] == [{"text": "Weather?"},
+                                              {"cachePoint": {"type": "default"}}]
+    assert [list(tool) for tool in sent["toolConfig"]["tools"]] == [["toolSpec"],
+                                                                    ["cachePoint"]]
+    assert b"cache_control" not in orjson.dumps(sent)
+    assert [b.type for b in message.content] == ["thinking", "text"]
+    block = message.content[0]
+    assert block.type == "thinking"
+    assert (block.thinking, block.signature) == BEDROCK_THOUGHT
+
+
+def test_bedrock_claude_streams_thinking(vendors: dict[str, Vendor],
+                                         client: anthropic.Anthropic, gw: Gateway) -> None:
+    """ConverseStream's reasoningContent deltas become thinking and signature deltas."""
+    bedrock = vendors["bedrock"]
+    bedrock.reset()
+    turn = fake_bedrock.Turn(text="It is sunny.", reasoning=BEDROCK_THOUGHT)
+    bedrock.fake.push(turn)
+    request = {"model": "bedrock", "max_tokens": 2048,
+               "thinking": {"type": "enabled", "budget_tokens": 1024},
+               "messages": [{"role": "user", "content": "Weather?"}]}
+    for raw in raw_events(gw, request):
+        EVENT.validate_python(raw)
+    bedrock.fake.push(turn)
+    with client.messages.stream(**request) as stream:  # type: ignore[arg-type]
+        kinds = [e.type for e in stream if e.type in ("thinking", "signature", "text")]
+        final = stream.get_final_message()
+    assert kinds[0] == "thinking" and "signature" in kinds and kinds[-1] == "text"
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    block = final.content[0]
+    assert block.type == "thinking"
+    assert (block.thinking, block.signature) == BEDROCK_THOUGHT
+    assert final.content[1].type == "text" and final.content[1].text == "It is sunny."
+    assert bedrock.last_body()["additionalModelRequestFields"] == {
+        "thinking": {"type": "enabled", "budget_tokens": 1024}}
 
 
 # last: a vendor's 429 cools its deployment for a second

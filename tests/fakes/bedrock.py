@@ -47,6 +47,8 @@ class Turn:
     usage: dict[str, int] = field(
         default_factory=lambda: {"inputTokens": 12, "outputTokens": 7, "totalTokens": 19})
     pieces: int = 3
+    # A Claude model's thinking before the text: (text, signature) as ``reasoningContent``.
+    reasoning: tuple[str, str] | None = None
     # Stream only: after this many events send ``exception`` as an exception frame ...
     exception_after: int | None = None
     exception: tuple[str, str] = ("modelStreamErrorException", "The model stream failed.")
@@ -109,6 +111,15 @@ def exception_frame(exception_type: str, message: str) -> bytes:
 def stream_events(turn: Turn) -> list[tuple[str, dict[str, Any]]]:
     events: list[tuple[str, dict[str, Any]]] = [("messageStart", {"role": "assistant"})]
     index = 0
+    if turn.reasoning:
+        text, signature = turn.reasoning
+        for piece in split(text, turn.pieces):
+            events.append(("contentBlockDelta", {"contentBlockIndex": index,
+                                                 "delta": {"reasoningContent": {"text": piece}}}))
+        events.append(("contentBlockDelta", {
+            "contentBlockIndex": index, "delta": {"reasoningContent": {"signature": signature}}}))
+        events.append(("contentBlockStop", {"contentBlockIndex": index}))
+        index += 1
     if turn.text:
         for piece in split(turn.text, turn.pieces):
             events.append(("contentBlockDelta",
@@ -131,6 +142,10 @@ def stream_events(turn: Turn) -> list[tuple[str, dict[str, Any]]]:
 
 def converse_body(turn: Turn) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
+    if turn.reasoning:
+        text, signature = turn.reasoning
+        content.append({"reasoningContent": {"reasoningText": {"text": text,
+                                                                "signature": signature}}})
     if turn.text:
         content.append({"text": turn.text})
     for tool_id, name, arguments in turn.tool_calls:
