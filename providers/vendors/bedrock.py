@@ -28,8 +28,8 @@ botocore says they are about to expire, so the event loop never blocks on them.
 Claude models (a model id holding ``anthropic.claude``) take the Anthropic fields the
 Messages ingress passes on: ``top_k`` and ``thinking`` go into
 ``additionalModelRequestFields``, an assistant message's earlier ``thinking_blocks`` go
-back first as ``reasoningContent`` blocks, and a content part's or tool's
-``cache_control`` becomes a ``cachePoint`` block after it. ``reasoningContent`` in an
+back first as ``reasoningContent`` blocks, and a content part's (user or system) or
+tool's ``cache_control`` becomes a ``cachePoint`` block after it. ``reasoningContent`` in an
 answer comes back as Anthropic thinking blocks: the extension field ``thinking_blocks``,
 or streamed as ``Delta.native`` events (as the ``anthropic`` adapter does).
 """
@@ -222,6 +222,19 @@ def _cached(block: dict[str, Any], source: Any, claude: bool) -> list[dict[str, 
     return [block]
 
 
+def _system_blocks(message: Message, claude: bool) -> list[dict[str, Any]]:
+    """A system message's text; for Claude, a cache point after a part with
+    ``cache_control``."""
+    if not claude or isinstance(message.content, str) or message.content is None:
+        text = message.text()
+        return [{"text": text}] if text else []
+    blocks: list[dict[str, Any]] = []
+    for part in message.content:
+        if part.type == "text" and part.text:
+            blocks += _cached({"text": part.text}, part, claude)
+    return blocks
+
+
 def reasoning_blocks(message: Message) -> list[dict[str, Any]]:
     """An assistant message's earlier Anthropic thinking blocks as ``reasoningContent``."""
     blocks = []
@@ -240,9 +253,7 @@ async def _converse_body(req: ChatRequest, options: dict[str, Any],
     messages: list[dict[str, Any]] = []
     for message in req.messages:
         if message.role in ("system", "developer"):
-            text = message.text()
-            if text:
-                system.append({"text": text})
+            system += _system_blocks(message, claude)
             continue
         role, blocks = await _message_blocks(message, images, claude)
         if not blocks:

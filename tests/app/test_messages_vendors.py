@@ -333,6 +333,7 @@ def test_bedrock_claude_takes_anthropic_fields(vendors: dict[str, Vendor],
     message = client.messages.create(
         model="bedrock", max_tokens=2048, extra_body={"top_k": 5},
         thinking={"type": "enabled", "budget_tokens": 1024},
+        system=[{"type": "text", "text": "Be brief.", "cache_control": ephemeral}],
         tools=[{**WEATHER, "cache_control": ephemeral}],
         messages=[{"role": "user", "content": "Hi"},
                   {"role": "assistant", "content": [
@@ -348,6 +349,7 @@ def test_bedrock_claude_takes_anthropic_fields(vendors: dict[str, Vendor],
         {"text": "Hello."}]
     assert sent["messages"][2]["content"] == [{"text": "Weather?"},
                                               {"cachePoint": {"type": "default"}}]
+    assert sent["system"] == [{"text": "Be brief."}, {"cachePoint": {"type": "default"}}]
     assert [list(tool) for tool in sent["toolConfig"]["tools"]] == [["toolSpec"],
                                                                     ["cachePoint"]]
     assert b"cache_control" not in orjson.dumps(sent)
