@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tako.app.identity.keystore import KeySpecIn, RedisKeyStore
-from tako.core.errors import QuotaExceeded, Unavailable
+from tako.app.identity.keystore import KeySpecIn, RedisKeyResolver, RedisKeyStore
+from tako.core.errors import AuthenticationFailed, QuotaExceeded, Unavailable
 from tako.core.types import Principal
 from tako.runtime import Runtime
 from tests.fakes.provider import Reply, ScriptedProvider, request
@@ -44,6 +44,7 @@ async def test_admission_reconcile_spend_and_failover_through_sentinel(
         sentinel: RedisSentinelProcess) -> None:
     first, second = await _runtimes(sentinel.url, 2)
     store = RedisKeyStore.from_url(sentinel.url, prefix=fresh_key_prefix("sk") + ":keys")
+    resolver = RedisKeyResolver(store, cache_ttl_s=1.0)  # only the notice drops an entry
     try:
         await _call(first, "acme", 0.25)
         assert await second.spend("tenant", "acme", "day", "acme") == pytest.approx(0.25)
@@ -52,6 +53,14 @@ async def test_admission_reconcile_spend_and_failover_through_sentinel(
             await first.admit(Principal("acme", "ann", "key-acme"), "m", 10, 0.3)
         minted = await store.create(KeySpecIn(tenant_id="acme", user_id="ann"))
         assert {r.key_id for r in await store.list_keys()} == {minted.record.key_id}
+        await resolver.start()
+        assert await resolver.wait_subscribed(within_s=5)
+        doomed = await store.create(KeySpecIn(tenant_id="acme", user_id="bo"))
+        assert (await resolver.resolve(doomed.key)).user_id == "bo"
+        await store.revoke(doomed.record.key_id)  # the pub/sub notice drops the cached copy
+        await asyncio.sleep(0.3)
+        with pytest.raises(AuthenticationFailed):
+            await resolver.resolve(doomed.key)
 
         old = sentinel.master()
         new = sentinel.replica_port
@@ -76,8 +85,10 @@ async def test_admission_reconcile_spend_and_failover_through_sentinel(
         await _call(second, "acme", 0.2)
         assert await first.spend("tenant", "acme", "day", "acme") == pytest.approx(0.95)
         assert await first.ready() and await second.ready()
-        assert {r.key_id for r in await store.list_keys()} == {minted.record.key_id}
+        assert {r.key_id for r in await store.list_keys()} == \
+            {minted.record.key_id, doomed.record.key_id}
     finally:
         for runtime in (first, second):
             await runtime.aclose()
+        await resolver.aclose()
         await store.aclose()
