@@ -22,6 +22,7 @@ from tests.support.redis_server import RedisProcess
 from tests.support.replicas import PRICE, config
 
 LONG_ANSWER = ["word "] * 400  # 2,000 characters, far past a 20-token cap
+REPLICAS = 3
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_the_cap_reaches_the_upstream_and_streams_past_it_are_cut_across_replica
     cfg = _config(redis_proc.url, key_prefix, url,
                   budgets=[{"scope": "tenant", "period": "day", "usd": budget}])
     with ExitStack() as stack:
-        gws = [stack.enter_context(gateway(cfg)) for _ in range(2)]
+        gws = [stack.enter_context(gateway(cfg)) for _ in range(REPLICAS)]
         answer = httpx.post(gws[0].base_url + "/chat/completions", timeout=30,
                             headers={"authorization": f"Bearer {TEST_KEY}"},
                             json={"model": "careless",
@@ -87,7 +88,7 @@ def test_the_cap_reaches_the_upstream_and_streams_past_it_are_cut_across_replica
 
         async def flood() -> list[dict[str, Any]]:
             async with httpx.AsyncClient(timeout=30) as client:
-                return await asyncio.gather(*(_stream(client, gws[i % 2], 20)
+                return await asyncio.gather(*(_stream(client, gws[i % REPLICAS], 20)
                                               for i in range(60)))
 
         outcomes = asyncio.run(flood())
@@ -133,3 +134,36 @@ def test_an_open_circuit_is_refused_at_once_with_retry_after(
     print(f"\n300 concurrent requests: circuit_open refusals p50 {refused_p50 * 1000:.0f} ms, "
           f"echo answers p50 {answered_p50 * 1000:.0f} ms")
     assert refused_p50 <= answered_p50 * 1.5 + 0.05  # no slower than an answer
+
+
+async def _complete(client: httpx.AsyncClient, gw: Gateway) -> int:
+    response = await client.post(gw.base_url + "/chat/completions",
+                                 headers={"authorization": f"Bearer {TEST_KEY}"},
+                                 json={"model": "careless", "max_tokens": 20,
+                                       "messages": [{"role": "user", "content": "go"}]})
+    return response.status_code
+
+
+def test_a_non_streamed_flood_across_three_replicas_never_overspends(
+        redis_proc: RedisProcess, key_prefix: str,
+        careless_upstream: tuple[str, FakeOpenAI]) -> None:
+    url, fake = careless_upstream
+    budget = 0.5  # each answer costs what it reserved: 5 + 20 tokens at $0.001
+    fake.push(*[Reply(text="twenty tokens of answer", usage={
+        "prompt_tokens": 5, "completion_tokens": 20, "total_tokens": 25})] * 90)
+    cfg = _config(redis_proc.url, key_prefix, url,
+                  budgets=[{"scope": "tenant", "period": "day", "usd": budget}])
+    with ExitStack() as stack:
+        gws = [stack.enter_context(gateway(cfg)) for _ in range(REPLICAS)]
+
+        async def flood() -> list[int]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await asyncio.gather(*(_complete(client, gws[i % REPLICAS])
+                                              for i in range(90)))
+
+        statuses = asyncio.run(flood())
+    assert 200 in statuses and 429 in statuses, "the flood must both fit and overflow"
+    assert set(statuses) <= {200, 429}
+    spent = asyncio.run(_spent(redis_proc.url, key_prefix))
+    assert spent <= budget + 1e-9
+    assert spent == pytest.approx(statuses.count(200) * 25 * 0.001)
