@@ -30,7 +30,7 @@ test: setup
 # `make bench` is quick: one round, fewer RSS requests), BENCH_ROUNDS and
 # BENCH_RSS_REQUESTS the gateway bench, BENCH_SEEDS the search benchmark; BENCH_ARGS
 # passes more flags to the script.
-BENCH_DEPS := ./bench/system-deps.sh
+BENCH_DEPS := ./scripts/system-deps.sh
 
 bench: setup  # the gateway's performance table: direct, thin proxy, tako (memory, Redis, tracing)
 	$(BENCH_DEPS) nginx wrk redis-server
@@ -41,7 +41,7 @@ bench-runtime: setup  # admission alone (admit + reconcile, guarded call), memor
 	$(PY) bench/runtime_bench.py $(BENCH_ARGS)
 
 bench-compare: setup  # tako at REF against this checkout, in one run (REF=<git revision>)
-	$(BENCH_DEPS)
+	$(BENCH_DEPS) nginx wrk
 	$(PY) bench/compare_bench.py --ref $(REF) $(BENCH_ARGS)
 
 bench-search: setup  # AB-MCTS against repeated sampling, simulated workers

@@ -30,7 +30,7 @@ Defaults come from $BENCH_SECONDS (seconds per row and path, else 3), $BENCH_ROU
 quick run (e.g. BENCH_SECONDS=1, about a minute): 1 round, no warm-up, streams for a
 quarter of the seconds, and RSS after 1000,5000 requests unless given.
 Needs nginx, wrk and redis-server (or REDIS_URL); ``make bench`` installs them through
-bench/system-deps.sh when run as root.
+scripts/system-deps.sh when run as root.
 """
 
 from __future__ import annotations
