@@ -17,7 +17,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
+from tests.support.gateway import TEST_KEY, Gateway
 from tests.support.openai_schema import validate_chunk, validate_completion, validate_error
 from tests.support.vendors import (
     PNG_DATA_URL,
@@ -27,9 +27,9 @@ from tests.support.vendors import (
     Call,
     Vendor,
     VertexVendor,
-    aws_env,
     names,
     serve_vendors,
+    vendor_gateway,
 )
 
 VENDORS = list(names())
@@ -49,14 +49,7 @@ def vendors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Vend
 @pytest.fixture(scope="module")
 def gw(vendors: dict[str, Vendor], tmp_path_factory: pytest.TempPathFactory
        ) -> Iterator[Gateway]:
-    config = basic_config()
-    config["deployments"] = [v.deployment() for v in vendors.values()]
-    config["profiles"] = []
-    # One attempt per deployment, and no breaker opening or 429 cool-down on the failures
-    # scripted here.
-    config["runtime"] = {"retry": {"max_attempts": 1},
-                         "breaker": {"failure_threshold": 100, "cool_down_on_429": False}}
-    with gateway(config, env=aws_env(tmp_path_factory.mktemp("aws"))) as g:
+    with vendor_gateway(vendors, tmp_path_factory.mktemp("aws")) as g:
         yield g
 
 

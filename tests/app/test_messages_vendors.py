@@ -19,7 +19,7 @@ from pydantic import TypeAdapter
 
 from tests.fakes import anthropic as fake_anthropic
 from tests.fakes import bedrock as fake_bedrock
-from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
+from tests.support.gateway import TEST_KEY, Gateway
 from tests.support.openai_schema import validate_chunk
 from tests.support.vendors import (
     PNG_B64,
@@ -27,9 +27,9 @@ from tests.support.vendors import (
     AnthropicVendor,
     Call,
     Vendor,
-    aws_env,
     names,
     serve_vendors,
+    vendor_gateway,
 )
 
 EVENT = TypeAdapter(RawMessageStreamEvent)
@@ -49,11 +49,7 @@ def vendors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Vend
 @pytest.fixture(scope="module")
 def gw(vendors: dict[str, Vendor], tmp_path_factory: pytest.TempPathFactory
        ) -> Iterator[Gateway]:
-    config = basic_config()
-    config["deployments"] = [v.deployment() for v in vendors.values()]
-    config["profiles"] = []
-    config["runtime"] = {"retry": {"max_attempts": 1}, "breaker": {"failure_threshold": 100}}
-    with gateway(config, env=aws_env(tmp_path_factory.mktemp("aws"))) as g:
+    with vendor_gateway(vendors, tmp_path_factory.mktemp("aws")) as g:
         yield g
 
 

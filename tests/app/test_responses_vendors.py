@@ -14,7 +14,7 @@ import openai
 import orjson
 import pytest
 
-from tests.support.gateway import TEST_KEY, Gateway, basic_config, gateway
+from tests.support.gateway import TEST_KEY, Gateway
 from tests.support.openai_schema import validate
 from tests.support.responses_api import stream_events
 from tests.support.vendors import (
@@ -22,9 +22,9 @@ from tests.support.vendors import (
     Answered,
     Call,
     Vendor,
-    aws_env,
     names,
     serve_vendors,
+    vendor_gateway,
 )
 
 VENDORS = list(names())
@@ -46,11 +46,7 @@ def vendors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Vend
 @pytest.fixture(scope="module")
 def gw(vendors: dict[str, Vendor], tmp_path_factory: pytest.TempPathFactory
        ) -> Iterator[Gateway]:
-    config = basic_config()
-    config["deployments"] = [v.deployment() for v in vendors.values()]
-    config["profiles"] = []
-    config["runtime"] = {"retry": {"max_attempts": 1}, "breaker": {"failure_threshold": 100}}
-    with gateway(config, env=aws_env(tmp_path_factory.mktemp("aws"))) as g:
+    with vendor_gateway(vendors, tmp_path_factory.mktemp("aws")) as g:
         yield g
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from tests.fakes import mistral as fake_mistral
 from tests.fakes import ollama as fake_ollama
 from tests.fakes import openai as fake_openai
 from tests.fakes import vertex as fake_vertex
+from tests.support.gateway import Gateway, basic_config, gateway
 from tests.support.net import serve_asgi
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 17
@@ -712,3 +713,16 @@ def aws_env(workdir: Path) -> dict[str, str]:
 def names() -> Iterator[str]:
     yield from ("openai", "http-generic", "azure-openai", "mistral", "anthropic", "bedrock",
                 "vertex", "ollama")
+
+
+@contextmanager
+def vendor_gateway(vendors: dict[str, Vendor], workdir: Path) -> Iterator[Gateway]:
+    """A real ``tako serve`` with one deployment per served vendor: one attempt per
+    deployment, and no breaker opening or 429 cool-down on the failures tests script."""
+    config = basic_config()
+    config["deployments"] = [v.deployment() for v in vendors.values()]
+    config["profiles"] = []
+    config["runtime"] = {"retry": {"max_attempts": 1},
+                         "breaker": {"failure_threshold": 100, "cool_down_on_429": False}}
+    with gateway(config, env=aws_env(workdir)) as served:
+        yield served
